@@ -1,0 +1,52 @@
+"""bilevel-envs: contextual bilevel (leader–follower) RL environments with exact hypergradients.
+
+Importing the package registers every environment id with Gymnasium::
+
+    import gymnasium as gym
+    import bilevel_envs
+
+    env = gym.make("bilevel/FourRoomsShaping-v0", lam=0.001, beta=1.0, follower="soft_vi")
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from bilevel_envs.followers import Follower, FollowerResponse, TabularPolicy, make_follower
+from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.rollouts import Rollouts, make_oracle
+from bilevel_envs.tabular import (
+    ExactSolver,
+    TabularModel,
+    evaluate_policy,
+    exact_hypergradient,
+    exact_objective,
+    soft_policy_iteration,
+    soft_value_iteration,
+)
+
+__version__ = "0.1.0"
+
+#: id -> (entry point, extra registration kwargs); leader-level ids first.
+ENV_IDS: dict[str, tuple[str, dict]] = {
+    "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms:FourRoomsShapingEnv", {}),
+    "bilevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms:FourRoomsEnv",
+                             {"max_episode_steps": 200}),
+}
+
+
+def _register_all() -> None:
+    for env_id, (entry_point, kwargs) in ENV_IDS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point, **kwargs)
+
+
+_register_all()
+
+__all__ = [
+    "ENV_IDS", "BilevelProblem", "ExactSolver", "Follower", "FollowerResponse", "LeaderEnv",
+    "Rollouts", "TabularModel", "TabularPolicy", "evaluate_policy", "exact_hypergradient",
+    "exact_objective", "make_follower", "make_oracle", "soft_policy_iteration",
+    "soft_value_iteration",
+]

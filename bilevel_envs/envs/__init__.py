@@ -1,0 +1,1 @@
+"""The applications: Four-Rooms reward shaping, tax design, contract design, RLHF."""

@@ -1,0 +1,48 @@
+"""Followers, chosen by name with plain-data keyword arguments.
+
+=============  =====================================================  =======================
+name           class                                                  needs
+=============  =====================================================  =======================
+``soft_vi``    :class:`~.soft_vi.SoftValueIteration` (paper Alg. 3)   a tabular problem
+=============  =====================================================  =======================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bilevel_envs.followers.base import Follower, FollowerResponse, Policy, TabularPolicy
+
+#: name -> "module:Class"; modules are imported on first use (SB3/torch load lazily).
+FOLLOWERS: dict[str, str] = {
+    "soft_vi": "bilevel_envs.followers.soft_vi:SoftValueIteration",
+}
+
+
+def register_follower(name: str, entry_point: str) -> None:
+    """Make ``make_follower(name)`` build the class at ``entry_point`` (``"module:Class"``)."""
+    FOLLOWERS[name] = entry_point
+
+
+def make_follower(follower: str | Follower, **kwargs: Any) -> Follower:
+    """Build a follower from its registry name and keyword arguments (or pass one through).
+
+    Raises:
+        KeyError: for an unknown name, listing the known ones.
+    """
+    if isinstance(follower, Follower):
+        if kwargs:
+            raise ValueError("follower_kwargs cannot be combined with a follower instance")
+        return follower
+    try:
+        entry_point = FOLLOWERS[follower]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown follower {follower!r}; expected one of {sorted(FOLLOWERS)}"
+                       ) from None
+    module, cls = entry_point.split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+__all__ = ["FOLLOWERS", "Follower", "FollowerResponse", "Policy", "TabularPolicy",
+           "make_follower", "register_follower"]

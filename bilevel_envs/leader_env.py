@@ -1,0 +1,197 @@
+"""`LeaderEnv`: the bilevel problem seen from the leader, as a Gymnasium env whose action is x."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from bilevel_envs.followers import FollowerResponse, make_follower
+from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.rollouts import Rollouts, TrajectoryOracle, make_oracle
+from bilevel_envs.tabular import leader_values
+
+CONTEXT_MODES = ("sample", "all")
+OBJECTIVES = ("monte_carlo", "exact")
+
+
+class LeaderEnv(gym.Env):
+    """A leader's view of a :class:`~bilevel_envs.BilevelProblem`.
+
+    Each ``step(x)`` validates ``x``, lets every follower respond to ``M_{x,ξ}`` (warm-started
+    from its previous response in the same context within the episode), samples rollouts of the
+    followers' policies and returns an estimate of the leader objective ``J(x)`` as the reward.
+
+    * Action space: ``problem.x_space`` (natural units; out-of-bounds ``x`` raises ``ValueError``).
+    * Observation: the last ``x`` applied (zeros after ``reset``); the box is ``x_space``
+      widened to contain 0.
+    * Reward: ``objective="monte_carlo"``: the context-weighted mean discounted leader return of
+      the episodes in the rollouts (consistent, ``O(1/n_episodes)`` bias from keeping only
+      finished episodes); ``"exact"`` (tabular problems): the exact value of the followers'
+      policies, ``Σ_ξ w_ξ μ·V̄^{π_ξ}``.
+    * Episode: ``horizon`` steps, then truncation; never terminates.
+    * Info: ``"rollouts"`` (dict of ``(n_envs·n_followers, T)`` arrays, see
+      :class:`~bilevel_envs.rollouts.Rollouts`), ``"contexts"`` (context index per follower),
+      ``"context_weights"``, ``"objective_estimate"`` (Monte-Carlo), ``"objective_exact"``
+      (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower).
+      Live objects are on the env: :attr:`last_responses`, :attr:`last_oracles`, :attr:`problem`.
+
+    Args:
+        problem: the bilevel problem.
+        follower: a follower name (``"soft_vi"``, ...) or a :class:`~bilevel_envs.followers.Follower`.
+        follower_kwargs: keyword arguments of the named follower (plain data).
+        contexts: ``"sample"`` — ``n_followers`` contexts drawn from ``P_ξ`` at every step (weights
+            ``1/n_followers``); ``"all"`` — one follower per context of the support, weighted by
+            ``P_ξ``; or an explicit list of contexts (uniform weights).
+        n_followers: followers per step in ``"sample"`` mode.
+        n_envs: parallel rollout chains per follower.
+        n_rollout_steps: steps per chain (episodes auto-reset); 0 disables rollouts (needs
+            ``objective="exact"``).
+        horizon: leader steps per episode.
+        objective: ``"monte_carlo"`` or ``"exact"`` (see Reward).
+        oracle: ``"auto"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, problem: BilevelProblem, follower: Any = "soft_vi",
+                 follower_kwargs: dict[str, Any] | None = None,
+                 contexts: str | Sequence[Any] = "sample", n_followers: int = 1, n_envs: int = 5,
+                 n_rollout_steps: int = 2000, horizon: int = 1000,
+                 objective: str = "monte_carlo", oracle: str = "auto"):
+        if not isinstance(problem, BilevelProblem):
+            raise TypeError(f"problem must be a BilevelProblem; got {type(problem).__name__}")
+        self.problem = problem
+        self.follower = make_follower(follower, **(follower_kwargs or {}))
+        if not self.follower.supports(problem):
+            raise ValueError(f"follower {follower!r} cannot solve {problem!r}")
+        self.context_mode, self.fixed_contexts = self._parse_contexts(contexts)
+        for name, value, minimum in (("n_followers", n_followers, 1), ("n_envs", n_envs, 1),
+                                     ("n_rollout_steps", n_rollout_steps, 0),
+                                     ("horizon", horizon, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
+                    or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+        if objective == "exact" and not problem.is_tabular:
+            raise ValueError("objective='exact' needs a tabular problem")
+        if n_rollout_steps == 0 and objective != "exact":
+            raise ValueError("n_rollout_steps=0 leaves nothing to estimate J from; use "
+                             "objective='exact' or n_rollout_steps >= 1")
+        self.n_followers, self.n_envs = int(n_followers), int(n_envs)
+        self.n_rollout_steps, self.horizon = int(n_rollout_steps), int(horizon)
+        self.objective, self.oracle_backend = objective, oracle
+
+        self.action_space = problem.x_space
+        low = np.minimum(problem.x_space.low, 0.0)
+        high = np.maximum(problem.x_space.high, 0.0)
+        self.observation_space = spaces.Box(low, high, dtype=np.float64)
+
+        self.last_responses: list[FollowerResponse] = []
+        self.last_oracles: list[TrajectoryOracle] = []
+        self.last_contexts: list[int] = []
+        self._warm: dict[int, Any] = {}
+        self._t = 0
+        self._crn_state: dict | None = None
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._warm = {}
+        self.last_responses, self.last_oracles, self.last_contexts = [], [], []
+        return np.zeros(self.observation_space.shape), {}
+
+    def step(self, action):
+        x = self.problem.check_x(action, name="action")
+        if self._crn_state is not None:
+            self.np_random.bit_generator.state = copy.deepcopy(self._crn_state)
+        contexts, weights = self._step_contexts()
+        responses = [self._respond(x, c) for c in contexts]
+        oracles = [make_oracle(self.problem, x, c, r.policy, backend=self.oracle_backend)
+                   for c, r in zip(contexts, responses)]
+
+        info: dict[str, Any] = {"contexts": list(contexts), "context_weights": weights.tolist(),
+                                "follower_stats": [dict(r.stats) for r in responses]}
+        exact = None
+        if self.objective == "exact":
+            exact = self.exact_values(x, contexts, responses)
+            info["objective_exact"] = float(weights @ exact)
+        if self.n_rollout_steps:
+            parts = [o.rollout(self.np_random, self.n_envs, self.n_rollout_steps)
+                     for o in oracles]
+            means = np.array([p.episode_returns(self.problem.leader_gamma).mean() for p in parts])
+            info["objective_estimate"] = float(weights @ means)
+            info["rollouts"] = Rollouts.concatenate(parts).to_dict()
+        else:
+            info["objective_estimate"] = info["objective_exact"]
+            info["rollouts"] = {}
+        reward = info["objective_exact"] if exact is not None else info["objective_estimate"]
+
+        self.last_responses, self.last_oracles = responses, oracles
+        self.last_contexts = list(contexts)
+        self._t += 1
+        truncated = self._t >= self.horizon
+        return x, float(reward), False, truncated, info
+
+    # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def common_random_numbers(self) -> Iterator[None]:
+        """Within the block, every ``step`` starts from the same random state: the same contexts
+        and the same rollout uniforms (common random numbers for finite differences)."""
+        if self._np_random is None:
+            raise RuntimeError("call reset() before using common_random_numbers()")
+        self._crn_state = copy.deepcopy(self.np_random.bit_generator.state)
+        try:
+            yield
+        finally:
+            self._crn_state = None
+
+    def exact_values(self, x: np.ndarray, contexts: Sequence[int],
+                     responses: Sequence[FollowerResponse]) -> np.ndarray:
+        """Exact leader value ``μ·V̄`` of each follower's current policy (tabular problems)."""
+        values = []
+        for c, response in zip(contexts, responses):
+            model = self.problem.tabular(x, c)
+            table = response.policy.action_probs(np.arange(model.n_states))
+            values.append(float(leader_values(model, table, self.problem.lam,
+                                              with_gradient=False).objective))
+        return np.array(values)
+
+    def _respond(self, x: np.ndarray, context: int) -> FollowerResponse:
+        seed = int(self.np_random.integers(0, 2**31 - 1))
+        response = self.follower.respond(self.problem, x, context, seed=seed,
+                                         warm_start=self._warm.get(context))
+        self._warm[context] = response.warm_start
+        return response
+
+    def _step_contexts(self) -> tuple[list[int], np.ndarray]:
+        if self.context_mode == "sample":
+            contexts = [self.problem.sample_context(self.np_random)
+                        for _ in range(self.n_followers)]
+            return contexts, np.full(len(contexts), 1.0 / len(contexts))
+        if self.context_mode == "all":
+            return list(range(self.problem.n_contexts)), np.asarray(self.problem.context_probs)
+        contexts = list(self.fixed_contexts)
+        return contexts, np.full(len(contexts), 1.0 / len(contexts))
+
+    def _parse_contexts(self, contexts) -> tuple[str, list[int]]:
+        if isinstance(contexts, str):
+            if contexts not in CONTEXT_MODES:
+                raise ValueError(f"contexts must be one of {CONTEXT_MODES} or a list of contexts;"
+                                 f" got {contexts!r}")
+            return contexts, []
+        indices = [self.problem.context_index(c) for c in contexts]
+        if not indices:
+            raise ValueError("contexts must not be empty")
+        return "fixed", indices
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.problem!r}, follower={self.follower!r}, "
+                f"contexts={self.context_mode!r})")

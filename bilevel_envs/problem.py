@@ -1,0 +1,229 @@
+"""`BilevelProblem`: the contract every contextual bilevel RL application implements.
+
+A leader picks ``x`` in ``x_space``; nature draws a context ``ξ`` from a finite distribution;
+``(x, ξ)`` configure the follower's MDP ``M_{x,ξ}``. A problem provides:
+
+* the follower MDP as an ordinary Gymnasium env (:meth:`BilevelProblem.follower_env`),
+* batched per-transition terms the estimators consume (rewards and their derivatives in ``x``),
+* for finite problems, the exact :class:`~bilevel_envs.tabular.TabularModel`.
+
+Conventions: every array of transitions has a leading batch axis ``N``; gradients have a trailing
+axis ``d = x.size``. The ``grad_*`` methods accept optional per-transition ``weights`` and then
+return the contraction ``Σ_n weights[n] · grad[n]`` (shape ``(d,)``) — a vector-Jacobian product
+that problems can compute far faster than materialising the ``(N, d)`` array.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+if TYPE_CHECKING:
+    from bilevel_envs.tabular import TabularModel
+
+
+def contract(grads: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Return ``grads`` ``(N, d)`` unchanged, or ``Σ_n weights[n] grads[n]`` if weights are given."""
+    if weights is None:
+        return grads
+    return np.asarray(weights, dtype=np.float64) @ grads
+
+
+class BilevelProblem(abc.ABC):
+    """A contextual bilevel RL problem (CB-RL, paper §2): leader x, contexts ξ, follower MDPs.
+
+    Subclasses set the attributes below in ``__init__`` and implement the abstract methods.
+
+    Attributes:
+        x_space: the leader's feasible set ``X`` as a ``Box`` in natural units.
+        lam: the follower's entropy-regularisation weight λ > 0.
+        gamma: the follower's discount factor.
+        leader_gamma: the leader's discount factor (decomposable objective, paper Eq. 7).
+        follower_action_space: ``Discrete(n_actions)``; followers' policies are probability tables.
+        follower_observation_space: the observation space of :meth:`follower_env`.
+        max_episode_steps: time limit of the Gymnasium follower env (``None``: no limit). Exact
+            tabular quantities always describe the infinite-horizon MDP.
+        context_values: the support of ``P_ξ``; ``context_probs`` its probabilities.
+    """
+
+    x_space: spaces.Box
+    lam: float
+    gamma: float
+    leader_gamma: float
+    follower_action_space: spaces.Discrete
+    follower_observation_space: spaces.Space
+    max_episode_steps: int | None = None
+    context_values: tuple[Hashable, ...]
+    context_probs: np.ndarray
+    #: ``True`` when ``P_{x,ξ}`` (resp. ``μ_{x,ξ}``) depends on ``x``; estimators skip the score
+    #: terms otherwise.
+    transitions_depend_on_x: bool = False
+    initial_depends_on_x: bool = False
+
+    # ------------------------------------------------------------------ parameters x
+    @property
+    def n_params(self) -> int:
+        """Dimension ``d`` of ``x``."""
+        return int(np.prod(self.x_space.shape))
+
+    @property
+    @abc.abstractmethod
+    def x_init(self) -> np.ndarray:
+        """The deterministic default starting point of a leader."""
+
+    def sample_x_init(self, rng: np.random.Generator) -> np.ndarray:
+        """A leader's (possibly randomised) starting point; defaults to :attr:`x_init`."""
+        return np.array(self.x_init, dtype=np.float64)
+
+    def check_x(self, x: Any, name: str = "x") -> np.ndarray:
+        """Validate ``x`` and return it as a fresh float64 array.
+
+        Raises:
+            ValueError: naming ``name``, the expected shape and the bounds, if ``x`` has the wrong
+                shape or dtype, contains NaN/inf, or lies outside ``x_space``.
+        """
+        shape = self.x_space.shape
+        low, high = self.x_space.low, self.x_space.high
+        bounds = _describe_bounds(low, high)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged sequences
+            raise ValueError(f"{name} must be a real array of shape {shape}; got {x!r}") from exc
+        if arr.dtype.kind not in "iuf":
+            raise ValueError(
+                f"{name} must be a real array of shape {shape} with entries in {bounds}; "
+                f"got dtype {arr.dtype}"
+            )
+        if arr.shape != shape:
+            raise ValueError(
+                f"{name} must have shape {shape} (entries in {bounds}); got shape {arr.shape}"
+            )
+        arr = arr.astype(np.float64, copy=True)
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.ravel())[:5].tolist()
+            raise ValueError(f"{name} must be finite; NaN or inf at flat indices {bad}")
+        outside = (arr < low) | (arr > high)
+        if outside.any():
+            i = int(np.flatnonzero(outside.ravel())[0])
+            raise ValueError(
+                f"{name} is outside x_space: {name}[{i}] = {arr.ravel()[i]:.6g} is not in "
+                f"[{low.ravel()[i]:.6g}, {high.ravel()[i]:.6g}] ({int(outside.sum())} entries out "
+                f"of bounds; x_space has shape {shape} and bounds {bounds})"
+            )
+        return arr
+
+    # ------------------------------------------------------------------ contexts ξ
+    @property
+    def contexts(self) -> tuple[tuple[Hashable, ...], np.ndarray]:
+        """``(values, probs)``: the finite support of ``P_ξ`` and its probabilities."""
+        return self.context_values, self.context_probs
+
+    @property
+    def n_contexts(self) -> int:
+        return len(self.context_values)
+
+    def sample_context(self, rng: np.random.Generator) -> int:
+        """Draw a context index from ``P_ξ``."""
+        return int(rng.choice(self.n_contexts, p=self.context_probs))
+
+    def context_index(self, context: Any) -> int:
+        """Map a context (an index ``0..n-1`` or one of :attr:`context_values`) to its index.
+
+        Raises:
+            KeyError: listing the known contexts, for anything else.
+        """
+        if isinstance(context, (int, np.integer)) and not isinstance(context, bool):
+            if 0 <= int(context) < self.n_contexts:
+                return int(context)
+        else:
+            key = tuple(context) if isinstance(context, (list, np.ndarray)) else context
+            for i, value in enumerate(self.context_values):
+                if _same_context(key, value):
+                    return i
+        raise KeyError(
+            f"unknown context {context!r}; expected an index in 0..{self.n_contexts - 1} or one of "
+            f"{list(self.context_values)}"
+        )
+
+    # ------------------------------------------------------------------ the follower MDP
+    @abc.abstractmethod
+    def follower_env(self, x: np.ndarray, context: Any, **kwargs: Any) -> gym.Env:
+        """The follower's MDP ``M_{x,ξ}`` as a Gymnasium env (time limit applied)."""
+
+    def tabular(self, x: np.ndarray, context: Any) -> TabularModel | None:
+        """The exact finite model of ``M_{x,ξ}`` with derivatives, or ``None`` if not finite."""
+        return None
+
+    @property
+    def is_tabular(self) -> bool:
+        """Whether :meth:`tabular` returns a model (finite states and actions)."""
+        return False
+
+    # ------------------------------------------------------------------ per-transition terms
+    @abc.abstractmethod
+    def follower_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:
+        """Follower reward ``r_{x,ξ}(s, a, s')`` for a batch of transitions, shape ``(N,)``."""
+
+    @abc.abstractmethod
+    def leader_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:
+        """Leader reward ``r̄_{x,ξ}(s, a, s')`` for a batch of transitions, shape ``(N,)``."""
+
+    @abc.abstractmethod
+    def grad_follower_reward(self, x, context, obs, actions, next_obs, weights=None) -> np.ndarray:
+        """``∂x r_{x,ξ}(s, a, s')``: ``(N, d)``, or ``(d,)`` contracted with ``weights``."""
+
+    @abc.abstractmethod
+    def grad_leader_reward(self, x, context, obs, actions, next_obs, weights=None) -> np.ndarray:
+        """``∂x r̄_{x,ξ}(s, a, s')``: ``(N, d)``, or ``(d,)`` contracted with ``weights``."""
+
+    def grad_log_transition(self, x, context, obs, actions, next_obs, weights=None) -> np.ndarray:
+        """``∂x log P_{x,ξ}(s' | s, a)``; zero unless :attr:`transitions_depend_on_x`."""
+        return self._zero_grads(len(obs), weights)
+
+    def grad_log_initial(self, x, context, obs, weights=None) -> np.ndarray:
+        """``∂x log μ_{x,ξ}(s_0)``; zero unless :attr:`initial_depends_on_x`."""
+        return self._zero_grads(len(obs), weights)
+
+    def _zero_grads(self, n: int, weights) -> np.ndarray:
+        if weights is None:
+            return np.zeros((n, self.n_params))
+        return np.zeros(self.n_params)
+
+    # ------------------------------------------------------------------ display
+    def context_name(self, context: Any) -> str:
+        """A short human-readable label of a context (used in plots and logs)."""
+        return str(self.context_values[self.context_index(context)])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lam={self.lam}, gamma={self.gamma}, d={self.n_params})"
+
+
+def _same_context(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.all(np.asarray(a) == np.asarray(b))) and np.shape(a) == np.shape(b)
+    except (ValueError, TypeError):
+        return False
+
+
+def _describe_bounds(low: np.ndarray, high: np.ndarray) -> str:
+    lo, hi = np.unique(low), np.unique(high)
+    if lo.size == 1 and hi.size == 1:
+        return f"[{lo[0]:.6g}, {hi[0]:.6g}]"
+    return f"[{low.tolist()}, {high.tolist()}]"
+
+
+def as_index_array(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
+    """Validate an array of integer indices in ``0..n-1`` (e.g. start states)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got range "
+                         f"[{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)

@@ -1,0 +1,111 @@
+"""Rollouts and oracles: the tabular fast path, the generic Gymnasium path, the scans."""
+
+import numpy as np
+import pytest
+
+from bilevel_envs._kernels import discounted_accumulation, discounted_returns
+from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.followers import TabularPolicy
+from bilevel_envs.rollouts import GymOracle, Rollouts, TabularOracle, make_oracle
+from bilevel_envs.tabular import ExactSolver
+
+
+@pytest.fixture(scope="module")
+def setup():
+    problem = FourRoomsShaping(lam=0.003, beta=1.0)
+    x = np.random.default_rng(0).normal(0, 0.5, size=105)
+    _, sol, _ = ExactSolver(problem).solve(x)
+    return problem, x, [TabularPolicy(sol.pi[c]) for c in (0, 1)]
+
+
+def test_same_seed_same_rollouts_different_seed_different(setup):
+    problem, x, policies = setup
+    oracle = TabularOracle(problem, x, 1, policies[1])
+    a = oracle.rollout(np.random.default_rng(7), 4, 300)
+    b = oracle.rollout(np.random.default_rng(7), 4, 300)
+    c = oracle.rollout(np.random.default_rng(8), 4, 300)
+    for key, value in a.to_dict().items():
+        np.testing.assert_array_equal(value, b.to_dict()[key])
+    assert not np.array_equal(a.obs, c.obs)
+
+
+def test_starts_lengths_and_stopping(setup):
+    problem, x, policies = setup
+    oracle = TabularOracle(problem, x, 0, policies[0])
+    r = oracle.rollout(np.random.default_rng(0), 3, 50, start_states=[94, -1, 7],
+                       start_actions=[2, -1, 0], lengths=[10, 50, 50], auto_reset=False)
+    assert r.obs[0, 0] == 94 and r.actions[0, 0] == 2 and r.obs[1, 0] == 31
+    assert r.mask[0].sum() == 10  # (11, 1) is more than 10 moves from G1
+    # Chain 2 starts on the active goal: one step (reward 1), then it stops.
+    assert r.mask[2].sum() == 1 and r.terminated[2, 0] and r.rewards[2, 0] == 1.0
+
+
+def test_time_limit_truncates_and_resets(setup):
+    problem, x, policies = setup
+    oracle = TabularOracle(problem, x, 0, TabularPolicy(np.full((104, 4), 0.25)))
+    r = oracle.rollout(np.random.default_rng(0), 2, 1000)
+    assert r.episode_step.max() == 199
+    assert np.all(r.episode_step[r.truncated] == 199)
+    after = np.roll(r.ends, 1, axis=1)
+    after[:, 0] = True
+    np.testing.assert_array_equal(r.episode_step == 0, after)
+    r = oracle.rollout(np.random.default_rng(0), 2, 1000, time_limit=False)
+    assert not r.truncated.any()
+
+
+def test_bad_rollout_arguments(setup):
+    problem, x, policies = setup
+    oracle = TabularOracle(problem, x, 0, policies[0])
+    with pytest.raises(ValueError, match=r"start_states must be integer indices in 0..103"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[0, 104])
+    with pytest.raises(ValueError, match=r"start_actions must have shape \(2,\)"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, start_actions=[0])
+    with pytest.raises(ValueError, match="backend"):
+        make_oracle(problem, x, 0, policies[0], backend="jax")
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_gym_and_tabular_paths_sample_the_same_process(setup, context):
+    """Mean episode return and length agree within 4 standard errors of their difference."""
+    problem, x, policies = setup
+    rng = np.random.default_rng(context)
+    fast = TabularOracle(problem, x, context, policies[context]).rollout(rng, 20, 2000)
+    slow = GymOracle(problem, x, context, policies[context]).rollout(rng, 4, 2000)
+    for leader in (True, False):
+        a = fast.episode_returns(0.99, leader=leader)
+        b = slow.episode_returns(0.99, leader=leader)
+        se = np.sqrt(a.var() / a.size + b.var() / b.size)
+        assert abs(a.mean() - b.mean()) < 4 * se
+    visits_fast = np.bincount(fast.obs[fast.mask], minlength=104) / fast.n_transitions
+    visits_slow = np.bincount(slow.obs[slow.mask], minlength=104) / slow.n_transitions
+    assert np.abs(visits_fast - visits_slow).max() < 0.02
+
+
+def test_discounted_scans_are_adjoint():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(3, 40))
+    w = rng.normal(size=(3, 40))
+    ends = rng.random((3, 40)) < 0.1
+    G = discounted_returns(g, ends, 0.9)
+    W = discounted_accumulation(w, ends, 0.9)
+    assert np.sum(w * G) == pytest.approx(np.sum(W * g))
+    # Direct definition of the return of step 0 of chain 0.
+    end = np.flatnonzero(ends[0])
+    stop = end[0] + 1 if end.size else 40
+    assert G[0, 0] == pytest.approx(np.sum(g[0, :stop] * 0.9 ** np.arange(stop)))
+
+
+def test_episode_returns_keeps_finished_episodes():
+    # Chain 0: episodes [0,1], [2]; unfinished [3]. Chain 1: nothing finished.
+    shape = (2, 4)
+    leader = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    ends = np.zeros(shape, bool)
+    ends[0, 1] = ends[0, 2] = True
+    step = np.array([[0, 1, 0, 0], [0, 1, 2, 3]])
+    z = np.zeros(shape)
+    r = Rollouts(obs=z.astype(int), actions=z.astype(int), next_obs=z.astype(int), rewards=z,
+                 leader_rewards=leader, terminated=ends, truncated=np.zeros(shape, bool),
+                 context=z.astype(int), action_probs=z, entropy=z, episode_step=step,
+                 mask=np.ones(shape, bool))
+    returns = sorted(r.episode_returns(0.5))
+    assert returns == pytest.approx(sorted([1 + 0.5 * 2, 3.0, 1 + 0.5 + 0.25 + 0.125]))
