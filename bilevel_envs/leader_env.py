@@ -140,6 +140,31 @@ class LeaderEnv(gym.Env):
         truncated = self._t >= self.horizon
         return x, float(reward), False, truncated, info
 
+    # ------------------------------------------------------------------ checkpoints
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The env's resumable state as ``(json_data, arrays)`` — no pickling.
+
+        Covers the random generator, the step counter and the followers' warm starts when they
+        are arrays (soft VI / soft Q tables). Other warm starts (e.g. SB3 models) are dropped:
+        after :meth:`set_state` those followers restart cold.
+        """
+        data: dict[str, Any] = {"t": self._t, "rng": _jsonable(self.np_random.bit_generator.state),
+                                "warm_contexts": []}
+        arrays: dict[str, np.ndarray] = {}
+        for context, warm in self._warm.items():
+            if isinstance(warm, np.ndarray):
+                data["warm_contexts"].append(int(context))
+                arrays[f"warm_{int(context)}"] = warm
+        return data, arrays
+
+    def set_state(self, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore a state from :meth:`get_state`."""
+        if self._np_random is None:
+            self.reset()
+        self.np_random.bit_generator.state = data["rng"]
+        self._t = int(data["t"])
+        self._warm = {c: np.array(arrays[f"warm_{c}"]) for c in data["warm_contexts"]}
+
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager
     def common_random_numbers(self) -> Iterator[None]:
@@ -195,3 +220,16 @@ class LeaderEnv(gym.Env):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.problem!r}, follower={self.follower!r}, "
                 f"contexts={self.context_mode!r})")
+
+
+def _jsonable(value: Any) -> Any:
+    """Bit-generator states contain numpy ints; make them plain JSON data."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -36,6 +36,7 @@ class GarnetProblem(BilevelProblem):
         n_states, n_actions, n_params, n_contexts: sizes.
         lam: follower entropy weight; gamma, leader_gamma: discounts.
         p_end: termination probability per step.
+        transition_scale, initial_scale: scale of ``C`` and ``D`` (how strongly x moves P and μ).
         seed: seed of the random tables.
     """
 
@@ -45,7 +46,8 @@ class GarnetProblem(BilevelProblem):
 
     def __init__(self, n_states: int = 6, n_actions: int = 3, n_params: int = 4,
                  n_contexts: int = 2, lam: float = 0.1, gamma: float = 0.9,
-                 leader_gamma: float = 0.8, p_end: float = 0.05, seed: int = 0):
+                 leader_gamma: float = 0.8, p_end: float = 0.05, transition_scale: float = 0.5,
+                 initial_scale: float = 0.5, seed: int = 0):
         rng = np.random.default_rng(seed)
         S, A, d = n_states, n_actions, n_params
         self.lam, self.gamma, self.leader_gamma = float(lam), float(gamma), float(leader_gamma)
@@ -57,9 +59,9 @@ class GarnetProblem(BilevelProblem):
         self.context_values = tuple(range(n_contexts))
         self.context_probs = rng.dirichlet(np.ones(n_contexts) * 3)
         self.B = rng.normal(size=(S, A, S)) * 1.5
-        self.C = rng.normal(size=(S, A, S, d)) * 0.5
+        self.C = rng.normal(size=(S, A, S, d)) * transition_scale
         self.b = rng.normal(size=S)
-        self.D = rng.normal(size=(S, d)) * 0.5
+        self.D = rng.normal(size=(S, d)) * initial_scale
         self.R0 = rng.normal(size=(n_contexts, S, A))
         self.R1 = rng.normal(size=(S, A, d)) * 0.3
         self.L0 = rng.normal(size=(n_contexts, S, A))

@@ -1,0 +1,119 @@
+"""HPGD's estimators against the exact hypergradient (tolerances from measured standard errors)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.followers import TabularPolicy
+from bilevel_envs.rollouts import TabularOracle
+from bilevel_envs.tabular import ExactSolver
+from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
+
+
+def _estimates(problem, x, n_samples, seed, drop=None):
+    """``(n_samples, d)`` context-weighted Alg. 5 estimates and the exact ``dJ/dx``."""
+    solver = ExactSolver(problem, tol=1e-12)
+    _, solution, _ = solver.solve(x)
+    values = solver.context_values(x, with_gradient=True)
+    weights = problem.context_probs
+    rng = np.random.default_rng(seed)
+    per_sample = 0.0
+    for c in range(problem.n_contexts):
+        oracle = TabularOracle(problem, x, c, TabularPolicy(solution.pi[c]))
+        terms = paper_estimate(problem, x, c, oracle, rng, n_samples)
+        if drop is not None:
+            terms = WeightedTerms(problem, x, c, [p for p in terms.parts if p[0] != drop])
+        per_sample = per_sample + weights[c] * terms.per_segment(n_samples)
+    return per_sample, weights @ values.gradient
+
+
+def _z_scores(samples, exact):
+    se = samples.std(axis=0, ddof=1) / np.sqrt(len(samples))
+    return (samples.mean(axis=0) - exact) / se
+
+
+def _directions(d, k=5, seed=0):
+    u = np.random.default_rng(seed).normal(size=(d, k))
+    return u / np.linalg.norm(u, axis=0)
+
+
+@pytest.mark.parametrize("lam", [0.001, 0.005])
+def test_paper_estimator_is_unbiased_on_four_rooms(lam):
+    """≥ 2,000 estimates per x (4,000 per context), 3 random x: every coordinate and 5 random
+    unit directions within 4 measured standard errors of the exact hypergradient."""
+    problem = FourRoomsShaping(lam=lam, beta=1.0)
+    for seed in range(3):
+        x = np.random.default_rng(seed).normal(0.0, 1.0, size=105)
+        samples, exact = _estimates(problem, x, 4000, seed=100 + seed)
+        assert np.abs(_z_scores(samples, exact)).max() < 4
+        u = _directions(105)
+        assert np.abs(_z_scores(samples @ u, exact @ u)).max() < 4
+
+
+def test_unbiasedness_check_detects_a_missing_term_on_four_rooms():
+    """Power: dropping the best-response term (the leader's steering signal) must fail."""
+    problem = FourRoomsShaping(lam=0.005, beta=1.0)
+    x = np.random.default_rng(0).normal(0.0, 1.0, size=105)
+    samples, exact = _estimates(problem, x, 4000, seed=100, drop="follower_reward")
+    assert np.abs(_z_scores(samples, exact)).max() > 4
+
+
+GARNET = dict(lam=0.5, gamma=0.7, leader_gamma=0.6, p_end=0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paper_estimator_is_unbiased_with_score_terms(seed):
+    """x moves P and μ too (∂log P, ∂log μ terms, γ ≠ γ̄): all coordinates within 4 SE."""
+    problem = GarnetProblem(seed=seed, **GARNET)
+    x = np.random.default_rng(seed).uniform(-1, 1, size=problem.n_params)
+    samples, exact = _estimates(problem, x, 60_000, seed=seed)
+    assert np.abs(_z_scores(samples, exact)).max() < 4
+
+
+@pytest.mark.parametrize("drop, scales", [("log_transition", {}),
+                                          ("log_initial", {"initial_scale": 2.0})])
+def test_unbiasedness_check_detects_missing_score_terms(drop, scales):
+    problem = GarnetProblem(seed=0, **GARNET, **scales)
+    x = np.random.default_rng(0).uniform(-1, 1, size=problem.n_params)
+    samples, exact = _estimates(problem, x, 60_000, seed=0)
+    assert np.abs(_z_scores(samples, exact)).max() < 4  # the full estimator passes ...
+    samples, exact = _estimates(problem, x, 60_000, seed=0, drop=drop)
+    assert np.abs(_z_scores(samples, exact)).max() > 4  # ... and fails without the term
+
+
+def _every_visit_error(problem, x, n_envs, n_steps, seed):
+    """Relative error of the context-weighted every-visit estimate (what HPGD steps along)."""
+    solver = ExactSolver(problem, tol=1e-12)
+    _, solution, _ = solver.solve(x)
+    _, exact = solver.value_and_grad(x)
+    estimate = 0.0
+    for c, weight in enumerate(problem.context_probs):
+        oracle = TabularOracle(problem, x, c, TabularPolicy(solution.pi[c]))
+        rollouts = oracle.rollout(np.random.default_rng(seed), n_envs, n_steps, time_limit=False)
+        estimate = estimate + weight * every_visit_estimate(problem, x, c, rollouts).total()
+    return np.linalg.norm(estimate - exact) / np.linalg.norm(exact)
+
+
+def test_every_visit_estimator_is_consistent():
+    """The authors' batch estimator is biased for small batches but consistent: its relative
+    error shrinks with the batch (10⁴ → 10⁶ transitions) and is small for the large one."""
+    problem = FourRoomsShaping(lam=0.005, beta=1.0)
+    x = np.random.default_rng(1).normal(0.0, 0.5, size=105)
+    small = _every_visit_error(problem, x, 5, 2000, seed=0)
+    large = _every_visit_error(problem, x, 200, 5000, seed=0)
+    assert large < small / 3 and large < 0.1
+
+
+def test_every_visit_estimator_is_consistent_with_score_terms():
+    problem = GarnetProblem(seed=0, **GARNET)
+    x = np.random.default_rng(0).uniform(-1, 1, size=problem.n_params)
+    assert _every_visit_error(problem, x, 400, 5000, seed=0) < 0.05
+
+
+def test_every_visit_needs_discrete_observations():
+    problem = GarnetProblem()
+    problem.follower_observation_space = gym.spaces.Box(-1.0, 1.0, shape=(1,))
+    with pytest.raises(ValueError, match="needs a Discrete follower observation space"):
+        every_visit_estimate(problem, np.zeros(4), 0, None)
