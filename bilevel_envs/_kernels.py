@@ -105,3 +105,131 @@ def discounted_accumulation(weights, ends, gamma):
             acc = weights[e, t] + gamma * acc
             out[e, t] = acc
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, n_states,
+                        n_actions, gamma, leader_gamma, lam):
+    """The authors' batch HPGD estimator as per-step weights (see ``leaders.estimators``).
+
+    Returns ``(W, U, v_bar, n_starts)``: ``Σ_i W_i ∂r_i`` is the best-response term and
+    ``Σ_i U_i ∂r̄_i`` the direct term; ``v_bar`` is the every-visit leader value table.
+    """
+    n, T = obs.shape
+    n_sa = np.zeros(n_states * n_actions)
+    n_s = np.zeros(n_states)
+    q_sum = np.zeros(n_states * n_actions)
+    v_sum = np.zeros(n_states)
+    start_counts = np.zeros(n_states)
+    n_episodes = 0.0
+    n_starts = 0.0
+    returns = np.zeros((n, T))
+    for e in range(n):  # leader returns (reverse), visit counts
+        acc = 0.0
+        for t in range(T - 1, -1, -1):
+            if not mask[e, t]:
+                acc = 0.0
+                continue
+            if ends[e, t]:
+                acc = 0.0
+                n_episodes += 1.0
+            acc = leader_rewards[e, t] + leader_gamma * acc
+            returns[e, t] = acc
+            s = obs[e, t]
+            sa = s * n_actions + actions[e, t]
+            n_sa[sa] += 1.0
+            n_s[s] += 1.0
+            q_sum[sa] += acc
+            v_sum[s] += acc
+            if episode_step[e, t] == 0:
+                start_counts[s] += 1.0
+                n_starts += 1.0
+    n_episodes = max(n_episodes, 1.0)
+    n_starts = max(n_starts, 1.0)
+    v_bar = v_sum / np.maximum(n_s, 1.0)
+    c_sa = np.zeros(n_states * n_actions)
+    c_s = np.zeros(n_states)
+    for e in range(n):  # c_k = γ̄^τ Ā_k / (λ N), summed per (s, a) and per s
+        for t in range(T):
+            if mask[e, t]:
+                s = obs[e, t]
+                sa = s * n_actions + actions[e, t]
+                a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
+                c = leader_gamma ** episode_step[e, t] * a_bar / (lam * n_episodes)
+                c_sa[sa] += c
+                c_s[s] += c
+    W = np.zeros((n, T))
+    U = np.zeros((n, T))
+    for e in range(n):  # forward discounted accumulation of the table-averaged weights
+        acc_w = 0.0
+        acc_u = 0.0
+        for t in range(T):
+            if t > 0 and ends[e, t - 1]:
+                acc_w = 0.0
+                acc_u = 0.0
+            if mask[e, t]:
+                s = obs[e, t]
+                sa = s * n_actions + actions[e, t]
+                acc_w = c_sa[sa] / n_sa[sa] - c_s[s] / n_s[s] + gamma * acc_w
+                acc_u = start_counts[s] / (n_starts * n_s[s]) + leader_gamma * acc_u
+                W[e, t] = acc_w
+                U[e, t] = acc_u
+    return W, U, v_bar, n_starts
+
+
+@nb.njit(cache=True, nogil=True)
+def _bandwidth(P):
+    l = 0
+    u = 0
+    S = P.shape[0]
+    for i in range(S):
+        for j in range(S):
+            if P[i, j] != 0.0:
+                if i - j > l:
+                    l = i - j
+                if j - i > u:
+                    u = j - i
+    return l, u
+
+
+@nb.njit(cache=True, nogil=True)
+def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
+    """Solve ``(I − γ P_π) y = rhs`` (transposed if ``transpose``) for a batch of banded ``P_π``.
+
+    ``P_pi``: ``(B, S, S)``; ``rhs``: ``(B, S, k)``. ``I − γ P_π`` is strictly diagonally
+    dominant by rows (its transpose by columns) for sub-stochastic ``P_π`` and ``γ < 1``, so
+    Gaussian elimination needs no pivoting and fill-in stays inside the band: ``O(S · l · u)``
+    work. Returns ``(y, ok)``; ``ok`` is False (nothing solved) when a band is wider than
+    ``max_band``.
+    """
+    B, S, _ = P_pi.shape
+    k = rhs.shape[2]
+    out = np.empty((B, S, k))
+    for b in range(B):
+        lo, up = _bandwidth(P_pi[b])
+        if transpose:
+            lo, up = up, lo
+        if lo + up + 1 > max_band:
+            return out, False
+        A = np.zeros((S, lo + up + 1))  # A[i, j − i + lo] = (I − γ P_π)[i, j] (or [j, i])
+        for i in range(S):
+            for j in range(max(0, i - lo), min(S, i + up + 1)):
+                A[i, j - i + lo] = -gamma * (P_pi[b, j, i] if transpose else P_pi[b, i, j])
+            A[i, lo] += 1.0
+        y = rhs[b].copy()
+        for p in range(S):  # forward elimination inside the band
+            pivot = A[p, lo]
+            for i in range(p + 1, min(S, p + lo + 1)):
+                f = A[i, p - i + lo] / pivot
+                if f != 0.0:
+                    for j in range(p + 1, min(S, p + up + 1)):
+                        A[i, j - i + lo] -= f * A[p, j - p + lo]
+                    for c in range(k):
+                        y[i, c] -= f * y[p, c]
+        for i in range(S - 1, -1, -1):  # back substitution
+            for c in range(k):
+                acc = y[i, c]
+                for j in range(i + 1, min(S, i + up + 1)):
+                    acc -= A[i, j - i + lo] * out[b, j, c]
+                out[b, i, c] = acc / A[i, lo]
+    return out, True

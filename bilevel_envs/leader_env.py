@@ -128,7 +128,7 @@ class LeaderEnv(gym.Env):
                      for o in oracles]
             means = np.array([p.episode_returns(self.problem.leader_gamma).mean() for p in parts])
             info["objective_estimate"] = float(weights @ means)
-            info["rollouts"] = Rollouts.concatenate(parts).to_dict()
+            info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False)  # fresh arrays
         else:
             info["objective_estimate"] = info["objective_exact"]
             info["rollouts"] = {}

@@ -78,9 +78,10 @@ class Rollouts:
         """``terminated | truncated``: the last step of each episode."""
         return self.terminated | self.truncated
 
-    def to_dict(self) -> dict[str, np.ndarray]:
-        """The rollouts as a plain dict of (fresh) arrays."""
-        return {f.name: np.array(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def to_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """The rollouts as a plain dict of arrays (copies unless ``copy=False``)."""
+        return {f.name: np.array(getattr(self, f.name), copy=copy)
+                for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, np.ndarray]) -> Rollouts:
@@ -212,10 +213,11 @@ class TabularOracle(TrajectoryOracle):
         sample_tabular_chains(self.pi_cdf, self.next_states, self.next_cdf, self.mu_cdf, starts,
                               first_actions, lens, int(limit), bool(auto_reset), u_init, u,
                               obs, actions, next_obs, terminated, truncated, episode_step, mask)
+        # Padding is state 0 / action 0, masked out of everything downstream.
         return _with_rewards(self.problem, self.x, self.context, obs, actions, next_obs,
                              terminated, truncated, episode_step, mask,
-                             action_probs=np.where(mask, self.pi[obs, actions], 0.0),
-                             entropy=np.where(mask, self.entropy_table[obs], 0.0))
+                             action_probs=self.pi[obs, actions] * mask,
+                             entropy=self.entropy_table[obs] * mask)
 
 
 class GymOracle(TrajectoryOracle):
@@ -345,12 +347,17 @@ def _sample_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
 def _with_rewards(problem, x, context, obs, actions, next_obs, terminated, truncated,
                   episode_step, mask, action_probs, entropy) -> Rollouts:
     """Fill follower and leader rewards from the problem's per-transition functions."""
-    rewards = np.zeros(obs.shape)
-    leader_rewards = np.zeros(obs.shape)
-    if mask.any():
-        o, a, n = obs[mask], actions[mask], next_obs[mask]
-        rewards[mask] = problem.follower_reward(x, context, o, a, n)
-        leader_rewards[mask] = problem.leader_reward(x, context, o, a, n)
+    if mask.all():  # a continuous stream: no padding to skip
+        o, a, n = obs.ravel(), actions.ravel(), next_obs.ravel()
+        rewards = problem.follower_reward(x, context, o, a, n).reshape(obs.shape)
+        leader_rewards = problem.leader_reward(x, context, o, a, n).reshape(obs.shape)
+    else:
+        rewards = np.zeros(obs.shape)
+        leader_rewards = np.zeros(obs.shape)
+        if mask.any():
+            o, a, n = obs[mask], actions[mask], next_obs[mask]
+            rewards[mask] = problem.follower_reward(x, context, o, a, n)
+            leader_rewards[mask] = problem.leader_reward(x, context, o, a, n)
     ctx = np.full(obs.shape, context, dtype=np.int64)
     return Rollouts(obs, actions, next_obs, rewards, leader_rewards, terminated, truncated, ctx,
                     action_probs, entropy, episode_step, mask)

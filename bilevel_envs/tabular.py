@@ -92,25 +92,32 @@ class TabularModel:
         return dataclasses.replace(self, cache=cache, **changes)
 
     @staticmethod
-    def stack(models: list[TabularModel]) -> TabularModel:
-        """Stack models of equal shapes along a new leading axis (e.g. one per context)."""
+    def stack(models: list[TabularModel], derivatives: bool = True) -> TabularModel:
+        """Stack models of equal shapes along a new leading axis (e.g. one per context).
+
+        With ``derivatives=False`` the derivative fields are zero placeholders (no copies): use
+        it for objective-only computations.
+        """
         if len({(m.gamma, m.leader_gamma) for m in models}) != 1:
             raise ValueError("stacked models must share gamma and leader_gamma")
+        first = models[0]
+        batch = (len(models),)
 
         def stacked(name: str) -> np.ndarray | None:
             arrays = [getattr(m, name) for m in models]
             if all(a is None for a in arrays):
                 return None
+            if not derivatives:
+                return np.broadcast_to(0.0, batch + _first_not_none(arrays).shape)
             return np.stack([np.zeros_like(_first_not_none(arrays)) if a is None else a
                              for a in arrays])
 
-        first = models[0]
         return TabularModel(
             P=np.stack([m.P for m in models]), r=np.stack([m.r for m in models]),
             r_leader=np.stack([m.r_leader for m in models]), mu=np.stack([m.mu for m in models]),
             gamma=first.gamma, leader_gamma=first.leader_gamma,
-            dr=np.stack([m.dr for m in models]), dr_leader=np.stack([m.dr_leader for m in models]),
-            dP=stacked("dP"), dmu=stacked("dmu"),
+            dr=stacked("dr"), dr_leader=stacked("dr_leader"), dP=stacked("dP"),
+            dmu=stacked("dmu"),
         )
 
     def check(self, atol: float = 1e-9) -> None:
@@ -195,9 +202,30 @@ def expected_next(P: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out.reshape(P.shape[:-3] + (S, A, v.shape[-1]))
 
 
-def _identity_minus(gamma: float, P_pi: np.ndarray) -> np.ndarray:
+def solve_bellman(P_pi: np.ndarray, gamma: float, rhs: np.ndarray,
+                  transpose: bool = False) -> np.ndarray:
+    """Solve ``(I − γ P_π) y = rhs`` (or the transposed system), batched over leading axes.
+
+    ``rhs`` has shape ``(..., S)`` or ``(..., S, k)``. Banded ``P_π`` (e.g. gridworlds in
+    row-major state order) take an ``O(S l u)`` elimination without pivoting — exact here
+    because ``I − γ P_π`` is strictly diagonally dominant — the rest dense LAPACK.
+    """
+    from bilevel_envs._kernels import solve_bellman_banded
+
     S = P_pi.shape[-1]
-    return np.eye(S) - gamma * P_pi
+    vector = rhs.ndim == P_pi.ndim - 1
+    b = rhs[..., None] if vector else rhs
+    batch = P_pi.shape[:-2]
+    if b.shape[:-2] != batch:
+        b = np.broadcast_to(b, batch + b.shape[-2:])
+    P3 = P_pi.reshape((-1, S, S))
+    b3 = b.reshape((-1, S, b.shape[-1])).astype(np.float64, copy=False)
+    out, ok = solve_bellman_banded(P3, float(gamma), b3, transpose, max(S // 3, 8))
+    if not ok:
+        M = np.eye(S) - gamma * P3
+        out = np.linalg.solve(np.swapaxes(M, -1, -2) if transpose else M, b3)
+    out = out.reshape(batch + b.shape[-2:])
+    return out[..., 0] if vector else out
 
 
 # ---------------------------------------------------------------------- solvers
@@ -266,7 +294,7 @@ def soft_policy_iteration(
         pi = softmax_policy(q, lam)
         P_pi = policy_transitions(model.P, pi)
         r_pi = (pi * model.r).sum(-1) + lam * policy_entropy(pi)
-        v = np.linalg.solve(_identity_minus(gamma, P_pi), r_pi[..., None])[..., 0]
+        v = solve_bellman(P_pi, gamma, r_pi)
         q = model.r + gamma * expected_next(model.P, v)
         residual = float(np.max(np.abs(soft_max_value(q, lam) - v)))
         _check_finite(residual, "soft policy iteration")
@@ -307,8 +335,7 @@ def evaluate_policy(model: TabularModel, pi: np.ndarray, reward: np.ndarray | No
     r_pi = (pi * reward).sum(-1)
     if lam:
         r_pi = r_pi + lam * policy_entropy(pi)
-    M = _identity_minus(gamma, policy_transitions(model.P, pi))
-    return np.linalg.solve(M, r_pi[..., None])[..., 0]
+    return solve_bellman(policy_transitions(model.P, pi), gamma, r_pi)
 
 
 # ---------------------------------------------------------------------- exact leader quantities
@@ -344,22 +371,20 @@ def leader_values(model: TabularModel, pi: np.ndarray, lam: float,
     """
     gamma, lgamma = model.gamma, model.leader_gamma
     P_pi = policy_transitions(model.P, pi)
-    M_leader = _identity_minus(lgamma, P_pi)
     r_leader_pi = (pi * model.r_leader).sum(-1)
-    v_bar = np.linalg.solve(M_leader, r_leader_pi[..., None])[..., 0]
+    v_bar = solve_bellman(P_pi, lgamma, r_leader_pi)
     objective = (model.mu * v_bar).sum(-1)
     if not with_gradient:
         return LeaderValues(objective=objective, gradient=None, v_leader=v_bar)
 
-    occupancy = np.linalg.solve(np.swapaxes(M_leader, -1, -2), model.mu[..., None])[..., 0]
+    occupancy = solve_bellman(P_pi, lgamma, model.mu, transpose=True)
     a_bar = model.r_leader + lgamma * expected_next(model.P, v_bar) - v_bar[..., None]
     w_leader = occupancy[..., None] * pi
     c = w_leader * a_bar / lam  # weight of ∂Q(s, a) in the best-response term
     S, A = model.n_states, model.n_actions
     y = (c.reshape(c.shape[:-2] + (1, S * A)) @ model.P.reshape(model.P.shape[:-3] + (S * A, S))
          )[..., 0, :]
-    M = M_leader if lgamma == gamma else _identity_minus(gamma, P_pi)
-    z = np.linalg.solve(np.swapaxes(M, -1, -2), y[..., None])[..., 0]
+    z = solve_bellman(P_pi, gamma, y, transpose=True)
     w_follower = c + gamma * z[..., None] * pi
 
     gradient = (np.einsum("...sa,...sad->...d", w_follower, model.dr)
@@ -402,11 +427,13 @@ class ExactSolver:
             return list(range(self.problem.n_contexts))
         return [self.problem.context_index(c) for c in contexts]
 
-    def solve(self, x: np.ndarray, contexts=None) -> tuple[TabularModel, SoftSolution, list[int]]:
+    def solve(self, x: np.ndarray, contexts=None, derivatives: bool = True
+              ) -> tuple[TabularModel, SoftSolution, list[int]]:
         """Build the stacked model of ``contexts`` at ``x`` and solve the followers."""
         x = self.problem.check_x(x)
         idx = self._contexts(contexts)
-        model = TabularModel.stack([self.problem.tabular(x, c) for c in idx])
+        model = TabularModel.stack([self.problem.tabular(x, c) for c in idx],
+                                   derivatives=derivatives)
         warm = (np.stack([self._warm[c] for c in idx]) if all(c in self._warm for c in idx)
                 else None)
         sol = solve_follower(model, self.problem.lam, tol=self.tol, warm_start=warm,
@@ -418,7 +445,7 @@ class ExactSolver:
     def context_values(self, x: np.ndarray, contexts=None, with_gradient: bool = False
                        ) -> LeaderValues:
         """Per-context exact leader values (and gradients), batched in context order."""
-        model, sol, _ = self.solve(x, contexts)
+        model, sol, _ = self.solve(x, contexts, derivatives=with_gradient)
         return leader_values(model, sol.pi, self.problem.lam, with_gradient=with_gradient)
 
     def _weights(self, contexts) -> np.ndarray:

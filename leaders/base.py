@@ -224,7 +224,7 @@ class Leader(abc.ABC):
 
     # ------------------------------------------------------------------ the loop
     def learn(self, n_iterations: int, callback: Any = None, progress_bar: bool = False,
-              eval_every: int | None = None) -> Leader:
+              eval_every: int | Callable[[int], bool] | None = None) -> Leader:
         """Run ``n_iterations`` more iterations (counters continue across calls).
 
         Args:
@@ -232,13 +232,21 @@ class Leader(abc.ABC):
             callback: a :class:`Callback`, a function ``(leader, record) -> bool | None`` or a
                 list of them; returning ``False`` stops training.
             progress_bar: show a tqdm progress bar.
-            eval_every: every this many iterations, record the exact ``J(x_t)`` (tabular problems).
+            eval_every: every this many iterations (or at iterations ``t`` where
+                ``eval_every(t)`` is true), record the exact ``J(x_t)`` of the pre-update iterate
+                and each context's exact value (tabular problems).
         """
         if not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
             raise ValueError(f"n_iterations must be a non-negative integer; got {n_iterations!r}")
-        if eval_every is not None and (eval_every < 1 or self.problem is None
-                                       or not self.problem.is_tabular):
-            raise ValueError("eval_every needs a positive integer and a tabular problem")
+        if eval_every is not None:
+            if self.problem is None or not self.problem.is_tabular:
+                raise ValueError("eval_every needs a tabular problem")
+            if not callable(eval_every):
+                if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+                    raise ValueError(f"eval_every must be a positive integer or a function of "
+                                     f"the iteration; got {eval_every!r}")
+                every = int(eval_every)
+                eval_every = lambda t: t % every == 0  # noqa: E731
         callbacks = _as_callbacks(callback)
         bar = _progress_bar(n_iterations) if progress_bar else None
         for cb in callbacks:
@@ -260,15 +268,17 @@ class Leader(abc.ABC):
             self._flush_logs()
         return self
 
-    def _iterate(self, eval_every: int | None) -> dict[str, Any]:
+    def _iterate(self, eval_every: Callable[[int], bool] | None) -> dict[str, Any]:
         if not self._env_ready:
             self.env.reset(seed=self._env_seed)
             self._env_ready = True
         t = self.num_iterations
         x_t = self.x
         record: dict[str, Any] = {"iteration": t}
-        if eval_every is not None and t % eval_every == 0:
-            record["exact_objective"] = self.exact_objective(x_t)
+        if eval_every is not None and eval_every(t):
+            values = self.exact_context_values(x_t)
+            record["exact_objective"] = float(self.problem.context_probs @ values)
+            record.update({f"exact_context_{i}": float(v) for i, v in enumerate(values)})
         grad, info = self.estimate_gradient()
         grad = np.asarray(grad, dtype=np.float64).reshape(self.x.shape)
         if not np.all(np.isfinite(grad)):
@@ -291,9 +301,13 @@ class Leader(abc.ABC):
 
     def exact_objective(self, x: np.ndarray | None = None) -> float:
         """Exact ``J(x)`` (default: the current ``x``) on tabular problems, warm-started."""
+        return float(self.problem.context_probs @ self.exact_context_values(x))
+
+    def exact_context_values(self, x: np.ndarray | None = None) -> np.ndarray:
+        """Each context's exact leader value ``μ·V̄_ξ`` at ``x`` (default: the current ``x``)."""
         if self._exact is None:
             self._exact = ExactSolver(self.problem)
-        return self._exact.objective(self.x if x is None else x)
+        return np.asarray(self._exact.context_values(self.x if x is None else x).objective)
 
     # ------------------------------------------------------------------ history
     @property

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bilevel_envs._kernels import discounted_accumulation, discounted_returns
+from bilevel_envs._kernels import discounted_returns, every_visit_weights
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.rollouts import Rollouts, TrajectoryOracle
 
@@ -53,12 +53,8 @@ class WeightedTerms:
         if kind == "log_initial" and not self.problem.initial_depends_on_x:
             return
         weights = np.asarray(weights, dtype=np.float64)
-        keep = weights != 0
-        if not keep.any():
-            return
-        seg = np.zeros(len(weights), np.int64) if segment is None else np.asarray(segment)
-        self.parts.append((kind, obs[keep], actions[keep], next_obs[keep], weights[keep],
-                           seg[keep]))
+        if weights.size:
+            self.parts.append((kind, obs, actions, next_obs, weights, segment))
 
     def _call(self, kind, obs, actions, next_obs, weights=None):
         p, x, c = self.problem, self.x, self.context
@@ -82,6 +78,10 @@ class WeightedTerms:
         estimates and tests; materialises per-transition gradients in chunks)."""
         out = np.zeros((n_segments, self.problem.n_params))
         for kind, obs, actions, next_obs, weights, seg in self.parts:
+            seg = np.zeros(len(weights), np.int64) if seg is None else np.asarray(seg)
+            keep = weights != 0
+            obs, actions, next_obs = obs[keep], actions[keep], next_obs[keep]
+            weights, seg = weights[keep], seg[keep]
             for lo in range(0, len(weights), chunk):
                 sl = slice(lo, lo + chunk)
                 grads = self._call(kind, obs[sl], actions[sl], next_obs[sl])
@@ -90,7 +90,11 @@ class WeightedTerms:
 
 
 def _masked(rollouts: Rollouts):
+    """The mask and the valid transitions (flat views when every step is valid)."""
     m = rollouts.mask
+    if m.all():
+        m = slice(None)
+        return m, rollouts.obs.ravel(), rollouts.actions.ravel(), rollouts.next_obs.ravel()
     return m, rollouts.obs[m], rollouts.actions[m], rollouts.next_obs[m]
 
 
@@ -127,15 +131,15 @@ def _advantage_gradient_terms(terms: WeightedTerms, oracle: TrajectoryOracle,
             t = np.arange(r.n_steps)[None, :]
             scale = (sign / n_inner) * coefficient[:, None]
             m, obs, act, nxt = _masked(r)
-            seg = np.broadcast_to(segment[:, None], r.mask.shape)[m]
+            seg = np.broadcast_to(segment[:, None], r.mask.shape)[m].ravel()
             terms.add("follower_reward", obs, act, nxt,
-                      np.broadcast_to(scale, r.mask.shape)[m] * (t <= T[:, None])[m], seg)
+                      (np.broadcast_to(scale, r.mask.shape) * (t <= T[:, None]))[m].ravel(), seg)
             if terms.problem.transitions_depend_on_x:
                 soft = np.where(r.mask, r.rewards + lam * r.entropy, 0.0)
                 tail = ((t > T[:, None]) * np.sqrt(gamma) ** (t - T[:, None] - 1) * soft).sum(1)
                 at_T = (t == T[:, None]) & ~r.terminated
                 w = scale * at_T * (gamma / (1 - gamma)) * tail[:, None]
-                terms.add("log_transition", obs, act, nxt, w[m], seg)
+                terms.add("log_transition", obs, act, nxt, w[m].ravel(), seg)
 
 
 def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
@@ -167,10 +171,10 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     t = np.arange(r.n_steps)[None, :]
     sample = np.arange(n_samples)
     m, obs, act, nxt = _masked(r)
-    seg = np.broadcast_to(sample[:, None], r.mask.shape)[m]
+    seg = np.broadcast_to(sample[:, None], r.mask.shape)[m].ravel()
 
     # Direct term Σ_{t ≤ T} ∂r̄_t.
-    terms.add("leader_reward", obs, act, nxt, (t <= T[:, None])[m].astype(float), seg)
+    terms.add("leader_reward", obs, act, nxt, (t <= T[:, None])[m].ravel().astype(float), seg)
     # √γ̄-weighted tail: an unbiased estimate of Q̄(s_T, a_T) (and of V̄(s_T), a_T ~ π).
     leader = np.where(r.mask, r.leader_rewards, 0.0)
     q_tail = ((t >= T[:, None]) * np.sqrt(lgamma) ** np.maximum(t - T[:, None], 0) * leader).sum(1)
@@ -178,7 +182,7 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     # Score terms: the transition into s_T (or μ at T = 0), weighted by the tail return.
     w_score = np.where(reached, q_tail / (1 - lgamma), 0.0)
     into_T = (t == (T - 1)[:, None]) & ~r.terminated
-    terms.add("log_transition", obs, act, nxt, (w_score[:, None] * into_T)[m], seg)
+    terms.add("log_transition", obs, act, nxt, (w_score[:, None] * into_T)[m].ravel(), seg)
     first = r.obs[:, 0]
     at_start = reached & (T == 0)
     terms.add("log_initial", first[at_start], first[at_start], first[at_start],
@@ -213,44 +217,24 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
                          "use estimator='paper'")
     gamma, lgamma, lam = problem.gamma, problem.leader_gamma, problem.lam
     n_actions = problem.follower_action_space.n
-    m, ends = rollouts.mask, rollouts.ends
-    obs, act = rollouts.obs, rollouts.actions
-    sa = obs * n_actions + act
-    n_sa = np.maximum(np.bincount(sa[m], minlength=n_states * n_actions), 1)
-    n_s = np.maximum(np.bincount(obs[m], minlength=n_states), 1)
-
-    def every_visit(returns):
-        q = np.bincount(sa[m], weights=returns[m], minlength=n_states * n_actions) / n_sa
-        v = np.bincount(obs[m], weights=returns[m], minlength=n_states) / n_s
-        return q, v
-
-    leader_returns = discounted_returns(np.where(m, rollouts.leader_rewards, 0.0), ends, lgamma)
-    q_bar, v_bar = every_visit(leader_returns)
-    a_bar = q_bar[sa] - v_bar[obs]
-    n_episodes = max(int(ends[m].sum()), 1)
-    c = np.where(m, lgamma ** rollouts.episode_step * a_bar / (lam * n_episodes), 0.0)
-    # Σ_k c_k (∂Q̂(s_k,a_k) − ∂V̂(s_k)) = Σ_j w_j G_j with w_j the table-averaged weight of j.
-    c_sa = np.bincount(sa[m], weights=c[m], minlength=n_states * n_actions)
-    c_s = np.bincount(obs[m], weights=c[m], minlength=n_states)
-    w = np.where(m, c_sa[sa] / n_sa[sa] - c_s[obs] / n_s[obs], 0.0)
-    # Σ_j w_j G_j = Σ_i W_i g_i with W the forward discounted accumulation of w.
-    W = discounted_accumulation(w, ends, gamma)
-    starts = m & (rollouts.episode_step == 0)
-    n_starts = max(int(starts.sum()), 1)
-    start_counts = np.bincount(obs[starts], minlength=n_states)
-    u = np.where(m, start_counts[obs] / (n_starts * n_s[obs]), 0.0)
-    U = discounted_accumulation(u, ends, lgamma)
+    m, ends, obs = rollouts.mask, rollouts.ends, rollouts.obs
+    W, U, v_bar, n_starts = every_visit_weights(
+        obs, rollouts.actions, m, ends, rollouts.leader_rewards.astype(np.float64),
+        rollouts.episode_step, n_states, n_actions, gamma, lgamma, lam)
 
     terms = WeightedTerms(problem, x, context)
-    _, o, a, n = _masked(rollouts)
-    terms.add("follower_reward", o, a, n, W[m])
-    terms.add("leader_reward", o, a, n, U[m])
+    valid, o, a, n = _masked(rollouts)
+    terms.add("follower_reward", o, a, n, W[valid].ravel())
+    terms.add("leader_reward", o, a, n, U[valid].ravel())
     if problem.transitions_depend_on_x:
         soft = np.where(m, rollouts.rewards + lam * rollouts.entropy, 0.0)
-        _, v_soft = every_visit(discounted_returns(soft, ends, gamma))
+        soft_returns = discounted_returns(soft, ends, gamma)
+        n_s = np.maximum(np.bincount(obs[m], minlength=n_states), 1)
+        v_soft = np.bincount(obs[m], weights=soft_returns[m], minlength=n_states) / n_s
         cont = ~rollouts.terminated
         w_score = (W * gamma * v_soft[rollouts.next_obs] + U * lgamma * v_bar[rollouts.next_obs])
-        terms.add("log_transition", o, a, n, np.where(cont, w_score, 0.0)[m])
-    first = obs[starts]
-    terms.add("log_initial", first, first, first, v_bar[first] / n_starts)
+        terms.add("log_transition", o, a, n, np.where(cont, w_score, 0.0)[valid].ravel())
+    if problem.initial_depends_on_x:
+        first = obs[m & (rollouts.episode_step == 0)]
+        terms.add("log_initial", first, first, first, v_bar[first] / n_starts)
     return terms

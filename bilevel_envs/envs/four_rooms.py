@@ -169,6 +169,7 @@ class FourRoomsShaping(BilevelProblem):
         self._mu = np.zeros(N_CELLS)
         self._mu[START_STATE] = 1.0
         self._caches: dict[int, dict] = {i: {} for i in range(len(GOALS))}
+        self._last_model: dict[int, tuple[np.ndarray, TabularModel]] = {}
 
     @property
     def x_init(self) -> np.ndarray:
@@ -185,8 +186,18 @@ class FourRoomsShaping(BilevelProblem):
     # ------------------------------------------------------------------ models and envs
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
         ctx = self.context_index(context)
+        x = self.check_x(x)
+        # A leader step asks for the same (x, ξ) twice (follower solve, sampler): reuse it.
+        last = self._last_model.get(ctx)
+        if last is not None and np.array_equal(last[0], x):
+            return last[1]
+        model = self._build_model(x, ctx)
+        self._last_model[ctx] = (x, model)
+        return model
+
+    def _build_model(self, x: np.ndarray, ctx: int) -> TabularModel:
         goal = GOAL_STATES[ctx]
-        sigma = softmax(self.check_x(x))
+        sigma = softmax(x)
         dr_state = penalty_jacobian(sigma)
         dr_state[goal] = 0.0
         dr_leader_state = np.zeros((N_CELLS, N_PARAMS))
