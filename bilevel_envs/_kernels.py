@@ -233,3 +233,85 @@ def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
                     acc -= A[i, j - i + lo] * out[b, j, c]
                 out[b, i, c] = acc / A[i, lo]
     return out, True
+
+
+@nb.njit(cache=True, nogil=True)
+def _banded_solve_inplace(A, y, lo, up, out):
+    """Solve the banded system stored as ``A[i, j − i + lo]`` (no pivoting; A is overwritten)."""
+    S = A.shape[0]
+    for p in range(S):
+        pivot = A[p, lo]
+        for i in range(p + 1, min(S, p + lo + 1)):
+            f = A[i, p - i + lo] / pivot
+            if f != 0.0:
+                for j in range(p + 1, min(S, p + up + 1)):
+                    A[i, j - i + lo] -= f * A[p, j - p + lo]
+                y[i] -= f * y[p]
+    for i in range(S - 1, -1, -1):
+        acc = y[i]
+        for j in range(i + 1, min(S, i + up + 1)):
+            acc -= A[i, j - i + lo] * out[j]
+        out[i] = acc / A[i, lo]
+
+
+@nb.njit(cache=True, nogil=True)
+def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
+                                 lo, up):
+    """Soft policy iteration on a sparse model with banded ``P_π`` (see ``tabular.py``).
+
+    ``next_states``/``probs``: ``(S, A, K)`` successor lists; ``q``: ``(S, A)`` start (updated in
+    place). Each step: ``π = softmax(q/λ)``; solve ``(I − γ P_π) v = Σ_a π r + λ H(π)`` by banded
+    elimination; ``q = r + γ P v``. Stops when ``max_s |λ logΣexp(q/λ) − v| ≤ threshold`` or when
+    that residual stops decreasing below 1e-9. Returns ``(iterations, residual)``.
+    """
+    S, A, K = probs.shape
+    pi = np.empty((S, A))
+    r_pi = np.empty(S)
+    v = np.empty(S)
+    band = np.empty((S, lo + up + 1))
+    residual = np.inf
+    previous = np.inf
+    it = 0
+    for it in range(1, max_iter + 1):
+        for s in range(S):  # π = softmax(q/λ), r_π = Σ_a π r + λ H(π)
+            m = q[s, 0]
+            for a in range(1, A):
+                m = max(m, q[s, a])
+            z = 0.0
+            for a in range(A):
+                pi[s, a] = np.exp((q[s, a] - m) / lam)
+                z += pi[s, a]
+            acc = 0.0
+            for a in range(A):
+                pi[s, a] /= z
+                if pi[s, a] > 0.0:
+                    acc += pi[s, a] * (r[s, a] - lam * np.log(pi[s, a]))
+            r_pi[s] = acc
+        band[:, :] = 0.0
+        for s in range(S):  # the band of I − γ P_π
+            band[s, lo] += 1.0
+            for a in range(A):
+                for k in range(K):
+                    w = pi[s, a] * probs[s, a, k]
+                    if w != 0.0:
+                        band[s, next_states[s, a, k] - s + lo] -= gamma * w
+        _banded_solve_inplace(band, r_pi, lo, up, v)
+        residual = 0.0
+        for s in range(S):  # q = r + γ P v, residual of the soft Bellman operator
+            m = -np.inf
+            for a in range(A):
+                acc = 0.0
+                for k in range(K):
+                    acc += probs[s, a, k] * v[next_states[s, a, k]]
+                q[s, a] = r[s, a] + gamma * acc
+                m = max(m, q[s, a])
+            z = 0.0
+            for a in range(A):
+                z += np.exp((q[s, a] - m) / lam)
+            residual = max(residual, abs(m + lam * np.log(z) - v[s]))
+        if not np.isfinite(residual):
+            break
+        if residual <= threshold or (residual >= previous and residual < 1e-9):
+            break
+        previous = residual
+    return it, residual

@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium.wrappers import TimeLimit
 
 from bilevel_envs.problem import as_index_array
+from bilevel_envs.tabular import sparse_transitions
 
 if TYPE_CHECKING:
     from bilevel_envs.followers.base import Policy
@@ -313,17 +314,13 @@ def sampling_tables(model: TabularModel) -> tuple[np.ndarray, np.ndarray, np.nda
     cached = model.cache.get("sampling_tables")
     if cached is not None and cached[0] is model.P:
         return cached[1]
-    P = np.asarray(model.P, dtype=np.float64)
-    nonzero = P > 0
-    K = max(int(nonzero.sum(-1).max()), 1)
-    order = np.argsort(~nonzero, axis=-1, kind="stable")[..., :K]
-    probs = np.take_along_axis(P, order, axis=-1)
+    next_states, probs, _, _ = sparse_transitions(model)
     cdf = np.cumsum(probs, axis=-1)
     total = cdf[..., -1:]
     # Rows that are full distributions get an exact 1.0 at the end (x / x == 1 in IEEE).
     full = np.abs(total - 1.0) < 1e-9
     cdf = np.where(full, cdf / np.where(full, total, 1.0), cdf)
-    tables = (order.astype(np.int64), np.ascontiguousarray(cdf), _normalised_cdf(model.mu))
+    tables = (next_states, np.ascontiguousarray(cdf), _normalised_cdf(model.mu))
     model.cache["sampling_tables"] = (model.P, tables)
     return tables
 

@@ -147,6 +147,26 @@ def _first_not_none(items):
     return next(a for a in items if a is not None)
 
 
+def sparse_transitions(model: TabularModel) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(next_states, probs, lo, up)``: successor lists ``(S, A, K)`` of a single model (K = the
+    most successors of any ``(s, a)``; padding has probability 0) and the lower/upper bandwidth
+    of its transition pattern. Cached on the model's shared cache."""
+    cached = model.cache.get("sparse_transitions")
+    if cached is not None and cached[0] is model.P:
+        return cached[1]
+    P = np.asarray(model.P, dtype=np.float64)
+    nonzero = P > 0
+    K = max(int(nonzero.sum(-1).max()), 1)
+    next_states = np.argsort(~nonzero, axis=-1, kind="stable")[..., :K].astype(np.int64)
+    probs = np.ascontiguousarray(np.take_along_axis(P, next_states, axis=-1))
+    s, _, t = np.nonzero(nonzero)
+    lo = int(max(0, (s - t).max())) if s.size else 0
+    up = int(max(0, (t - s).max())) if s.size else 0
+    tables = (next_states, probs, lo, up)
+    model.cache["sparse_transitions"] = (model.P, tables)
+    return tables
+
+
 @dataclass
 class SoftSolution:
     """Result of a soft (entropy-regularised) solve.
@@ -288,6 +308,18 @@ def soft_policy_iteration(
     q = (np.zeros(model.batch_shape + (model.n_states, model.n_actions)) if warm_start is None
          else np.array(warm_start, dtype=np.float64))
     threshold = tol * (1 - gamma)
+    if not model.batch_shape:
+        next_states, probs, lo, up = sparse_transitions(model)
+        if lo + up + 1 <= max(model.n_states // 3, 8):
+            # Banded model (e.g. a gridworld): the same iteration, compiled, on successor lists.
+            from bilevel_envs._kernels import soft_policy_iteration_sparse
+
+            r = np.ascontiguousarray(model.r, dtype=np.float64)
+            it, residual = soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q,
+                                                        threshold, max_iter, lo, up)
+            _check_finite(residual, "soft policy iteration")
+            return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
+                                iterations=it, residual=residual)
     residual, previous = np.inf, np.inf
     it = 0
     for it in range(1, max_iter + 1):
@@ -404,7 +436,9 @@ class ExactSolver:
     """Exact ``J(x)``, per-context values and ``dJ/dx`` of a tabular problem, warm-started.
 
     Keeps the last soft Q-function of every context, so a sequence of nearby ``x`` (a leader's
-    iterates) costs a few Newton steps per call. All requested contexts are solved as one batch.
+    iterates) costs a few Newton steps per call. Contexts are solved one model at a time, which
+    lets banded models use the compiled sparse solver and the problem's per-context caches
+    (the array functions above also accept stacks of models).
 
     Args:
         problem: a problem whose :meth:`~bilevel_envs.problem.BilevelProblem.tabular` is defined.
@@ -427,26 +461,36 @@ class ExactSolver:
             return list(range(self.problem.n_contexts))
         return [self.problem.context_index(c) for c in contexts]
 
-    def solve(self, x: np.ndarray, contexts=None, derivatives: bool = True
-              ) -> tuple[TabularModel, SoftSolution, list[int]]:
-        """Build the stacked model of ``contexts`` at ``x`` and solve the followers."""
+    def solve(self, x: np.ndarray, contexts=None
+              ) -> tuple[list[TabularModel], SoftSolution, list[int]]:
+        """The models of ``contexts`` at ``x`` and the followers' solutions (stacked)."""
         x = self.problem.check_x(x)
         idx = self._contexts(contexts)
-        model = TabularModel.stack([self.problem.tabular(x, c) for c in idx],
-                                   derivatives=derivatives)
-        warm = (np.stack([self._warm[c] for c in idx]) if all(c in self._warm for c in idx)
-                else None)
-        sol = solve_follower(model, self.problem.lam, tol=self.tol, warm_start=warm,
-                             method=self.method)
-        for i, c in enumerate(idx):
-            self._warm[c] = sol.q[i]
-        return model, sol, idx
+        models, solutions = [], []
+        for c in idx:
+            model = self.problem.tabular(x, c)
+            solution = solve_follower(model, self.problem.lam, tol=self.tol,
+                                      warm_start=self._warm.get(c), method=self.method)
+            self._warm[c] = solution.q
+            models.append(model)
+            solutions.append(solution)
+        stacked = SoftSolution(q=np.stack([s.q for s in solutions]),
+                               v=np.stack([s.v for s in solutions]),
+                               pi=np.stack([s.pi for s in solutions]),
+                               iterations=max(s.iterations for s in solutions),
+                               residual=max(s.residual for s in solutions))
+        return models, stacked, idx
 
     def context_values(self, x: np.ndarray, contexts=None, with_gradient: bool = False
                        ) -> LeaderValues:
-        """Per-context exact leader values (and gradients), batched in context order."""
-        model, sol, _ = self.solve(x, contexts, derivatives=with_gradient)
-        return leader_values(model, sol.pi, self.problem.lam, with_gradient=with_gradient)
+        """Per-context exact leader values (and gradients), in context order."""
+        models, solution, _ = self.solve(x, contexts)
+        values = [leader_values(m, solution.pi[i], self.problem.lam, with_gradient)
+                  for i, m in enumerate(models)]
+        return LeaderValues(
+            objective=np.array([float(v.objective) for v in values]),
+            gradient=np.stack([v.gradient for v in values]) if with_gradient else None,
+            v_leader=np.stack([v.v_leader for v in values]))
 
     def _weights(self, contexts) -> np.ndarray:
         idx = self._contexts(contexts)
