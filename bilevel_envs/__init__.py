@@ -36,6 +36,8 @@ ENV_IDS: dict[str, tuple[str, dict]] = {
     "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design:ContractDesignEnv", {}),
     "bilevel/ContractAgent-v0": ("bilevel_envs.envs.contract_design:ContractAgentEnv",
                                  {"max_episode_steps": 200}),
+    "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf:RLHFEnv", {}),
+    "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf:PreferenceGridEnv", {}),
 }
 
 
