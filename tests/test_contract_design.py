@@ -1,4 +1,5 @@
-"""Contract design: instances, closed forms of the project, exact gradients, env vs model, checkers."""
+"""Contract design: instances, closed forms of the project, exact gradients, env vs model,
+checkers."""
 
 import numpy as np
 import pytest
@@ -149,7 +150,8 @@ def test_project_optimum_is_a_kkt_point_and_matches_the_closed_form(lam, types):
 @pytest.mark.parametrize("types", [(1.0,), cd.TWO_TYPES])
 def test_soft_optimum_approaches_the_hard_one_as_lam_vanishes(types):
     """u*(λ) − k and J_hard − J*(λ) vanish like λ log(1/λ), as the first-order condition predicts:
-    ``u* − k ≈ (λ/Δp) log(Δp² (R − k)/(λ p_H))`` and ``J_hard − J* ≈ p_H (u* − k + λ/Δp)/(1 − γ²)``."""
+    ``u* − k ≈ (λ/Δp) log(Δp² (R − k)/(λ p_H))`` and
+    ``J_hard − J* ≈ p_H (u* − k + λ/Δp)/(1 − γ²)``."""
     problem = cd.ContractDesign("project", cost_scales=types)
     k, j_hard = cd.project_hard_optimum(problem)
     dp, R, w = P_HIGH - P_LOW, 2.0, 1 - 0.9 ** 2
@@ -431,3 +433,16 @@ def test_closed_forms_refuse_other_instances():
         cd.project_optimum(cd.ContractDesign("tree"))
     with pytest.raises(ValueError, match="need p_high > p_low"):
         cd.cheapest_effort_bonus(0.5, 0.5, 0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lam", [0.3, 0.03])
+def test_hypergradient_matches_finite_differences_on_a_deep_tree(lam):
+    problem = cd.ContractDesign("tree", lam=lam, depth=6, seed=11, cost_scales=cd.TWO_TYPES)
+    solver = ExactSolver(problem, tol=1e-13)
+    x = np.random.default_rng(0).uniform(0.05, 1.5, size=problem.n_params)
+    h = 1e-5
+    grad = exact_hypergradient(problem, x, tol=1e-13)
+    fd = np.array([(solver.objective(x + h * e) - solver.objective(x - h * e)) / (2 * h)
+                   for e in np.eye(problem.n_params)])
+    assert np.linalg.norm(grad - fd) / np.linalg.norm(fd) < 1e-4

@@ -158,7 +158,8 @@ def test_finite_difference_check_detects_a_missing_score_term():
 
 
 def test_exact_objective_at_zero_is_minus_log_two():
-    """``r_x = 0`` makes every pair a coin flip for the model: ``ℓ = −log 2`` whatever the labels."""
+    """``r_x = 0`` makes every pair a coin flip for the model: ``ℓ = −log 2`` whatever the
+    labels."""
     problem = tiny(annotators="two", epsilon=0.2)
     assert problem.exact_objective(np.zeros(problem.n_params)) == pytest.approx(-np.log(2))
 
@@ -295,7 +296,10 @@ def test_leader_env_metrics_against_problem_functions():
         problem.log_likelihood(x, traj0, traj1, info["labels"][0]).mean())
     assert info["preference_accuracy"] == pytest.approx(
         problem.preference_accuracy(x, 0, traj0, traj1, info["labels"][0]))
-    assert info["true_regret"] == pytest.approx(problem.true_regret(x, 0))
+    assert info["true_regret"] == pytest.approx(problem.true_regret(x, 0), abs=1e-9)
+    uniform = np.full((8, 16, 5), 0.2)
+    assert problem.true_regret(x, 0, uniform) == pytest.approx(
+        problem.true_regret(np.zeros(80), 0), abs=1e-12)
 
 
 def test_trajectories_from_longer_rollouts_and_wrong_rollouts():
@@ -494,3 +498,14 @@ def test_exact_layer_refuses_or_dispatches_trajectory_level_objectives():
         ExactSolver(problem)
     x = random_x(problem, 0)
     assert exact_objective(problem, x) == problem.exact_objective(x)
+
+
+@pytest.mark.slow
+def test_exact_hypergradient_matches_finite_differences_at_horizon_five():
+    problem = tiny(trajectory_length=5, annotators="two", beta=2.0, epsilon=0.1, lam=0.3)
+    x = random_x(problem, 11)
+    h = 1e-5
+    grad = problem.exact_hypergradient(x)
+    fd = np.array([(problem.exact_objective(x + h * e) - problem.exact_objective(x - h * e))
+                   / (2 * h) for e in np.eye(problem.n_params)])
+    assert np.linalg.norm(grad - fd) / np.linalg.norm(fd) < 1e-4

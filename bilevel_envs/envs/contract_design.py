@@ -1,8 +1,9 @@
 """Dynamic contract design (paper App. B): a principal pays an agent on the transitions it observes.
 
-An agent of type ξ acts in a finite MDP and pays an effort cost ``c_ξ(s, a)``; the principal earns
-``r(s, s')`` and, not seeing actions, pays ``x(s, s') ≥ 0`` whenever the MDP moves from ``s`` to ``s'``
-(limited liability). Agent reward ``x(s, s') − c_ξ(s, a)``, principal reward ``r(s, s') − x(s, s')``.
+An agent of type ξ acts in a finite MDP and pays an effort cost ``c_ξ(s, a)``; the principal
+earns ``r(s, s')`` and, not seeing actions, pays ``x(s, s') ≥ 0`` whenever the MDP moves from ``s``
+to ``s'`` (limited liability). Agent reward ``x(s, s') − c_ξ(s, a)``, principal reward
+``r(s, s') − x(s, s')``.
 
 Model logic (the three instances, the payment index, rewards and their derivatives, the closed
 forms of the project instance) is a set of pure functions over a frozen :class:`ContractSpec`;
@@ -153,7 +154,10 @@ def project_spec(effort_probs=PROJECT_EFFORT_PROBS, effort_costs=PROJECT_EFFORT_
 
     In ``work`` the agent picks an effort level ``a`` (success probability ``p_a``, cost ``c_a``);
     the outcome states have no decision (every action is free and leads back to ``work``).
-    Payments: ``work→success``, ``work→failure``, ``success→work``, ``failure→work``.
+    Payments: ``work→success``, ``work→failure``, ``success→work``, ``failure→work``. With one
+    discount for both levels, ``J`` depends on them only through ``u = x(work→success) +
+    γ x(success→work)`` and ``v = x(work→failure) + γ x(failure→work)``: the optimum is unique in
+    ``J`` (and ``u``), not in ``x`` (see :func:`project_objective_closed_form`).
     """
     p = np.asarray(effort_probs, dtype=np.float64)
     c = np.asarray(effort_costs, dtype=np.float64)
@@ -439,10 +443,10 @@ def project_hard_optimum(problem: ContractDesign) -> tuple[float, float]:
     """The principal's optimum ``(u*, J*)`` against *hard* best responses (λ → 0), exactly.
 
     Type ξ picks ``argmax_a p_a u − θ_ξ c_a`` (ties broken towards the higher success
-    probability, the principal's preferred response). ``J`` is then piecewise ``p̄(u)(R − u)/(1 − γ²)``
-    with ``p̄`` a non-decreasing step function, so the maximum sits at ``u = 0`` or at a breakpoint
-    ``θ_ξ (c_b − c_a)/(p_b − p_a)`` — for two actions and one type, ``c/(p_H − p_L)``
-    (:func:`cheapest_effort_bonus`).
+    probability, the principal's preferred response). ``J`` is then piecewise
+    ``p̄(u)(R − u)/(1 − γ²)`` with ``p̄`` a non-decreasing step function, so the maximum sits at
+    ``u = 0`` or at a breakpoint ``θ_ξ (c_b − c_a)/(p_b − p_a)`` — for two actions and one type,
+    ``c/(p_H − p_L)`` (:func:`cheapest_effort_bonus`).
     """
     p, c, R, _ = _project_parts(problem)
     candidates = {0.0}
@@ -553,8 +557,8 @@ class ContractAgentEnv(gym.Env):
     ``cost_scales=TWO_TYPES`` for two).
 
     ## Action Space
-    ``Discrete(A)``: effort levels (project; ``0`` low, ``1`` high by default), ``0`` low / ``1`` high
-    (tree), ``0`` rest, ``1`` up, ``2`` right, ``3`` down, ``4`` left (grid).
+    ``Discrete(A)``: effort levels (project; ``0`` low, ``1`` high by default), ``0`` low /
+    ``1`` high (tree), ``0`` rest, ``1`` up, ``2`` right, ``3`` down, ``4`` left (grid).
 
     ## Observation Space
     ``Discrete(S)``: the state index (project: 0 work, 1 success, 2 failure; tree: node; grid:
@@ -573,8 +577,8 @@ class ContractAgentEnv(gym.Env):
     :meth:`ContractDesign.follower_env` truncate after 200 steps.
 
     ## Information
-    ``"leader_reward"`` (float), ``"context"`` (int), ``"payment"`` (``x(s, s')``, float), ``"cost"``
-    (``θ_ξ c(s, a)``, float).
+    ``"leader_reward"`` (float), ``"context"`` (int), ``"payment"`` (``x(s, s')``, float),
+    ``"cost"`` (``θ_ξ c(s, a)``, float).
 
     ## Arguments
     ```python
@@ -676,10 +680,10 @@ class ContractDesignEnv(LeaderEnv):
     The last ``x`` applied (zeros after ``reset``), same box as the action space.
 
     ## Rewards
-    An estimate of ``J(x) = E_ξ E_π*[Σ_t γ^t (r_P(s_t, s_{t+1}) − x(s_t, s_{t+1}))]`` with the types'
-    regularised best responses ``π*_{x,ξ}`` to ``x(s, s') − θ_ξ c(s, a)``: the Monte-Carlo mean
-    discounted return of the finished episodes (``objective="monte_carlo"``) or the exact value of
-    the followers' policies (``objective="exact"``). Closed forms for the project instance:
+    An estimate of ``J(x) = E_ξ E_π*[Σ_t γ^t (r_P(s_t, s_{t+1}) − x(s_t, s_{t+1}))]`` with the
+    types' regularised best responses ``π*_{x,ξ}`` to ``x(s, s') − θ_ξ c(s, a)``: the Monte-Carlo
+    mean discounted return of the finished episodes (``objective="monte_carlo"``) or the exact
+    value of the followers' policies (``objective="exact"``). Closed forms for the project instance:
     :func:`project_hard_optimum`, :func:`project_optimum`, :func:`project_objective_closed_form`.
 
     ## Episode End

@@ -1,14 +1,14 @@
-r"""RLHF as bilevel RL (paper App. B): fit a reward model to preferences over the follower's trajectories.
+r"""RLHF as bilevel RL (paper App. B): fit a reward model to preferences over follower trajectories.
 
 A tabular gridworld has a hidden true reward. The leader's ``x`` parametrises a reward model
-``r_x(s, a) = φ(s, a)·x``; the follower plays the soft-optimal policy ``π*_x`` of ``r_x`` over a finite
-horizon ``H``; pairs of its trajectories are labelled by a Bradley–Terry teacher (an annotator,
-the context ξ) who compares true discounted returns; the leader maximises the expected
+``r_x(s, a) = φ(s, a)·x``; the follower plays the soft-optimal policy ``π*_x`` of ``r_x`` over a
+finite horizon ``H``; pairs of its trajectories are labelled by a Bradley–Terry teacher (an
+annotator, the context ξ) who compares true discounted returns; the leader maximises the expected
 log-likelihood of the labels under its own Bradley–Terry model.
 
 Objective (maximised). With ``R_x(τ) = Σ_{t<H} γ^t r_x(s_t, a_t)``, ``Δ_x = R_x(τ1) − R_x(τ0)``, the
-teacher's probability ``q_ξ(τ0, τ1) = P(l = 1)`` of preferring ``τ1`` (see :func:`teacher_label_prob`)
-and ``σ`` the logistic function,
+teacher's probability ``q_ξ(τ0, τ1) = P(l = 1)`` of preferring ``τ1``
+(:func:`teacher_label_prob`) and ``σ`` the logistic function,
 
     J(x) = E_ξ E_{τ0, τ1 ~ π*_x} E_{l ~ q_ξ}[(1 − l) log P_x(τ0 ≻ τ1) + l log P_x(τ1 ≻ τ0)]
          = E_ξ Σ_{τ0, τ1} p_x(τ0) p_x(τ1) ℓ_ξ(τ0, τ1; x),
@@ -146,7 +146,8 @@ def gridworld_transitions(layout: tuple[str, ...], moves, slip: str, move_prob: 
 
 def soft_backward_induction(P: np.ndarray, r: np.ndarray, gamma: float, lam: float, horizon: int
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Finite-horizon soft optimum: ``Q_t = r + γ P V_{t+1}``, ``V_t = λ logΣexp(Q_t/λ)``, ``V_H = 0``.
+    """Finite-horizon soft optimum: ``Q_t = r + γ P V_{t+1}``, ``V_t = λ logΣexp(Q_t/λ)``,
+    ``V_H = 0``.
 
     Returns ``(q (H, S, A), v (H + 1, S), pi (H, S, A))`` with ``π_t = softmax(Q_t/λ)``.
     """
@@ -200,7 +201,8 @@ def teacher_label_prob(g0: np.ndarray, g1: np.ndarray, beta: float, epsilon: flo
 
 
 def expected_log_likelihood(delta: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``(1 − q) log σ(−Δ) + q log σ(Δ)``: the BT log-likelihood averaged over ``l ~ Bernoulli(q)``."""
+    """``(1 − q) log σ(−Δ) + q log σ(Δ)``: the BT log-likelihood averaged over
+    ``l ~ Bernoulli(q)``."""
     return (1.0 - q) * log_sigmoid(-delta) + q * log_sigmoid(delta)
 
 
@@ -223,7 +225,8 @@ def enumerate_trajectories(P: np.ndarray, mu: np.ndarray, pi: np.ndarray,
         n = states.shape[0]
         if n * A > max_trajectories:
             raise ValueError(f"enumerating trajectories of horizon {H} exceeds max_trajectories="
-                             f"{max_trajectories}; use instance='tiny' or a shorter trajectory_length")
+                             f"{max_trajectories}; use instance='tiny' or a shorter "
+                             "trajectory_length")
         s = np.repeat(states[:, -1], A)
         a = np.tile(np.arange(A), n)
         states, actions = np.repeat(states, A, axis=0), np.column_stack([np.repeat(actions, A, 0),
@@ -262,8 +265,8 @@ class Annotator:
 
 @dataclass(frozen=True)
 class TrajectoryBatch:
-    """``N`` trajectories of horizon ``H``: base-state indices ``states (N, H)`` and ``actions (N, H)``
-    (time is the column index; the follower env's observation is ``t·S + state``)."""
+    """``N`` trajectories of horizon ``H``: base-state indices ``states (N, H)`` and
+    ``actions (N, H)`` (time is the column index; the follower env observes ``t·S + state``)."""
 
     states: np.ndarray
     actions: np.ndarray
@@ -480,7 +483,8 @@ class RLHFProblem(BilevelProblem):
         return self._solved[1]
 
     def policy(self, x: np.ndarray) -> np.ndarray:
-        """``π*_x`` per time step, ``(H, S, A)``; ``.reshape(H·S, A)`` is the follower env's table."""
+        """``π*_x`` per time step, ``(H, S, A)``; ``.reshape(H·S, A)`` indexes it by the follower
+        env's observations."""
         return self.solve(x)[2]
 
     def score_table(self, x: np.ndarray) -> np.ndarray:
@@ -563,8 +567,8 @@ class RLHFProblem(BilevelProblem):
         traj = self.trajectories_from_rollouts(rollouts)
         n = len(traj) // 2
         if n == 0:
-            raise ValueError(f"the rollouts hold {len(traj)} complete episodes of {self.trajectory_length} "
-                             "steps; a pair needs two")
+            raise ValueError(f"the rollouts hold {len(traj)} complete episodes of "
+                             f"{self.trajectory_length} steps; a pair needs two")
         return traj[0:2 * n:2], traj[1:2 * n:2]
 
     def _check_pair(self, traj0: TrajectoryBatch, traj1: TrajectoryBatch) -> None:
@@ -572,8 +576,9 @@ class RLHFProblem(BilevelProblem):
         if not (shape == traj0.actions.shape == traj1.states.shape == traj1.actions.shape
                 and len(shape) == 2 and shape[1] == self.trajectory_length):
             raise ValueError(f"trajectory pairs need states and actions of one shape (N, "
-                             f"{self.trajectory_length}); got {traj0.states.shape}, {traj0.actions.shape}, "
-                             f"{traj1.states.shape}, {traj1.actions.shape}")
+                             f"{self.trajectory_length}); got {traj0.states.shape}, "
+                             f"{traj0.actions.shape}, {traj1.states.shape}, "
+                             f"{traj1.actions.shape}")
 
     def true_returns(self, context: Any, traj: TrajectoryBatch) -> np.ndarray:
         """``Σ_t γ^t r_ξ(s_t, a_t)``: the annotator's true discounted returns, ``(N,)``."""
@@ -608,7 +613,8 @@ class RLHFProblem(BilevelProblem):
 
     def grad_pair_objective(self, x: np.ndarray, context: Any, traj0: TrajectoryBatch,
                             traj1: TrajectoryBatch, weights=None) -> np.ndarray:
-        """``∂_x ℓ_ξ = (q − σ(Δ_x)) (Φ(τ1) − Φ(τ0))`` at fixed trajectories: ``(N, d)`` or ``(d,)``."""
+        """``∂_x ℓ_ξ = (q − σ(Δ_x)) (Φ(τ1) − Φ(τ0))`` at fixed trajectories: ``(N, d)``, or ``(d,)``
+        contracted with ``weights``."""
         x = self.check_x(x)
         q = self.label_probs(context, traj0, traj1)
         delta, phi = self._delta(x, traj0, traj1)
@@ -710,16 +716,26 @@ class RLHFProblem(BilevelProblem):
         """``∇J(x)`` by enumeration (see :meth:`exact_value_and_grad`)."""
         return self.exact_value_and_grad(x, contexts)[1]
 
-    def true_regret(self, x: np.ndarray, context: Any) -> float:
-        """``V*_ξ − V^{π*_x}_ξ ≥ 0`` from the start: the annotator's regularised true value (λ, γ,
-        horizon H) of its own soft-optimal policy minus that of the follower's ``π*_x``."""
+    def true_regret(self, x: np.ndarray, context: Any, policy: np.ndarray | None = None) -> float:
+        """``V*_ξ − V^π_ξ ≥ 0`` from the start: the annotator's regularised true value (λ, γ,
+        horizon ``H``) of its own soft-optimal policy minus that of ``π``.
+
+        Args:
+            x: the reward model; ``π = π*_x`` unless ``policy`` is given.
+            context: the annotator.
+            policy: ``(H, S, A)`` or ``(H·S, A)`` table of the policy to assess (e.g. a learning
+                follower's response).
+        """
         ctx = self.context_index(context)
         reward = self.annotators[ctx].reward
         if ctx not in self._true_optimum:
-            _, v, _ = soft_backward_induction(self.P, reward, self.gamma, self.lam, self.trajectory_length)
+            _, v, _ = soft_backward_induction(self.P, reward, self.gamma, self.lam,
+                                              self.trajectory_length)
             self._true_optimum[ctx] = v[0]
-        v_x = soft_policy_value(self.P, self.policy(x), reward, self.gamma, self.lam)
-        return float(self.mu @ (self._true_optimum[ctx] - v_x))
+        shape = (self.trajectory_length, self.n_states, self.n_actions)
+        pi = self.policy(x) if policy is None else np.asarray(policy, np.float64).reshape(shape)
+        v_pi = soft_policy_value(self.P, pi, reward, self.gamma, self.lam)
+        return float(self.mu @ (self._true_optimum[ctx] - v_pi))
 
     # ------------------------------------------------------------------ the LeaderEnv hook
     def estimate_objective(self, x: np.ndarray, context: int, rollouts: Rollouts,
@@ -730,8 +746,8 @@ class RLHFProblem(BilevelProblem):
 
     def __repr__(self) -> str:
         return (f"RLHFProblem(instance={self.instance!r}, trajectory_length="
-                f"{self.trajectory_length}, lam={self.lam}, reward_model={self.reward_model!r}, annotators={len(self.annotators)}, "
-                f"d={self.n_params})")
+                f"{self.trajectory_length}, lam={self.lam}, reward_model={self.reward_model!r}, "
+                f"annotators={len(self.annotators)}, d={self.n_params})")
 
 
 #: keyword arguments of :class:`RLHFProblem` (the leader env routes them to the problem).
@@ -745,9 +761,9 @@ class PreferenceGridEnv(gym.Env):
     """## Description
     The follower's side of RLHF as bilevel RL (paper App. B): a gridworld, rewarded by the
     leader's reward model ``r_x``, over a finite horizon ``H``; its trajectories are what the
-    annotators compare. Instances (``instance=``): ``"grid"`` (default; 4×4, below), ``"four_rooms"``
-    (the Four-Rooms layout with a goal at (1, 5) and lava at (3, 3), slippery moves) and ``"tiny"``
-    (a 3-cell chain ``aSG``, exact enumeration of trajectory pairs).
+    annotators compare. Instances (``instance=``): ``"grid"`` (default; 4×4, below),
+    ``"four_rooms"`` (the Four-Rooms layout with a goal at (1, 5) and lava at (3, 3), slippery
+    moves) and ``"tiny"`` (a 3-cell chain ``aSG``, exact enumeration of trajectory pairs).
 
     ```
     S...      S start   G goal (true reward +1)
@@ -761,8 +777,8 @@ class PreferenceGridEnv(gym.Env):
     entry ``s·A + a``), ``"state"`` (``d = S``) or ``"features"``. ``x=None``: the zero reward.
 
     ## Contexts
-    ``context``: an annotator (``"one"``: one; ``"two"``: two). It only sets the true reward reported
-    in ``info["leader_reward"]``; the follower's MDP is the same for all annotators.
+    ``context``: an annotator (``annotators="one"``: one; ``"two"``: two). It only sets the true
+    reward reported in ``info["leader_reward"]``; the follower's MDP is the same for all annotators.
 
     ## Action Space
     ``Discrete(A)``: grid ``0`` stay, ``1`` up, ``2`` right, ``3`` down, ``4`` left (a move succeeds
@@ -771,7 +787,8 @@ class PreferenceGridEnv(gym.Env):
     ``2`` right (``move_prob = 0.8``).
 
     ## Observation Space
-    ``Discrete(H·S)``: ``t·S + s`` with ``t`` the time step and ``s`` the cell (row-major free cells).
+    ``Discrete(H·S)``: ``t·S + s`` with ``t`` the time step and ``s`` the cell (row-major free
+    cells).
 
     ## Starting State
     Cell ``S`` at ``t = 0``, or ``options={"state": t·S + s}`` in ``reset``.
@@ -886,28 +903,29 @@ class RLHFEnv(LeaderEnv):
 
     ## Contexts
     Annotators (Bradley–Terry teachers with a true reward, rationality β and mistake probability
-    ε); ``annotators="two"`` for two. ``contexts="sample"`` draws ``n_followers`` per step, ``"all"``
-    serves every annotator.
+    ε); ``annotators="two"`` for two. ``contexts="sample"`` draws ``n_followers`` per step,
+    ``"all"`` serves every annotator.
 
     ## Observation Space
     The last ``x`` applied (zeros after ``reset``), same box as the action space.
 
     ## Rewards
     ``Σ_ξ w_ξ mean_pairs ℓ_ξ(τ0, τ1; x)`` with ``ℓ_ξ = (1 − q_ξ) log σ(−Δ_x) + q_ξ log σ(Δ_x)``: an
-    unbiased estimate of ``J(x) = E_ξ E_{τ0,τ1 ~ π*_x} E_l[(1 − l) log P_x(τ0 ≻ τ1) + l log P_x(τ1 ≻ τ0)]``
-    (the label is averaged out with the teacher's probability ``q_ξ``). Exact ``J`` and ``∇J`` for
-    the tiny instance: ``bilevel_envs.tabular.exact_objective(env.unwrapped.problem, x)``.
+    unbiased estimate of
+    ``J(x) = E_ξ E_{τ0,τ1 ~ π*_x} E_l[(1 − l) log P_x(τ0 ≻ τ1) + l log P_x(τ1 ≻ τ0)]`` (the label
+    is averaged out with the teacher's probability ``q_ξ``). Exact ``J`` and ``∇J`` for the tiny
+    instance: ``bilevel_envs.tabular.exact_objective(env.unwrapped.problem, x)``.
 
     ## Episode End
     Truncated after ``horizon`` leader steps; never terminates.
 
     ## Information
     ``"rollouts"`` (dict of ``(2·n_pairs·n_followers, H)`` arrays, one trajectory per chain; chains
-    ``2k`` and ``2k + 1`` form pair ``k``), ``"labels"`` (``(n_followers, n_pairs)`` teacher labels, 1
-    when the second trajectory is preferred), ``"log_likelihood"`` (mean BT log-likelihood of those
-    labels), ``"preference_accuracy"`` (how often ``r_x`` prefers the trajectory the label prefers;
-    ties of ``r_x`` count ½),
-    ``"true_regret"`` (exact :meth:`RLHFProblem.true_regret`), each context-weighted, plus
+    ``2k`` and ``2k + 1`` form pair ``k``), ``"labels"`` (``(n_followers, n_pairs)`` teacher
+    labels, 1 when the second trajectory is preferred), ``"log_likelihood"`` (mean BT
+    log-likelihood of those labels), ``"preference_accuracy"`` (how often ``r_x`` prefers the
+    trajectory the label prefers; ties of ``r_x`` count ½), ``"true_regret"`` (exact
+    :meth:`RLHFProblem.true_regret` of the follower's actual policy), each context-weighted, plus
     ``"contexts"``, ``"context_weights"``, ``"objective_estimate"``, ``"follower_stats"``.
 
     ## Arguments
@@ -946,7 +964,8 @@ class RLHFEnv(LeaderEnv):
         problem = self.problem
         metrics = {"log_likelihood": [], "preference_accuracy": [], "true_regret": []}
         labels = []
-        for f, context in enumerate(info["contexts"]):
+        states = np.arange(problem.follower_observation_space.n)
+        for f, (context, response) in enumerate(zip(info["contexts"], self.last_responses)):
             chains = slice(f * self.n_envs, (f + 1) * self.n_envs)
             traj0, traj1 = problem.pairs_from_rollouts(
                 {k: v[chains] for k, v in info["rollouts"].items()})
@@ -955,7 +974,8 @@ class RLHFEnv(LeaderEnv):
             metrics["log_likelihood"].append(problem.log_likelihood(x, traj0, traj1, label).mean())
             metrics["preference_accuracy"].append(
                 problem.preference_accuracy(x, context, traj0, traj1, label))
-            metrics["true_regret"].append(problem.true_regret(x, context))
+            metrics["true_regret"].append(
+                problem.true_regret(x, context, response.policy.action_probs(states)))
         weights = np.asarray(info["context_weights"])
         info.update({k: float(weights @ np.asarray(v)) for k, v in metrics.items()})
         info["labels"] = np.stack(labels)
