@@ -441,6 +441,8 @@ def test_leader_env_rejects_bad_x(bad, pattern):
     ({"annotators": "three"}, ValueError, r"annotators must be 'one', 'two' or a sequence"),
     ({"annotators": [rlhf.Annotator(np.zeros(3))]}, ValueError,
      r"annotators\[0\].reward must be finite with shape \(16, 5\) or \(16,\)"),
+    ({"annotators": [rlhf.Annotator(np.zeros(16), name="ann")] * 2}, ValueError,
+     r"annotator names must be unique; got \['ann', 'ann'\]"),
     ({"annotators": "two", "annotator_probs": (1.0,)}, ValueError,
      r"annotator_probs must be 2 non-negative numbers summing to 1"),
     ({"epsilon": 0.6}, ValueError, r"epsilon must be in \[0, 0.5\]"),

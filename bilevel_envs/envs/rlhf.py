@@ -283,6 +283,15 @@ class TrajectoryBatch:
         weights = gamma ** np.arange(self.states.shape[1])
         return np.tensordot(weights, values, axes=(0, 1))
 
+    def discounted_visits(self, n_states: int, n_actions: int, gamma: float,
+                          weights: np.ndarray | None = None) -> np.ndarray:
+        """``Σ_n w_n Σ_t γ^t 1{(s_t, a_t) = (s, a)}``, shape ``(S, A)`` (``w = 1`` by default)."""
+        w = np.ones(len(self)) if weights is None else np.asarray(weights, dtype=np.float64)
+        values = w[:, None] * gamma ** np.arange(self.states.shape[1])
+        index = self.states * n_actions + self.actions
+        return np.bincount(index.ravel(), weights=values.ravel(),
+                           minlength=n_states * n_actions).reshape(n_states, n_actions)
+
 
 # ---------------------------------------------------------------------------- the problem
 class RLHFProblem(BilevelProblem):
@@ -324,9 +333,9 @@ class RLHFProblem(BilevelProblem):
     decomposable = False
 
     def __init__(self, instance: str = "grid", trajectory_length: int | None = None,
-                 lam: float = 0.1,
-                 gamma: float = DEFAULT_GAMMA, reward_model: str = "state_action",
-                 features: np.ndarray | None = None, annotators: Any = "one",
+                 lam: float = 0.1, gamma: float = DEFAULT_GAMMA,
+                 reward_model: str = "state_action", features: np.ndarray | None = None,
+                 annotators: Any = "one",
                  annotator_probs=None, beta: float = 1.0, epsilon: float = 0.0,
                  normalise: bool = False, x_max: float = DEFAULT_X_MAX,
                  move_prob: float | None = None):
@@ -382,7 +391,8 @@ class RLHFProblem(BilevelProblem):
         self.context_probs = probs
         self._augmented: dict[str, np.ndarray] = {}
         self._cache: dict = {}  # sampling tables of the time-augmented model
-        self._solved: tuple[bytes, Any] | None = None
+        self._solved: tuple[bytes, Any] | None = None  # the last x and its follower solution
+        self._scores: tuple[bytes, np.ndarray] | None = None  # the last x and its score table
         self._true_optimum: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ construction helpers
@@ -453,6 +463,8 @@ class RLHFProblem(BilevelProblem):
                                  a.name if a.name != "annotator" else f"annotator{i}"))
         if not out:
             raise ValueError("annotators must not be empty")
+        if len({a.name for a in out}) < len(out):
+            raise ValueError(f"annotator names must be unique; got {[a.name for a in out]}")
         return tuple(out)
 
     def _return_scale(self, reward: np.ndarray) -> float:
@@ -478,8 +490,11 @@ class RLHFProblem(BilevelProblem):
         x = self.check_x(x)
         key = x.tobytes()
         if self._solved is None or self._solved[0] != key:
-            self._solved = (key, soft_backward_induction(self.P, self.reward(x), self.gamma,
-                                                         self.lam, self.trajectory_length))
+            solution = soft_backward_induction(self.P, self.reward(x), self.gamma, self.lam,
+                                               self.trajectory_length)
+            for array in solution:
+                array.setflags(write=False)  # shared with later callers at the same x
+            self._solved = (key, solution)
         return self._solved[1]
 
     def policy(self, x: np.ndarray) -> np.ndarray:
@@ -492,8 +507,13 @@ class RLHFProblem(BilevelProblem):
 
         ``.reshape(H·S, A, d)[obs, action]`` indexes it with the follower env's observations.
         """
-        pi = self.policy(x)
-        return advantage_gradient(self.P, pi, self.features, self.gamma) / self.lam
+        key = self.check_x(x).tobytes()
+        if self._scores is None or self._scores[0] != key:
+            table = advantage_gradient(self.P, self.policy(x), self.features, self.gamma)
+            table /= self.lam
+            table.setflags(write=False)
+            self._scores = (key, table)
+        return self._scores[1]
 
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
         """The time-augmented MDP: state ``t·S + s``, termination after ``H`` steps; follower
@@ -599,32 +619,45 @@ class RLHFProblem(BilevelProblem):
         """Labels ``l ∈ {0, 1}`` (1: ``τ1`` preferred) drawn from the teacher, ``(N,)`` int."""
         return (rng.random(len(traj0)) < self.label_probs(context, traj0, traj1)).astype(np.int64)
 
-    def _delta(self, x: np.ndarray, traj0: TrajectoryBatch, traj1: TrajectoryBatch):
-        phi = (traj1.discounted_sum(self.features, self.gamma)
-               - traj0.discounted_sum(self.features, self.gamma))  # ∂x Δ_x, (N, d)
-        return phi @ x, phi
+    def _delta(self, x: np.ndarray, traj0: TrajectoryBatch, traj1: TrajectoryBatch
+               ) -> np.ndarray:
+        """``Δ_x = R_x(τ1) − R_x(τ0)``, ``(N,)``."""
+        r = self.reward(x)
+        return traj1.discounted_sum(r, self.gamma) - traj0.discounted_sum(r, self.gamma)
+
+    def _grad_delta(self, traj0: TrajectoryBatch, traj1: TrajectoryBatch, weights=None
+                    ) -> np.ndarray:
+        """``∂_x Δ_x = Φ(τ1) − Φ(τ0)``: ``(N, d)``, or ``(d,)`` contracted with ``weights``."""
+        if weights is None:
+            return (traj1.discounted_sum(self.features, self.gamma)
+                    - traj0.discounted_sum(self.features, self.gamma))
+        S, A = self.n_states, self.n_actions
+        visits = (traj1.discounted_visits(S, A, self.gamma, weights)
+                  - traj0.discounted_visits(S, A, self.gamma, weights))
+        return np.einsum("sa,sad->d", visits, self.features)
 
     def pair_objective(self, x: np.ndarray, context: Any, traj0: TrajectoryBatch,
                        traj1: TrajectoryBatch) -> np.ndarray:
         """``ℓ_ξ(τ0, τ1; x)``: the BT log-likelihood averaged over the teacher's label, ``(N,)``."""
         x = self.check_x(x)
         q = self.label_probs(context, traj0, traj1)
-        return expected_log_likelihood(self._delta(x, traj0, traj1)[0], q)
+        return expected_log_likelihood(self._delta(x, traj0, traj1), q)
 
     def grad_pair_objective(self, x: np.ndarray, context: Any, traj0: TrajectoryBatch,
                             traj1: TrajectoryBatch, weights=None) -> np.ndarray:
         """``∂_x ℓ_ξ = (q − σ(Δ_x)) (Φ(τ1) − Φ(τ0))`` at fixed trajectories: ``(N, d)``, or ``(d,)``
         contracted with ``weights``."""
         x = self.check_x(x)
-        q = self.label_probs(context, traj0, traj1)
-        delta, phi = self._delta(x, traj0, traj1)
-        return contract((q - sigmoid(delta))[:, None] * phi, weights)
+        slope = self.label_probs(context, traj0, traj1) - sigmoid(self._delta(x, traj0, traj1))
+        if weights is None:
+            return slope[:, None] * self._grad_delta(traj0, traj1)
+        return self._grad_delta(traj0, traj1, slope * np.asarray(weights, dtype=np.float64))
 
     def log_likelihood(self, x: np.ndarray, traj0: TrajectoryBatch, traj1: TrajectoryBatch,
                        labels: np.ndarray) -> np.ndarray:
         """``(1 − l) log P_x(τ0 ≻ τ1) + l log P_x(τ1 ≻ τ0)`` for given labels, ``(N,)``."""
         self._check_pair(traj0, traj1)
-        return expected_log_likelihood(self._delta(self.check_x(x), traj0, traj1)[0],
+        return expected_log_likelihood(self._delta(self.check_x(x), traj0, traj1),
                                        np.asarray(labels, dtype=np.float64))
 
     def preference_accuracy(self, x: np.ndarray, context: Any, traj0: TrajectoryBatch,
@@ -636,7 +669,7 @@ class RLHFProblem(BilevelProblem):
         order, over the pairs whose true returns differ (NaN if there are none).
         """
         self._check_pair(traj0, traj1)
-        predicted = np.sign(self._delta(self.check_x(x), traj0, traj1)[0])
+        predicted = np.sign(self._delta(self.check_x(x), traj0, traj1))
         if labels is not None:
             preferred = 2.0 * np.asarray(labels, dtype=np.float64) - 1.0
         else:
