@@ -33,6 +33,11 @@ ENV_IDS: dict[str, tuple[str, dict]] = {
     "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms:FourRoomsShapingEnv", {}),
     "bilevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms:FourRoomsEnv",
                              {"max_episode_steps": 200}),
+    "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design:ContractDesignEnv", {}),
+    "bilevel/ContractAgent-v0": ("bilevel_envs.envs.contract_design:ContractAgentEnv",
+                                 {"max_episode_steps": 200}),
+    "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf:RLHFEnv", {}),
+    "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf:PreferenceGridEnv", {}),
 }
 
 

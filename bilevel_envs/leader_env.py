@@ -30,10 +30,12 @@ class LeaderEnv(gym.Env):
     * Action space: ``problem.x_space`` (natural units; out-of-bounds ``x`` raises ``ValueError``).
     * Observation: the last ``x`` applied (zeros after ``reset``); the box is ``x_space``
       widened to contain 0.
-    * Reward: ``objective="monte_carlo"``: the context-weighted mean discounted leader return of
-      the episodes in the rollouts (consistent, ``O(1/n_episodes)`` bias from keeping only
-      finished episodes); ``"exact"`` (tabular problems): the exact value of the followers'
-      policies, ``Σ_ξ w_ξ μ·V̄^{π_ξ}``.
+    * Reward: ``objective="monte_carlo"``: the context-weighted
+      :meth:`~bilevel_envs.BilevelProblem.estimate_objective` of each follower's rollouts — by
+      default the mean discounted leader return of the episodes in the rollouts (consistent,
+      ``O(1/n_episodes)`` bias from keeping only finished episodes); ``"exact"`` (tabular problems
+      with a decomposable objective): the exact value of the followers' policies,
+      ``Σ_ξ w_ξ μ·V̄^{π_ξ}``.
     * Episode: ``horizon`` steps, then truncation; never terminates.
     * Info: ``"rollouts"`` (dict of ``(n_envs·n_followers, T)`` arrays, see
       :class:`~bilevel_envs.rollouts.Rollouts`), ``"contexts"`` (context index per follower),
@@ -79,8 +81,9 @@ class LeaderEnv(gym.Env):
                 raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
-        if objective == "exact" and not problem.is_tabular:
-            raise ValueError("objective='exact' needs a tabular problem")
+        if objective == "exact" and not (problem.is_tabular and problem.decomposable):
+            raise ValueError("objective='exact' needs a tabular problem with a decomposable "
+                             "objective (a discounted sum of leader rewards)")
         if n_rollout_steps == 0 and objective != "exact":
             raise ValueError("n_rollout_steps=0 leaves nothing to estimate J from; use "
                              "objective='exact' or n_rollout_steps >= 1")
@@ -126,7 +129,8 @@ class LeaderEnv(gym.Env):
         if self.n_rollout_steps:
             parts = [o.rollout(self.np_random, self.n_envs, self.n_rollout_steps)
                      for o in oracles]
-            means = np.array([p.episode_returns(self.problem.leader_gamma).mean() for p in parts])
+            means = np.array([self.problem.estimate_objective(x, c, p, self.np_random)
+                              for c, p in zip(contexts, parts)])
             info["objective_estimate"] = float(weights @ means)
             info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False)  # fresh arrays
         else:

@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 if TYPE_CHECKING:
+    from bilevel_envs.rollouts import Rollouts
     from bilevel_envs.tabular import TabularModel
 
 
@@ -64,6 +65,11 @@ class BilevelProblem(abc.ABC):
     #: terms otherwise.
     transitions_depend_on_x: bool = False
     initial_depends_on_x: bool = False
+    #: ``False`` when ``J`` is not a discounted sum of per-transition leader rewards (e.g. RLHF's
+    #: trajectory-level likelihood). Such a problem overrides :meth:`estimate_objective` and, if
+    #: tabular, provides ``exact_objective(x)`` and ``exact_hypergradient(x)`` methods, to which
+    #: :func:`bilevel_envs.tabular.exact_objective` / ``exact_hypergradient`` dispatch.
+    decomposable: bool = True
 
     # ------------------------------------------------------------------ parameters x
     @property
@@ -193,6 +199,16 @@ class BilevelProblem(abc.ABC):
     def grad_log_initial(self, x, context, obs, weights=None) -> np.ndarray:
         """``∂x log μ_{x,ξ}(s_0)``; zero unless :attr:`initial_depends_on_x`."""
         return self._zero_grads(len(obs), weights)
+
+    # ------------------------------------------------------------------ the leader's objective
+    def estimate_objective(self, x: np.ndarray, context: int, rollouts: Rollouts,
+                           rng: np.random.Generator) -> float:
+        """A Monte-Carlo estimate of ``J_ξ(x)`` from one follower's rollouts (the LeaderEnv reward).
+
+        The default serves decomposable objectives: the mean discounted leader return of the
+        finished episodes. ``rng`` is the leader env's generator, for estimators that sample.
+        """
+        return float(rollouts.episode_returns(self.leader_gamma).mean())
 
     def _zero_grads(self, n: int, weights) -> np.ndarray:
         if weights is None:

@@ -451,6 +451,9 @@ class ExactSolver:
         if not problem.is_tabular:
             raise ValueError(f"{type(problem).__name__} has no tabular model; exact quantities "
                              "are available for tabular problems only")
+        if not problem.decomposable:
+            raise ValueError(f"{type(problem).__name__} has a trajectory-level objective; use "
+                             "exact_objective(problem, x) / exact_hypergradient(problem, x)")
         self.problem = problem
         self.tol = tol
         self.method = method
@@ -511,14 +514,33 @@ class ExactSolver:
 
 
 def exact_objective(problem: BilevelProblem, x: np.ndarray, tol: float = DEFAULT_TOL) -> float:
-    """The exact leader objective ``J(x)`` of a tabular problem (cold-started solve)."""
+    """The exact leader objective ``J(x)`` of a tabular problem (cold-started solve).
+
+    Problems with a trajectory-level objective (``problem.decomposable`` is False) compute it
+    themselves: this calls ``problem.exact_objective(x)``.
+    """
+    if not problem.decomposable:
+        return _trajectory_level(problem, "exact_objective")(x)
     return ExactSolver(problem, tol=tol).objective(x)
 
 
 def exact_hypergradient(problem: BilevelProblem, x: np.ndarray,
                         tol: float = DEFAULT_TOL) -> np.ndarray:
-    """The exact hypergradient ``dJ/dx`` of a tabular problem (implicit differentiation)."""
+    """The exact hypergradient ``dJ/dx`` of a tabular problem (implicit differentiation).
+
+    For a trajectory-level objective this calls ``problem.exact_hypergradient(x)``.
+    """
+    if not problem.decomposable:
+        return _trajectory_level(problem, "exact_hypergradient")(x)
     return ExactSolver(problem, tol=tol).value_and_grad(x)[1]
+
+
+def _trajectory_level(problem: BilevelProblem, name: str):
+    method = getattr(problem, name, None)
+    if method is None:
+        raise ValueError(f"{type(problem).__name__} has a trajectory-level objective and no "
+                         f"{name}(x) method; no exact value is available")
+    return method
 
 
 def _check_lam(lam: float) -> None:
