@@ -11,7 +11,6 @@ estimation batch; 10 × 6,000 = their chain layout) against the generic Gymnasiu
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -21,19 +20,14 @@ import numpy as np  # noqa: E402
 import bilevel_envs  # noqa: E402, F401
 from bilevel_envs.envs.tax_design import (  # noqa: E402
     GridSoftVI, HouseholdOracle, TaxDesign, TaxDesignTabular)
+from bilevel_envs.followers import TabularPolicy  # noqa: E402
 from bilevel_envs.rollouts import GymOracle, TabularOracle  # noqa: E402
 from bilevel_envs.tabular import ExactSolver  # noqa: E402
 
-
-def timeit(fn, repeat: int) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeat`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+try:
+    from core import timeit  # python benchmarks/tax.py
+except ImportError:  # python -m benchmarks.tax
+    from benchmarks.core import timeit
 
 
 def main() -> None:
@@ -67,11 +61,10 @@ def main() -> None:
                      f"{n_envs * n_steps / seconds / 1e3:7.0f} k transitions/s"))
     gym_oracle = GymOracle(continuous, x, 0, policy)
     seconds = timeit(lambda: gym_oracle.rollout(np.random.default_rng(1), 10, 200), 2)
-    rows.append(("generic Gymnasium path, 10 x 200", f"{2000 / seconds / 1e3:7.0f} k transitions/s"))
+    rows.append(("generic Gymnasium path, 10 x 200",
+                 f"{2000 / seconds / 1e3:7.0f} k transitions/s"))
     tabular = TaxDesignTabular()
     table = ExactSolver(tabular).solve(tabular.x_init, [0])[1].pi[0]
-    from bilevel_envs.followers import TabularPolicy
-
     tab_oracle = TabularOracle(tabular, tabular.x_init, 0, TabularPolicy(table))
     seconds = timeit(lambda: tab_oracle.rollout(np.random.default_rng(1), 300, 200), 3)
     rows.append(("tabular variant (numba), 300 x 200", f"{60 / seconds:7.0f} k transitions/s"))

@@ -13,11 +13,12 @@ income tax and one value-added tax (VAT) per good, all in natural units (0.3 = 3
   is the quantity bought).
 * Leader reward (social welfare), on the pre-step state::
 
-      v(s, n, c) = ω(s) + κ Σ_i c_i/(1 + y_i) + ϕ log(R + δ),   R = Σ_i c_i y_i/(1 + y_i) + w x_inc n
+      v(s, n, c) = ω(s) + κ Σ_i c_i/(1 + y_i) + ϕ log(R + δ)
+      R = Σ_i c_i y_i/(1 + y_i) + w x_inc n
 
   with ``ω(s) = min(s, 0)`` and tax revenue ``R`` (VAT plus income tax).
-* Assets: ``m = s + (1 − x_inc) w n − Σ_i c_i`` plus Gaussian noise of standard deviation ς, kept
-  inside ``[−L, L]`` (how: see the variants).
+* Assets: ``m = s + (1 − x_inc) w n − Σ_i c_i`` plus Gaussian noise of standard deviation ς,
+  kept inside ``[−L, L]`` (how: see the variants).
 * Start: ``s_0 = clip(s0_std · N(0, 1), −L, L)``.
 
 Every function takes batched arrays (leading axis ``N``); the preferences ``alpha`` may be one
@@ -25,19 +26,17 @@ vector ``(M,)`` or one per row ``(N, M)`` (households of different groups in one
 
 ## Variants
 ``make_params("code")`` (default) is what the authors' code ran (it produced the paper's
-Figure 3); ``make_params("paper")`` follows the paper's text. Every difference:
+Figure 3); ``make_params("paper")`` follows the paper's text. Every difference, code | paper:
 
-==========================  ======================================  =====================================
-quantity                    ``"code"`` (authors' code)              ``"paper"`` (paper's text)
-==========================  ======================================  =====================================
-σ(s) for s ≤ 0 (debt)       ``s`` (linear penalty)                  ``max(0, log(s/20 + 1)) = 0``
-welfare log term            ``ϕ log(1 + R)`` (δ = 1)                ``ϕ log(R)``; δ = 1e-6 keeps the
-                                                                    zero-revenue action finite
-hours grid                  ``0.89 h``, ``h = 0..9`` (0..8.01)      ``[0, 8]`` in 10 levels (step 8/9)
-tax bounds                  ``[0, 2]`` (also App. F.3.1)            ``[0, 3]`` (§5.2)
-asset noise                 truncated normal on ``[−L, L]`` around  normal noise, then the assets are
-                            the clipped mean ``clip(m, −L, L)``     clipped (censored: atoms at ±L)
-==========================  ======================================  =====================================
+* σ(s) for debt ``s ≤ 0``: ``s`` (a linear penalty) | ``max(0, log(s/20 + 1)) = 0`` (App. F.3.1).
+  With the paper's σ debt costs the household nothing, so its households run into debt and
+  the welfare (which counts ``min(s, 0)``) is strongly negative.
+* Welfare log: ``ϕ log(1 + R)`` (δ = 1) | ``ϕ log(R)`` (§5.2); the paper variant uses δ = 1e-6
+  so that the zero-revenue action (no work, no consumption) has a finite welfare.
+* Hours grid: ``0.89 h`` for ``h = 0..9`` (0..8.01) | ``[0, 8]`` in 10 levels (step 8/9).
+* Tax bounds: ``[0, 2]`` (as App. F.3.1) | ``[0, 3]`` (§5.2).
+* Asset noise: normal truncated to ``[−L, L]`` around the clipped centre ``clip(m, −L, L)`` |
+  normal noise added to ``m``, then the assets are clipped (censored: point masses at ``±L``).
 
 Shared by both (stated in the paper or, where it is silent, taken from the code): M = 3 goods,
 unit prices, groups α = (0.6, 0.3, 0.1) and (0.1, 0.7, 0.2) with probability ½ each, θ = 0.1,

@@ -49,8 +49,9 @@ class TaxDesign(BilevelProblem):
     * Follower: observation ``[s]`` (assets), action = flat index of (hours, consumption per
       good), reward ``u = σ(s) − θ n² + Π_i (c_i/(p_i(1+y_i)))^{α_i}``.
     * Leader reward ``v = ω(s) + κ Σ_i c_i/(1+y_i) + ϕ log(Σ_i c_i y_i/(1+y_i) + w x_inc n + δ)``.
-    * Transitions: ``s' ~`` Gaussian around ``s + (1 − x_inc) w n − Σ_i c_i`` kept in ``[−100, 100]``;
-      the income tax moves the transition law (``∂x log P ≠ 0``), the VATs move the rewards.
+    * Transitions: ``s' ~`` Gaussian around ``s + (1 − x_inc) w n − Σ_i c_i`` kept in
+      ``[−100, 100]``; the income tax moves the transition law (``∂x log P ≠ 0``), the VATs move
+      the rewards.
 
     See :mod:`bilevel_envs.envs.household` for the formulas, derivatives and both variants.
 
@@ -75,6 +76,7 @@ class TaxDesign(BilevelProblem):
         self.context_values = p.preferences
         self.context_probs = np.asarray(p.group_probs, dtype=np.float64)
         self.hours, self.consumption = hh.action_table(p)
+        self._discretised: dict[int, TaxDesignTabular] = {}
 
     @property
     def variant(self) -> str:
@@ -183,7 +185,7 @@ class TaxDesign(BilevelProblem):
 
     def discretised(self, asset_cells: int = DEFAULT_ASSET_CELLS) -> TaxDesignTabular:
         """The same economy with assets on a grid of ``asset_cells`` cells (cached per size)."""
-        cache = self.__dict__.setdefault("_discretised", {})
+        cache = self._discretised
         if asset_cells not in cache:
             fields = {f: getattr(self.params, f) for f in self.params.__dataclass_fields__
                       if f != "variant"}
@@ -675,11 +677,12 @@ class TaxDesignEnv(LeaderEnv):
     Truncated after ``horizon`` leader steps (default 1000, the paper's iterations).
 
     ## Information
-    ``"rollouts"`` (dict of ``(n_envs, T)`` arrays, ``obs``/``next_obs`` ``(n_envs, T, 1)`` assets or
-    ``(n_envs, T)`` cells: ``obs``, ``actions``, ``next_obs``, ``rewards``, ``leader_rewards``,
-    ``terminated``, ``truncated``, ``context``, ``action_probs``, ``entropy``, ``episode_step``,
-    ``mask``), ``"contexts"``, ``"context_weights"``, ``"objective_estimate"``,
-    ``"follower_stats"`` (and ``"objective_exact"`` with ``objective="exact"``).
+    ``"rollouts"``: dict of ``(n_envs, T)`` arrays ``obs``, ``actions``, ``next_obs``, ``rewards``,
+    ``leader_rewards``, ``terminated``, ``truncated``, ``context``, ``action_probs``, ``entropy``,
+    ``episode_step``, ``mask`` (``obs``/``next_obs`` are ``(n_envs, T, 1)`` assets, or
+    ``(n_envs, T)`` cells with ``tabular=True``); ``"contexts"``, ``"context_weights"``,
+    ``"objective_estimate"``, ``"follower_stats"`` (and ``"objective_exact"`` with
+    ``objective="exact"``).
 
     ## Arguments
     ```python
