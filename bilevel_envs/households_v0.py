@@ -82,6 +82,10 @@ class HouseholdsParallelEnv(ParallelEnv):
                                max_cycles=None, render_mode=None, **household_params)
     ```
 
+    ## References
+    Thoma et al., "Contextual Bilevel Reinforcement Learning for Incentive Alignment", NeurIPS 2024
+    (§5.2, App. F.3); PettingZoo's Parallel API (Terry et al., NeurIPS 2021).
+
     ## Version History
     * v0: initial release.
     """

@@ -93,6 +93,12 @@ def test_flat_actions_round_trip_in_row_major_order():
     np.testing.assert_allclose(hours, np.asarray(p.hours_levels)[h_idx])
     np.testing.assert_allclose(cons, np.asarray(p.consumption_levels)[c_idx])
     assert hh.flatten_action(1, [0, 0, 1], p) == 125 + 1  # hours index is the slowest axis
+    from bilevel_envs.envs.tax_design import TaxDesign
+
+    problem = TaxDesign()
+    h, c = problem.unflatten_action(444)
+    assert (int(h), c.tolist()) == (3, [2, 3, 4]) and problem.flatten_action(h, c) == 444
+    assert problem.hours[444] == 3 * 0.89 and problem.consumption[444].tolist() == [2.5, 3.75, 5]
 
 
 # ---------------------------------------------------------------------------- reward derivatives

@@ -1,6 +1,8 @@
 """Tax design: the problem's estimator terms, the tabular variant (exact hypergradient, model vs
 Gymnasium env), the vectorised simulator, the registered envs and bad input."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -389,7 +391,10 @@ def test_household_env_render():
     assert "hours" in env.render() and "welfare" in env.render()
 
 
-@pytest.mark.parametrize("kwargs", [{"tabular": True, **SMALL}, SMALL,
+GRID = {"follower": "grid_soft_vi", "follower_kwargs": {"asset_cells": 21}}
+
+
+@pytest.mark.parametrize("kwargs", [{"tabular": True, **SMALL}, {**GRID, **SMALL},
                                     {"variant": "paper", "tabular": True, **SMALL}])
 def test_tax_design_leader_env_passes_checker(kwargs):
     env = gym.make("bilevel/TaxDesign-v0", **kwargs)
@@ -399,8 +404,7 @@ def test_tax_design_leader_env_passes_checker(kwargs):
 
 def test_leader_env_uses_the_simulator_and_is_seeded():
     def run(seed):
-        env = gym.make("bilevel/TaxDesign-v0", follower="grid_soft_vi",
-                       follower_kwargs={"asset_cells": 21}, **SMALL)
+        env = gym.make("bilevel/TaxDesign-v0", **GRID, **SMALL)
         env.reset(seed=seed)
         out = [env.step(np.full(4, 0.3 + 0.1 * k)) for k in range(2)]
         assert isinstance(env.unwrapped.last_oracles[0], HouseholdOracle)
@@ -436,6 +440,22 @@ def test_tabular_leader_env_monte_carlo_agrees_with_exact_objective():
                    objective="exact")
     env.reset(seed=0)
     assert env.step(x)[1] == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gym.make("bilevel/Household-v0", x=np.array([0.1, 0.2, 0.3, 0.4]), context=1),
+    lambda: gym.make("bilevel/Household-v0", asset_cells=41),
+    lambda: gym.make("bilevel/TaxDesign-v0", **GRID, **SMALL),
+])
+def test_envs_pickle_mid_episode_and_continue_identically(make):
+    env = make()
+    env.reset(seed=0)
+    action = np.full(4, 0.4) if "TaxDesign" in env.spec.id else 17
+    env.step(action)
+    clone = pickle.loads(pickle.dumps(env))
+    a, b = env.step(action), clone.step(action)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
 
 
 # ---------------------------------------------------------------------------- bad input

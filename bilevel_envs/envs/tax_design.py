@@ -127,6 +127,15 @@ class TaxDesign(BilevelProblem):
         return hh.transition_mean(self.assets_of(obs), self.hours[a], self.consumption[a],
                                   float(x[0]), self.params)
 
+    def flatten_action(self, hours_index: Any, consumption_index: Any) -> np.ndarray:
+        """Flat action(s) from an hours index and ``M`` consumption indices (last axis)."""
+        return hh.flatten_action(hours_index, consumption_index, self.params)
+
+    def unflatten_action(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(hours index, consumption indices (..., M))`` of flat action(s); the values are
+        ``problem.hours[action]`` and ``problem.consumption[action]``."""
+        return hh.unflatten_action(action, self.params)
+
     def make_oracle(self, x: np.ndarray, context: Any, policy: Policy,
                     **kwargs: Any) -> TrajectoryOracle | None:
         """The vectorised simulator :class:`HouseholdOracle` (picked up by ``make_oracle``)."""
@@ -653,6 +662,11 @@ class TaxDesignEnv(LeaderEnv):
 
     ## Observation Space
     The last ``x`` applied (zeros after ``reset``), same box as the action space.
+
+    ## Starting State
+    ``reset`` clears the followers' warm starts and returns zeros; leaders start from
+    ``env.unwrapped.problem.x_init`` (all taxes 0.3, as in the paper). Each step's households
+    start their episodes from ``s_0 = clip(√2 N(0, 1), ±100)``.
 
     ## Rewards
     An estimate of ``J(x) = E_ξ E_π*[Σ_t 0.9^t v_t]`` with the welfare
