@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from bilevel_envs.followers import Follower, FollowerResponse, TabularPolicy, make_follower
+from bilevel_envs.followers import (FOLLOWERS, Follower, FollowerResponse, TabularPolicy,
+                                    make_follower)
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.rollouts import Rollouts, make_oracle
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 #: id -> (entry point, extra registration kwargs); leader-level ids first.
 ENV_IDS: dict[str, tuple[str, dict]] = {
     "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms:FourRoomsShapingEnv", {}),
+    "bilevel/TaxDesign-v0": ("bilevel_envs.envs.tax_design:TaxDesignEnv", {}),
     "bilevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms:FourRoomsEnv",
                              {"max_episode_steps": 200}),
     "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design:ContractDesignEnv", {}),
@@ -38,16 +40,37 @@ ENV_IDS: dict[str, tuple[str, dict]] = {
                                  {"max_episode_steps": 200}),
     "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf:RLHFEnv", {}),
     "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf:PreferenceGridEnv", {}),
+    "bilevel/Household-v0": ("bilevel_envs.envs.tax_design:HouseholdEnv",
+                             {"max_episode_steps": 200}),
 }
+
+#: followers defined next to their application (name -> "module:Class", imported on first use)
+APPLICATION_FOLLOWERS: dict[str, str] = {
+    "grid_soft_vi": "bilevel_envs.envs.tax_design:GridSoftVI",
+}
+
+#: submodules loaded on first attribute access (their optional dependencies load with them)
+_LAZY_SUBMODULES = ("households_v0",)
 
 
 def _register_all() -> None:
     for env_id, (entry_point, kwargs) in ENV_IDS.items():
         if env_id not in registry:
             register(id=env_id, entry_point=entry_point, **kwargs)
+    for name, entry_point in APPLICATION_FOLLOWERS.items():
+        FOLLOWERS.setdefault(name, entry_point)
 
 
 _register_all()
+
+
+def __getattr__(name: str):
+    # `bilevel_envs.households_v0.parallel_env(...)` without importing PettingZoo at package import.
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"bilevel_envs.{name}")
+    raise AttributeError(f"module 'bilevel_envs' has no attribute {name!r}")
 
 __all__ = [
     "ENV_IDS", "BilevelProblem", "ExactSolver", "Follower", "FollowerResponse", "LeaderEnv",

@@ -56,7 +56,8 @@ class LeaderEnv(gym.Env):
             ``objective="exact"``).
         horizon: leader steps per episode.
         objective: ``"monte_carlo"`` or ``"exact"`` (see Reward).
-        oracle: ``"auto"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled.
+        oracle: ``"auto"``, ``"native"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled
+            (see :func:`~bilevel_envs.rollouts.make_oracle`).
     """
 
     metadata = {"render_modes": []}

@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 if TYPE_CHECKING:
-    from bilevel_envs.rollouts import Rollouts
+    from bilevel_envs.rollouts import Rollouts, TrajectoryOracle
     from bilevel_envs.tabular import TabularModel
 
 
@@ -174,6 +174,16 @@ class BilevelProblem(abc.ABC):
     def is_tabular(self) -> bool:
         """Whether :meth:`tabular` returns a model (finite states and actions)."""
         return False
+
+    def make_oracle(self, x: np.ndarray, context: Any, policy: Any,
+                    **kwargs: Any) -> TrajectoryOracle | None:
+        """A problem-specific sampler of trajectories (e.g. a vectorised simulator), or ``None``.
+
+        :func:`bilevel_envs.rollouts.make_oracle` prefers it (``backend="auto"`` or
+        ``"native"``) over the generic paths; ``None`` (the default) means "use the tabular fast
+        path or the Gymnasium path".
+        """
+        return None
 
     # ------------------------------------------------------------------ per-transition terms
     @abc.abstractmethod

@@ -5,6 +5,8 @@ An oracle (paper Assumption 3.2) samples trajectories of one follower policy in 
 * :class:`TabularOracle` — the fast path for finite problems: all chains are stepped by a numba
   kernel from sparse cumulative-probability tables.
 * :class:`GymOracle` — the generic path: steps the problem's Gymnasium follower envs.
+* a problem's own oracle (:meth:`~bilevel_envs.problem.BilevelProblem.make_oracle`), e.g. the
+  vectorised household simulator of tax design; :func:`make_oracle` prefers it.
 
 Both can start from ``μ`` or from given ``(state, action)`` pairs (paper Alg. 2 restarts), run
 chains of individual lengths, and auto-reset episodes into a continuous stream.
@@ -294,15 +296,26 @@ class GymOracle(TrajectoryOracle):
 
 def make_oracle(problem: BilevelProblem, x: np.ndarray, context: Any, policy: Policy,
                 backend: str = "auto", **kwargs: Any) -> TrajectoryOracle:
-    """An oracle for ``policy`` in ``M_{x,ξ}``: ``"tabular"`` (fast path), ``"gym"`` or ``"auto"``
-    (tabular whenever the problem is tabular)."""
-    if backend == "auto":
+    """An oracle for ``policy`` in ``M_{x,ξ}``.
+
+    Backends: ``"native"`` — the problem's own sampler (:meth:`BilevelProblem.make_oracle`, e.g.
+    a vectorised simulator); ``"tabular"`` (fast path); ``"gym"`` (generic); ``"auto"`` — native
+    if the problem has one, else tabular whenever the problem is tabular, else gym.
+    """
+    if backend in ("auto", "native"):
+        native = problem.make_oracle(x, context, policy, **kwargs)
+        if native is not None:
+            return native
+        if backend == "native":
+            raise ValueError(f"{type(problem).__name__} has no native oracle "
+                             "(BilevelProblem.make_oracle returned None); use backend='auto', "
+                             "'tabular' or 'gym'")
         backend = "tabular" if problem.is_tabular else "gym"
     if backend == "tabular":
         return TabularOracle(problem, x, context, policy, **kwargs)
     if backend == "gym":
         return GymOracle(problem, x, context, policy, **kwargs)
-    raise ValueError(f"backend must be 'auto', 'tabular' or 'gym'; got {backend!r}")
+    raise ValueError(f"backend must be 'auto', 'native', 'tabular' or 'gym'; got {backend!r}")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -344,17 +357,19 @@ def _sample_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
 def _with_rewards(problem, x, context, obs, actions, next_obs, terminated, truncated,
                   episode_step, mask, action_probs, entropy) -> Rollouts:
     """Fill follower and leader rewards from the problem's per-transition functions."""
+    # Reward arrays follow the mask: observations may be vectors (n, T, k).
     if mask.all():  # a continuous stream: no padding to skip
-        o, a, n = obs.ravel(), actions.ravel(), next_obs.ravel()
-        rewards = problem.follower_reward(x, context, o, a, n).reshape(obs.shape)
-        leader_rewards = problem.leader_reward(x, context, o, a, n).reshape(obs.shape)
+        flat = (-1,) + obs.shape[2:]
+        o, a, n = obs.reshape(flat), actions.ravel(), next_obs.reshape(flat)
+        rewards = problem.follower_reward(x, context, o, a, n).reshape(mask.shape)
+        leader_rewards = problem.leader_reward(x, context, o, a, n).reshape(mask.shape)
     else:
-        rewards = np.zeros(obs.shape)
-        leader_rewards = np.zeros(obs.shape)
+        rewards = np.zeros(mask.shape)
+        leader_rewards = np.zeros(mask.shape)
         if mask.any():
             o, a, n = obs[mask], actions[mask], next_obs[mask]
             rewards[mask] = problem.follower_reward(x, context, o, a, n)
             leader_rewards[mask] = problem.leader_reward(x, context, o, a, n)
-    ctx = np.full(obs.shape, context, dtype=np.int64)
+    ctx = np.full(mask.shape, context, dtype=np.int64)
     return Rollouts(obs, actions, next_obs, rewards, leader_rewards, terminated, truncated, ctx,
                     action_probs, entropy, episode_step, mask)
