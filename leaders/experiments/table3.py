@@ -102,9 +102,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     spec = {**TABLE3_DEFAULTS, **spec}
     leader = make_leader(spec)
     n, every, last = spec["iterations"], spec["eval_every"], spec["eval_last"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     leader.learn(n, eval_every=lambda t: t % every == 0 or t >= n - last)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     history = leader.history
     evaluated = np.isfinite(history["exact_objective"])
     iterations = history["iteration"][evaluated]
@@ -113,7 +113,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     sampled = np.array([record["contexts"][0] for record in leader._records])[evaluated]
     tail = iterations >= n - last
     return {
-        "key": spec_key(spec), "spec": spec, "seconds": seconds,
+        "key": spec_key(spec), "spec": spec, "seconds": seconds, "cpu_seconds": cpu_seconds,
         "hyperparameters": leader.hyperparameters(),
         "metrics": {
             "score": float(history["exact_objective"][evaluated][tail].mean()),
@@ -406,6 +406,8 @@ def main(args) -> int:
         meta = {"seeds": list(grid_seeds), "iterations": iterations, "runs": len(specs),
                 "wall_seconds": grid_wall,
                 "run_seconds": float(sum(r["seconds"] for r in grid_results)),
+                "run_cpu_seconds": float(sum(r.get("cpu_seconds", np.nan)
+                                             for r in grid_results)),
                 "command": "bilevel-bench table3 --grid"}
         write_json_atomic(out / SELECTION_FILE, {"selection": selection, "grid": meta})
         print(f"grid search done in {grid_wall / 60:.1f} min wall; selection written to "
