@@ -308,7 +308,8 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
             z = 0.0
             for a in range(A):
                 z += np.exp((q[s, a] - m) / lam)
-            residual = max(residual, abs(m + lam * np.log(z) - v[s]))
+            gap = abs(m + lam * np.log(z) - v[s])
+            residual = max(residual, gap) if np.isfinite(gap) else np.inf
         if not np.isfinite(residual):
             break
         if residual <= threshold or (residual >= previous and residual < 1e-9):
