@@ -1,10 +1,14 @@
 """Followers, chosen by name with plain-data keyword arguments.
 
-=============  =====================================================  =======================
-name           class                                                  needs
-=============  =====================================================  =======================
-``soft_vi``    :class:`~.soft_vi.SoftValueIteration` (paper Alg. 3)   a tabular problem
-=============  =====================================================  =======================
+=============  ==========================================================  ======================
+name           class                                                       needs
+=============  ==========================================================  ======================
+``soft_vi``    :class:`~.soft_vi.SoftValueIteration` (paper Alg. 3)        a tabular problem
+``soft_q``     :class:`~.soft_q.SoftQLearning` (paper Alg. 4)              a tabular problem
+=============  ==========================================================  ======================
+
+HPGD and ZeroOrder work with every follower; AMD uses none. ``docs/followers.md`` has each
+follower's arguments and a "Can I use?" table of followers × environments × leaders.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from bilevel_envs.followers.base import Follower, FollowerResponse, Policy, Tabu
 #: name -> "module:Class"; modules are imported on first use (SB3/torch load lazily).
 FOLLOWERS: dict[str, str] = {
     "soft_vi": "bilevel_envs.followers.soft_vi:SoftValueIteration",
+    "soft_q": "bilevel_envs.followers.soft_q:SoftQLearning",
 }
 
 
