@@ -157,3 +157,14 @@ def test_policy_without_probabilities_is_rejected():
 
     with pytest.raises(TypeError, match=r"neither an action distribution"):
         SB3Policy(Opaque(), lam=1.0)
+
+
+def test_generic_gymnasium_oracle_samples_the_sb3_policy():
+    env = gym.make("bilevel/FourRoomsShaping-v0", lam=0.003, follower="sb3",
+                   follower_kwargs=BUDGETS["PPO"], n_envs=2, n_rollout_steps=30, oracle="gym")
+    env.reset(seed=0)
+    info = env.step(np.zeros(105))[4]
+    rollouts = info["rollouts"]
+    probs = env.unwrapped.last_responses[0].policy.action_probs(rollouts["obs"].ravel())
+    np.testing.assert_allclose(rollouts["action_probs"].ravel(),
+                               probs[np.arange(probs.shape[0]), rollouts["actions"].ravel()])

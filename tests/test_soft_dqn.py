@@ -14,6 +14,7 @@ th = pytest.importorskip("torch")
 pytest.importorskip("stable_baselines3")
 
 from bilevel_envs.followers import make_follower  # noqa: E402
+from bilevel_envs.followers.sb3 import SB3Policy  # noqa: E402
 from bilevel_envs.followers.soft_dqn import (  # noqa: E402
     SoftDQN,
     SoftDQNFollower,
@@ -134,3 +135,34 @@ def test_registry_builds_the_follower():
     assert isinstance(follower, SoftDQNFollower) and follower.algo == "SoftDQN"
     with pytest.raises(ValueError, match=r"total_timesteps must be an integer >= 1"):
         make_follower("soft_dqn", total_timesteps=0)
+
+
+class _WideActionEnv(gym.Env):
+    """A tax-design-like shape: one continuous observation, 1,250 discrete actions; the reward
+    prefers actions near the middle. Episodes last 10 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(1_250)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, size=1).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = -abs(int(action) / 1_250 - 0.5)
+        obs = self.np_random.uniform(-1, 1, size=1).astype(np.float32)
+        return obs, reward, False, self.t >= 10, {}
+
+
+@pytest.mark.parametrize("make_env", [lambda: gym.make("CartPole-v1"), _WideActionEnv])
+def test_works_with_continuous_observations_and_many_actions(make_env):
+    env = make_env()
+    model = SoftDQN("MlpPolicy", env, lam=0.1, learning_starts=50, batch_size=16, seed=0,
+                    device="cpu")
+    model.learn(200)
+    obs = np.stack([env.observation_space.sample() for _ in range(7)])
+    probs = SB3Policy(model.policy, model.lam).action_probs(obs)
+    assert probs.shape == (7, env.action_space.n)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=0, atol=1e-12)
