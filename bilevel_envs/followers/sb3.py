@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bilevel_envs.followers._checks import check_int
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.rollouts import _sample_rows
 
@@ -160,12 +161,10 @@ class SB3Follower(Follower):
     def __init__(self, algo: str | type = "PPO", total_timesteps: int = 10_000,
                  algo_kwargs: dict[str, Any] | None = None, policy: str = "MlpPolicy",
                  warmup_timesteps: int | None = None, n_envs: int = 1):
-        for arg, value in (("total_timesteps", total_timesteps), ("n_envs", n_envs),
-                           ("warmup_timesteps", warmup_timesteps)):
-            if value is None and arg == "warmup_timesteps":
-                continue
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be an integer >= 1; got {value!r}")
+        self.total_timesteps = check_int("total_timesteps", total_timesteps, 1)
+        self.warmup_timesteps = (self.total_timesteps if warmup_timesteps is None
+                                 else check_int("warmup_timesteps", warmup_timesteps, 1))
+        self.n_envs = check_int("n_envs", n_envs, 1)
         algo_kwargs = dict(algo_kwargs or {})
         reserved = sorted(set(algo_kwargs) & set(_RESERVED))
         if reserved:
@@ -173,9 +172,7 @@ class SB3Follower(Follower):
                              f"{list(_RESERVED)} itself")
         self.algo_class = resolve_algo(algo)
         self.algo = algo if isinstance(algo, str) else self.algo_class.__name__
-        self.total_timesteps = int(total_timesteps)
-        self.warmup_timesteps = int(warmup_timesteps or total_timesteps)
-        self.algo_kwargs, self.policy, self.n_envs = algo_kwargs, policy, int(n_envs)
+        self.algo_kwargs, self.policy = algo_kwargs, policy
 
     def respond(self, problem: BilevelProblem, x: np.ndarray, context: Any,
                 seed: int | None = None, warm_start: BaseAlgorithm | None = None

@@ -25,6 +25,7 @@ import numba as nb
 import numpy as np
 
 from bilevel_envs._kernels import _first_above
+from bilevel_envs.followers._checks import check_int
 from bilevel_envs.followers.base import Follower, FollowerResponse, TabularPolicy
 from bilevel_envs.rollouts import sampling_tables
 from bilevel_envs.tabular import expected_next, soft_max_value, softmax_policy
@@ -93,10 +94,10 @@ class SoftQLearning(Follower):
                  epsilon: float = 0.1, learning_rate: float = 1.0, lr_t0: float | None = None,
                  lr_power: float = 1.0, reset: str = "uniform",
                  max_episode_steps: int | None = None):
-        _check_int("n_steps", n_steps, 1)
-        _check_int("n_chains", n_chains, 1)
-        if max_episode_steps is not None:
-            _check_int("max_episode_steps", max_episode_steps, 0)
+        self.n_steps = check_int("n_steps", n_steps, 1)
+        self.n_chains = check_int("n_chains", n_chains, 1)
+        self.max_episode_steps = (None if max_episode_steps is None
+                                  else check_int("max_episode_steps", max_episode_steps, 0))
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}; got {behaviour!r}")
         if reset not in RESETS:
@@ -109,11 +110,9 @@ class SoftQLearning(Follower):
             raise ValueError(f"lr_t0 must be positive or None; got {lr_t0}")
         if not lr_power >= 0:
             raise ValueError(f"lr_power must be >= 0; got {lr_power}")
-        self.n_steps, self.n_chains = int(n_steps), int(n_chains)
         self.behaviour, self.epsilon, self.reset = behaviour, float(epsilon), reset
         self.learning_rate, self.lr_power = float(learning_rate), float(lr_power)
         self.lr_t0 = None if lr_t0 is None else float(lr_t0)
-        self.max_episode_steps = max_episode_steps
 
     def supports(self, problem: BilevelProblem) -> bool:
         return problem.is_tabular
@@ -225,19 +224,12 @@ def transition_rewards(problem: BilevelProblem, x: np.ndarray, context: Any,
             np.ascontiguousarray(r_end, dtype=np.float64).reshape(S, A))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
 def _check_steps(steps: Sequence[int]) -> list[int]:
-    values = list(steps)
-    for value in values:
-        _check_int("steps", value, 0)
+    values = [check_int("steps", value, 0) for value in steps]
     if not values or any(b < a for a, b in zip(values, values[1:])):
         raise ValueError(f"steps must be a non-empty non-decreasing sequence of integers >= 0; "
                          f"got {values!r}")
-    return [int(v) for v in values]
+    return values
 
 
 def _initial_state(warm_start: Any, n_states: int, n_actions: int
