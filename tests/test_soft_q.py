@@ -1,4 +1,4 @@
-"""Tabular soft Q-learning (paper Alg. 4): the update, convergence, seeding, iterates, warm starts."""
+"""Tabular soft Q-learning (paper Alg. 4): update, convergence, seeding, iterates, warm starts."""
 
 import math
 

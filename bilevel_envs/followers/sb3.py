@@ -145,7 +145,8 @@ class SB3Follower(Follower):
         algo_kwargs: keyword arguments of ``algo`` (plain data, e.g. ``{"n_steps": 64}``);
             ``gamma`` defaults to the problem's, ``lam`` (if ``algo`` takes one) to its λ,
             ``device`` to ``"cpu"``. ``env``, ``policy`` and ``seed`` are set by the follower.
-        policy: the SB3 policy (``"MlpPolicy"``; Discrete observations are one-hot encoded).
+        policy: the SB3 policy, a name (``"MlpPolicy"``; SB3 one-hot encodes Discrete
+            observations) or a policy class.
         warmup_timesteps: environment steps of the first (cold) call; ``total_timesteps`` if None.
         n_envs: copies of the follower env in the agent's ``DummyVecEnv``.
 
@@ -159,7 +160,7 @@ class SB3Follower(Follower):
     name = "sb3"
 
     def __init__(self, algo: str | type = "PPO", total_timesteps: int = 10_000,
-                 algo_kwargs: dict[str, Any] | None = None, policy: str = "MlpPolicy",
+                 algo_kwargs: dict[str, Any] | None = None, policy: str | type = "MlpPolicy",
                  warmup_timesteps: int | None = None, n_envs: int = 1):
         self.total_timesteps = check_int("total_timesteps", total_timesteps, 1)
         self.warmup_timesteps = (self.total_timesteps if warmup_timesteps is None

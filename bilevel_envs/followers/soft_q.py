@@ -122,9 +122,10 @@ class SoftQLearning(Follower):
         """Run :attr:`n_steps` steps of soft Q-learning in ``M_{x,ξ}``.
 
         ``stats``: ``steps``, ``updates`` (``steps · n_chains``), ``episodes`` (ended episodes),
-        ``min_visits`` (fewest updates of any pair in this call), ``q_change`` (``‖Q_T − Q_{T−w}‖∞`` over the
-        last ``w = max(1, ⌊T/10⌋)`` steps: the learner's own convergence signal) and
-        ``bellman_residual`` (``‖T Q − Q‖∞`` on the exact model: a diagnostic only).
+        ``min_visits`` (fewest updates of any pair in this call), ``q_change``
+        (``‖Q_T − Q_{T−w}‖∞`` over the last ``w = max(1, ⌊T/10⌋)`` steps: the learner's own
+        convergence signal) and ``bellman_residual`` (``‖T Q − Q‖∞`` on the exact model: a
+        diagnostic only).
         """
         window = max(1, self.n_steps // 10)
         before, final = self.learn_iterates(problem, x, context,
