@@ -191,20 +191,21 @@ def test_warm_start_accepts_a_bare_q_table_and_resumes_visits_from_a_state():
 def test_leader_env_with_soft_q_follower_is_seeded_and_passes_the_checker():
     kwargs = dict(lam=0.05, follower="soft_q", follower_kwargs={"n_steps": 200, "n_chains": 4},
                   n_envs=2, n_rollout_steps=50)
-    env = gym.make("bilevel/FourRoomsShaping-v0", **kwargs)
-    check_env_strict(env.unwrapped)
-    runs = []
-    for _ in range(2):
+    check_env_strict(gym.make("bilevel/FourRoomsShaping-v0", **kwargs).unwrapped)
+
+    def run(seed):
         env = gym.make("bilevel/FourRoomsShaping-v0", **kwargs)
-        env.reset(seed=1)
-        runs.append([env.step(np.zeros(105)) for _ in range(2)])
-        tables = [r.policy.table for r in env.unwrapped.last_responses]
-        runs[-1].append(tables)
-    for a, b in zip(runs[0][:2], runs[1][:2]):
-        assert a[1] == b[1] and a[4]["follower_stats"] == b[4]["follower_stats"]
-    np.testing.assert_array_equal(runs[0][2][0], runs[1][2][0])
-    stats = runs[0][1][4]["follower_stats"][0]
-    assert stats["steps"] == 200 and stats["min_visits"] >= 0
+        env.reset(seed=seed)
+        steps = [env.step(np.zeros(105)) for _ in range(2)]
+        return ([(s[1], s[4]["follower_stats"]) for s in steps],
+                env.unwrapped.last_responses[0].policy.table)
+
+    (steps_a, table_a), (steps_b, table_b) = run(1), run(1)
+    assert steps_a == steps_b
+    np.testing.assert_array_equal(table_a, table_b)
+    assert not np.array_equal(table_a, run(2)[1])
+    stats = steps_a[1][1][0]
+    assert stats["steps"] == 200 and stats["updates"] == 800
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
