@@ -168,3 +168,14 @@ def test_generic_gymnasium_oracle_samples_the_sb3_policy():
     probs = env.unwrapped.last_responses[0].policy.action_probs(rollouts["obs"].ravel())
     np.testing.assert_allclose(rollouts["action_probs"].ravel(),
                                probs[np.arange(probs.shape[0]), rollouts["actions"].ravel()])
+
+
+def test_torch_loads_only_when_an_sb3_follower_is_built():
+    import subprocess
+
+    code = ("import sys, bilevel_envs; from bilevel_envs.followers import make_follower; "
+            "import bilevel_envs.followers.sb3; make_follower('soft_q'); "
+            "print('torch' in sys.modules, 'stable_baselines3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "False"]
