@@ -1,6 +1,7 @@
 """SB3Follower: PPO, A2C and DQN followers through the LeaderEnv, seeding, warm starts, errors."""
 
 import random
+import subprocess
 import sys
 import warnings
 
@@ -171,8 +172,6 @@ def test_generic_gymnasium_oracle_samples_the_sb3_policy():
 
 
 def test_torch_loads_only_when_an_sb3_follower_is_built():
-    import subprocess
-
     code = ("import sys, bilevel_envs; from bilevel_envs.followers import make_follower; "
             "import bilevel_envs.followers.sb3; make_follower('soft_q'); "
             "print('torch' in sys.modules, 'stable_baselines3' in sys.modules)")
