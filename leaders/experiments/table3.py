@@ -412,7 +412,8 @@ def register(subparsers) -> None:
                    help="held-out seeds (100, 101, ...) per grid point for --grid (default 3)")
     p.add_argument("--selection", default=None,
                    help="a selection JSON written by --grid (default: the shipped one)")
-    p.add_argument("--out", default="results/table3", help="results directory")
+    p.add_argument("--out", default=None,
+                   help="results directory (default results/table3, results/table3-quick)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
     p.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
@@ -421,7 +422,7 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    out = Path(args.out)
+    out = Path(args.out or ("results/table3-quick" if args.quick else "results/table3"))
     iterations = args.iterations or (3_000 if args.quick else TABLE3_DEFAULTS["iterations"])
     seeds = range(2 if args.quick else args.seeds)
     overrides = {"iterations": iterations,
