@@ -164,3 +164,61 @@ def trailing_mean(values: np.ndarray, k: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+
+
+#: plot colour and display name of each leader algorithm (shared by every experiment)
+ALGORITHM_COLOURS = {"hpgd": "tab:blue", "amd": "tab:orange", "zero_order": "tab:green"}
+ALGORITHM_LABELS = {"hpgd": "HPGD", "amd": "AMD", "zero_order": "Zero-Order"}
+
+
+def mean_se(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and standard error (``ddof = 0``, as the paper's Table 3) of per-seed values."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std() / np.sqrt(v.size))
+
+
+def plot_mean_curves(ax, runs_by_algorithm: dict[str, list[dict]], key: str) -> None:
+    """Mean ± s.e. over seeds of ``run["curve"][key]`` against ``run["curve"]["iteration"]``,
+    one line per algorithm (runs of one algorithm share their evaluation iterations)."""
+    for algorithm, runs in runs_by_algorithm.items():
+        if not runs:
+            continue
+        iterations = np.asarray(runs[0]["curve"]["iteration"])
+        values = np.array([r["curve"][key] for r in runs], dtype=np.float64)
+        mean = values.mean(0)
+        se = values.std(0) / np.sqrt(len(runs))
+        colour = ALGORITHM_COLOURS.get(algorithm)
+        ax.plot(iterations, mean, color=colour, label=ALGORITHM_LABELS.get(algorithm, algorithm))
+        ax.fill_between(iterations, mean - se, mean + se, color=colour, alpha=0.25)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as PNG (creating the directory) and close it."""
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def multistart_maximum(value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+                       low: np.ndarray, high: np.ndarray, starts: Sequence[np.ndarray]
+                       ) -> tuple[float, np.ndarray]:
+    """The best local maximum of a smooth objective on the box ``[low, high]`` found by
+    L-BFGS-B (exact gradients) from each of ``starts``: ``(value, x)``. A reference for
+    instances without a closed form (a lower bound on the true maximum)."""
+    from scipy.optimize import minimize
+
+    def negative(x):
+        value, grad = value_and_grad(x)
+        return -value, -np.asarray(grad, dtype=np.float64)
+
+    best_value, best_x = -np.inf, None
+    for start in starts:
+        result = minimize(negative, np.clip(start, low, high), jac=True, method="L-BFGS-B",
+                          bounds=list(zip(low, high)))
+        if -result.fun > best_value:
+            best_value, best_x = float(-result.fun), np.asarray(result.x)
+    return best_value, best_x

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from leaders.benchmark import pyplot, spec_key, trailing_mean
+from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, pyplot, spec_key,
+                               trailing_mean)
 
 NAME = "table3"
 ENV_ID = "bilevel/FourRoomsShaping-v0"
@@ -246,8 +247,7 @@ def table3_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------- figures
-COLOURS = {"hpgd": "tab:blue", "amd": "tab:orange", "zero_order": "tab:green"}
-LABELS = {"hpgd": "HPGD", "amd": "AMD", "zero_order": "Zero-Order"}
+COLOURS, LABELS = ALGORITHM_COLOURS, ALGORITHM_LABELS
 
 
 def _selected_results(results, lam, beta, algorithm, selection):
