@@ -1,6 +1,8 @@
 """Leaders on RLHF (a trajectory-level objective): HPGD's score-function estimator against the
 exact enumerated hypergradient, the exact evaluation hook, refusals, improvement."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -191,3 +193,40 @@ def test_hpgd_checkpoint_resume_on_rlhf(tmp_path):
     first = make().learn(2)
     resumed = HPGD.load(first.save(tmp_path / "run"), tiny_env(n_pairs=16)).learn(4)
     np.testing.assert_array_equal(resumed.x, straight.x)
+
+
+# ---------------------------------------------------------------------------- the command
+def test_bench_rlhf_smoke(tmp_path):
+    """`bilevel-bench rlhf` end to end with a tiny budget: runs, table, figure."""
+    from leaders.cli import main as bench
+
+    args = ["rlhf", "--instances", "tiny", "grid_features", "--iterations", "4",
+            "--eval-every", "2", "--eval-pairs", "100", "--seeds", "1", "--workers", "1",
+            "--out", str(tmp_path)]
+    assert bench(args) == 0
+    runs = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(runs) == 4
+    result = json.loads(runs[0].read_text())
+    assert result["curve"]["iteration"] == [0, 2, 4]
+    assert set(result["curve"]) >= {"log_likelihood", "preference_accuracy", "true_regret"}
+    table = (tmp_path / "rlhf.md").read_text()
+    for name in ("tiny", "grid_features", "HPGD", "Zero-Order", "true reward as model",
+                 "best known"):
+        assert name in table
+    assert (tmp_path / "metrics.png").stat().st_size > 10_000
+
+
+def test_evaluate_is_seeded_and_scores_the_true_reward_model_perfectly_on_regret():
+    from leaders.experiments.rlhf import evaluate, make_problem, true_reward_model
+
+    problem = make_problem("grid_features")
+    x_true = true_reward_model(problem)
+    assert x_true is not None
+    first, again = (evaluate(problem, x_true, 500, seed=3) for _ in range(2))
+    assert first == again
+    assert first["true_regret"] == pytest.approx(0.0, abs=1e-12)
+    zero = evaluate(problem, problem.x_init, 500, seed=3)
+    assert zero["preference_accuracy"] == 0.5 and zero["log_likelihood"] == pytest.approx(
+        -np.log(2))
+    with pytest.raises(ValueError, match="n_pairs must be an integer >= 2"):
+        evaluate(problem, x_true, 1)
