@@ -224,9 +224,12 @@ def plot_learning_curves(results: list[dict], references: dict[str, dict],
     plt = pyplot()
     groups = _by_group(results)
     instances = list(dict.fromkeys(r["spec"]["instance"] for r in results))
-    fig, axes = plt.subplots(1, len(instances), figsize=(4.2 * len(instances), 3.4),
-                             squeeze=False)
-    for ax, instance in zip(axes[0], instances):
+    cols = min(3, len(instances))
+    rows = -(-len(instances) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel()[len(instances):]:
+        ax.axis("off")
+    for ax, instance in zip(axes.ravel(), instances):
         plot_mean_curves(ax, {a: groups.get((instance, a), []) for a in ALGORITHMS}, "objective")
         ax.axhline(references[instance]["objective"], color="black", ls="--", lw=1,
                    label="reference")
@@ -281,7 +284,7 @@ def register(subparsers) -> None:
                    help="iterations per run (default 3,000; 1,000 with --quick)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="exact evaluations every this many iterations (default 50)")
-    p.add_argument("--quick", action="store_true", help="2 seeds × 1,000 iterations")
+    p.add_argument("--quick", action="store_true", help="3 seeds × 1,000 iterations")
     p.add_argument("--instances", nargs="+", choices=sorted(INSTANCES), default=list(INSTANCES))
     p.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
     p.add_argument("--out", default="results/contract", help="results directory")
@@ -299,7 +302,7 @@ def main(args) -> int:
     iterations = args.iterations or (1000 if args.quick else DEFAULTS["iterations"])
     overrides = {"iterations": iterations,
                  "eval_every": args.eval_every or min(DEFAULTS["eval_every"], iterations)}
-    seeds = range(2 if args.quick else args.seeds)
+    seeds = range(3 if args.quick else args.seeds)
     specs = specs_for(args.instances, args.algorithms, seeds, **overrides)
     print(f"contract design: {len(specs)} runs ({len(args.instances)} instances × "
           f"{len(args.algorithms)} algorithms × {len(seeds)} seeds, {iterations} iterations) "

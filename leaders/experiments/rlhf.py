@@ -316,12 +316,12 @@ def register(subparsers) -> None:
                     "instances; writes rlhf.md/json and the metrics over iterations as PNG.")
     p.add_argument("--seeds", type=int, default=5, help="seeds per instance (default 5)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="iterations per run (default 1,000; 300 with --quick)")
+                   help="iterations per run (default 1,000; 500 with --quick)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate every this many iterations (default 50; 25 with --quick)")
     p.add_argument("--eval-pairs", type=int, default=None,
                    help="fresh pairs per evaluation (default 2,000)")
-    p.add_argument("--quick", action="store_true", help="2 seeds × 300 iterations")
+    p.add_argument("--quick", action="store_true", help="3 seeds × 500 iterations")
     p.add_argument("--instances", nargs="+", choices=sorted(INSTANCES), default=list(INSTANCES))
     p.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
     p.add_argument("--out", default="results/rlhf", help="results directory")
@@ -336,12 +336,12 @@ def main(args) -> int:
     from leaders.benchmark import run_specs
 
     out = Path(args.out)
-    iterations = args.iterations or (300 if args.quick else DEFAULTS["iterations"])
+    iterations = args.iterations or (500 if args.quick else DEFAULTS["iterations"])
     every = args.eval_every or (25 if args.quick else DEFAULTS["eval_every"])
     pairs = args.eval_pairs or DEFAULTS["eval_pairs"]
     overrides = {"iterations": iterations, "eval_every": min(every, iterations),
                  "eval_pairs": pairs}
-    seeds = range(2 if args.quick else args.seeds)
+    seeds = range(3 if args.quick else args.seeds)
     specs = specs_for(args.instances, args.algorithms, seeds, **overrides)
     print(f"RLHF: {len(specs)} runs ({len(args.instances)} instances × {len(args.algorithms)} "
           f"algorithms × {len(seeds)} seeds, {iterations} iterations) in {out}")
