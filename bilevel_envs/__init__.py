@@ -74,7 +74,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ENV_IDS", "BilevelProblem", "ExactSolver", "Follower", "FollowerResponse", "LeaderEnv",
-    "PairwiseObjective", "Rollouts", "TabularModel", "TabularPolicy", "evaluate_policy", "exact_hypergradient",
-    "exact_objective", "make_follower", "make_oracle", "soft_policy_iteration",
-    "soft_value_iteration",
+    "PairwiseObjective", "Rollouts", "TabularModel", "TabularPolicy", "evaluate_policy",
+    "exact_hypergradient", "exact_objective", "make_follower", "make_oracle",
+    "soft_policy_iteration", "soft_value_iteration",
 ]

@@ -272,7 +272,7 @@ class TrajectoryTerms:
                                                   weights=np.ones(self.n_samples))
         return direct + self.scores.total()
 
-    def per_segment(self, n_segments: int | None = None) -> np.ndarray:
+    def per_segment(self) -> np.ndarray:
         """``(N, d)``: the estimate of each pair (for variance estimates and tests)."""
         direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0, self.traj1)
         return direct + self.scores.per_segment(self.n_samples)
@@ -315,6 +315,9 @@ def trajectory_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
         rollouts: its rollouts (holding at least one pair, see ``problem.pair_index``).
         oracle: its trajectory oracle (restarts from given ``(state, action)``).
         rng: the leader's generator (restarts).
+        n_inner: Alg. 2 restart pairs averaged per ``∂Â``.
+        coupled: common random numbers for each ∂Q̂/∂V̂ restart pair.
+        baseline: subtract the leave-one-out baseline ``b_k`` (else ``b = 0``).
 
     Returns:
         :class:`TrajectoryTerms`; ``.total() / .n_samples`` is the mean estimate.

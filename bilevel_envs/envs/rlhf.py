@@ -980,6 +980,10 @@ class RLHFEnv(LeaderEnv):
     ``J(x) = E_ξ E_{τ0,τ1 ~ π*_x} E_l[(1 − l) log P_x(τ0 ≻ τ1) + l log P_x(τ1 ≻ τ0)]`` (the label
     is averaged out with the teacher's probability ``q_ξ``). Exact ``J`` and ``∇J`` for the tiny
     instance: ``bilevel_envs.tabular.exact_objective(env.unwrapped.problem, x)``.
+    Leaders: ``HPGD`` estimates ``∇J`` from the rollouts' pairs with the trajectory-level
+    score-function form (``leaders.estimators.trajectory_estimate``; the problem supplies
+    ``pair_objective``, ``grad_pair_objective``, ``pairs_from_rollouts``, ``pair_index``);
+    ``ZeroOrder`` uses the reward; AMD does not apply (``J`` is not a sum of leader rewards).
 
     ## Episode End
     Truncated after ``horizon`` leader steps; never terminates.

@@ -207,12 +207,12 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
             f"{ALGORITHM_LABELS[r['algorithm']]} | {r['mean']:.4f} ± {r['se']:.4f} | "
             f"{r['reference']:.4f} | {r['gap_percent']:.2f} / {r['worst_gap_percent']:.2f} | "
             f"{r['seconds']:.1f} |")
-    kinds = sorted({(r["instance"], r["reference_kind"]) for r in rows})
+    kinds = dict.fromkeys((r["instance"], r["reference_kind"]) for r in rows)
+    n_seeds, iterations = (rows[0]["n_seeds"], rows[0]["iterations"]) if rows else (0, 0)
     lines.append("")
-    lines.append("Reference: " + "; ".join(f"{i}: {k}" for i, k in kinds) + ". "
-                 f"{rows[0]['n_seeds'] if rows else 0} seeds, {rows[0]['iterations'] if rows else 0}"
-                 " iterations; every leader starts at half the revenue on each transition; "
-                 "± is the standard error (ddof = 0).")
+    lines.append("Reference J: " + "; ".join(f"{i}: {k}" for i, k in kinds) + f". {n_seeds} "
+                 f"seeds, {iterations} iterations; every leader starts at half the revenue on "
+                 "each transition; ± is the standard error over seeds (ddof = 0).")
     return "\n".join(lines)
 
 
