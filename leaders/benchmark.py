@@ -222,3 +222,45 @@ def multistart_maximum(value_and_grad: Callable[[np.ndarray], tuple[float, np.nd
         if -result.fun > best_value:
             best_value, best_x = float(-result.fun), np.asarray(result.x)
     return best_value, best_x
+
+
+# ---------------------------------------------------------------------------- experiment helpers
+def add_runner_arguments(parser, out_default: str) -> None:
+    """The options every ``bilevel-bench`` subcommand shares: ``--out``, ``--backend``,
+    ``--address``, ``--workers``, ``--no-plots``."""
+    parser.add_argument("--out", default=out_default, help="results directory")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
+    parser.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local processes (default: cores)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+
+
+def instance_spec(defaults: dict[str, Any], hyperparameters: dict[str, dict[str, Any]],
+                  instances: Sequence[str], instance: str, algorithm: str, seed: int,
+                  overrides: dict[str, Any]) -> dict[str, Any]:
+    """The spec of one run of an instance × algorithm experiment: ``defaults``, then the
+    algorithm's ``hyperparameters``, then ``overrides`` (only of fields that exist).
+
+    Raises:
+        ValueError: naming the allowed values, for an unknown instance, algorithm or field.
+    """
+    if instance not in instances:
+        raise ValueError(f"unknown instance {instance!r}; expected one of {sorted(instances)}")
+    if algorithm not in hyperparameters:
+        raise ValueError(f"algorithm must be one of {tuple(hyperparameters)}; got {algorithm!r}")
+    spec = {**defaults, **hyperparameters[algorithm], "instance": instance,
+            "algorithm": algorithm, "seed": int(seed)}
+    unknown = set(overrides) - set(spec)
+    if unknown:
+        raise ValueError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(spec)}")
+    spec.update(overrides)
+    return spec
+
+
+def group_runs(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict]]:
+    """Results grouped by ``(spec["instance"], spec["algorithm"])``, in spec order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["spec"]["instance"], r["spec"]["algorithm"]), []).append(r)
+    return groups

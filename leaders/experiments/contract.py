@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,9 @@ import numpy as np
 
 from leaders.benchmark import (
     ALGORITHM_LABELS,
+    add_runner_arguments,
+    group_runs,
+    instance_spec,
     mean_se,
     multistart_maximum,
     plot_mean_curves,
@@ -106,17 +108,8 @@ def reference_optimum(instance: str, starts: int = REFERENCE_STARTS) -> dict[str
 # ---------------------------------------------------------------------------- one run
 def contract_spec(instance: str, algorithm: str, seed: int, **overrides: Any) -> dict[str, Any]:
     """The plain-data spec of one run (defaults: :data:`DEFAULTS`, :data:`HYPERPARAMETERS`)."""
-    if instance not in INSTANCES:
-        raise ValueError(f"unknown instance {instance!r}; expected one of {sorted(INSTANCES)}")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}")
-    spec = {**DEFAULTS, **HYPERPARAMETERS[algorithm], "instance": instance,
-            "algorithm": algorithm, "seed": int(seed)}
-    unknown = set(overrides) - set(spec)
-    if unknown:
-        raise ValueError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(spec)}")
-    spec.update(overrides)
-    return spec
+    return instance_spec(DEFAULTS, HYPERPARAMETERS, INSTANCES, instance, algorithm, seed,
+                         overrides)
 
 
 def make_leader(spec: dict[str, Any]):
@@ -172,18 +165,11 @@ def specs_for(instances, algorithms, seeds, **overrides: Any) -> list[dict[str, 
             for i in instances for a in algorithms for s in seeds]
 
 
-def _by_group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in results:
-        groups[(r["spec"]["instance"], r["spec"]["algorithm"])].append(r)
-    return groups
-
-
 def table_rows(results: list[dict], references: dict[str, dict]) -> list[dict[str, Any]]:
     """Per instance and algorithm: final ``J`` mean ± s.e., gap to the reference in % (mean,
     worst seed), seconds per run."""
     rows = []
-    for (instance, algorithm), runs in _by_group(results).items():
+    for (instance, algorithm), runs in group_runs(results).items():
         finals = np.array([r["metrics"]["final_objective"] for r in runs])
         ref = references[instance]["objective"]
         gaps = 100.0 * (1.0 - finals / ref)
@@ -222,7 +208,7 @@ def plot_learning_curves(results: list[dict], references: dict[str, dict],
     """Exact ``J`` over iterations (mean ± s.e. over seeds), one panel per instance, the
     reference dashed."""
     plt = pyplot()
-    groups = _by_group(results)
+    groups = group_runs(results)
     instances = list(dict.fromkeys(r["spec"]["instance"] for r in results))
     cols = min(3, len(instances))
     rows = -(-len(instances) // cols)
@@ -247,7 +233,7 @@ def plot_payments(results: list[dict], references: dict[str, dict],
     """The final payments of each algorithm (mean over seeds) beside the reference contract,
     one panel per instance; payable transitions on the x axis."""
     plt = pyplot()
-    groups = _by_group(results)
+    groups = group_runs(results)
     instances = list(dict.fromkeys(r["spec"]["instance"] for r in results))
     fig, axes = plt.subplots(len(instances), 1, figsize=(10, 2.6 * len(instances)),
                              squeeze=False)
@@ -287,11 +273,7 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="3 seeds × 1,000 iterations")
     p.add_argument("--instances", nargs="+", choices=sorted(INSTANCES), default=list(INSTANCES))
     p.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
-    p.add_argument("--out", default="results/contract", help="results directory")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    add_runner_arguments(p, "results/contract")
     p.set_defaults(func=main)
 
 

@@ -25,6 +25,9 @@ import numpy as np
 
 from leaders.benchmark import (
     ALGORITHM_LABELS,
+    add_runner_arguments,
+    group_runs,
+    instance_spec,
     mean_se,
     multistart_maximum,
     plot_mean_curves,
@@ -147,17 +150,8 @@ def references(instance: str, n_pairs: int = 2000, seed: int = 0) -> dict[str, A
 # ---------------------------------------------------------------------------- one run
 def rlhf_spec(instance: str, algorithm: str, seed: int, **overrides: Any) -> dict[str, Any]:
     """The plain-data spec of one run (defaults: :data:`DEFAULTS`, :data:`HYPERPARAMETERS`)."""
-    if instance not in INSTANCES:
-        raise ValueError(f"unknown instance {instance!r}; expected one of {sorted(INSTANCES)}")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}")
-    spec = {**DEFAULTS, **HYPERPARAMETERS[algorithm], "instance": instance,
-            "algorithm": algorithm, "seed": int(seed)}
-    unknown = set(overrides) - set(spec)
-    if unknown:
-        raise ValueError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(spec)}")
-    spec.update(overrides)
-    return spec
+    return instance_spec(DEFAULTS, HYPERPARAMETERS, INSTANCES, instance, algorithm, seed,
+                         overrides)
 
 
 def make_leader(spec: dict[str, Any]):
@@ -224,17 +218,10 @@ def specs_for(instances, algorithms, seeds, **overrides: Any) -> list[dict[str, 
     return [rlhf_spec(i, a, s, **overrides) for i in instances for a in algorithms for s in seeds]
 
 
-def _by_group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in results:
-        groups[(r["spec"]["instance"], r["spec"]["algorithm"])].append(r)
-    return groups
-
-
 def table_rows(results: list[dict], refs: dict[str, dict]) -> list[dict[str, Any]]:
     """Per instance: the reference rows, then per algorithm the final metrics mean ± s.e."""
     rows = []
-    groups = _by_group(results)
+    groups = group_runs(results)
     for instance in dict.fromkeys(r["spec"]["instance"] for r in results):
         for name, metrics in refs[instance].items():
             rows.append({"instance": instance, "row": name, "n_seeds": None,
@@ -284,7 +271,7 @@ def plot_metrics(results: list[dict], refs: dict[str, dict], path: str | os.Path
     """The metrics over iterations (mean ± s.e. over seeds): one row per instance, one column
     per metric; the true-reward model (dotted) and best known J (dashed) as references."""
     plt = pyplot()
-    groups = _by_group(results)
+    groups = group_runs(results)
     instances = list(dict.fromkeys(r["spec"]["instance"] for r in results))
     keys = list(METRICS) + (["exact_objective"] if any(i in EXACT_INSTANCES
                                                        for i in instances) else [])
@@ -324,11 +311,7 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="3 seeds × 500 iterations")
     p.add_argument("--instances", nargs="+", choices=sorted(INSTANCES), default=list(INSTANCES))
     p.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
-    p.add_argument("--out", default="results/rlhf", help="results directory")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    add_runner_arguments(p, "results/rlhf")
     p.set_defaults(func=main)
 
 
