@@ -316,6 +316,7 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
+    """Run ``bilevel-bench rlhf`` (arguments from :func:`register`); returns the exit code."""
     from leaders.benchmark import run_specs
 
     out = Path(args.out)
