@@ -15,7 +15,7 @@ from gymnasium.envs.registration import register, registry
 from bilevel_envs.followers import (FOLLOWERS, Follower, FollowerResponse, TabularPolicy,
                                     make_follower)
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.problem import BilevelProblem, PairwiseObjective
 from bilevel_envs.rollouts import Rollouts, make_oracle
 from bilevel_envs.tabular import (
     ExactSolver,
@@ -74,7 +74,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ENV_IDS", "BilevelProblem", "ExactSolver", "Follower", "FollowerResponse", "LeaderEnv",
-    "Rollouts", "TabularModel", "TabularPolicy", "evaluate_policy", "exact_hypergradient",
-    "exact_objective", "make_follower", "make_oracle", "soft_policy_iteration",
-    "soft_value_iteration",
+    "PairwiseObjective", "Rollouts", "TabularModel", "TabularPolicy", "evaluate_policy",
+    "exact_hypergradient", "exact_objective", "make_follower", "make_oracle",
+    "soft_policy_iteration", "soft_value_iteration",
 ]

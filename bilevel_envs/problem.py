@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -59,6 +59,9 @@ class BilevelProblem(abc.ABC):
     follower_action_space: spaces.Discrete
     follower_observation_space: spaces.Space
     max_episode_steps: int | None = None
+    #: Every follower episode terminates within this many steps (finite-horizon problems, e.g.
+    #: RLHF's time-augmented MDP), or ``None``. Paper Alg. 2 restarts stop there.
+    episode_length_bound: int | None = None
     context_values: tuple[Hashable, ...]
     context_probs: np.ndarray
     #: ``True`` when ``P_{x,ξ}`` (resp. ``μ_{x,ξ}``) depends on ``x``; estimators skip the score
@@ -68,7 +71,8 @@ class BilevelProblem(abc.ABC):
     #: ``False`` when ``J`` is not a discounted sum of per-transition leader rewards (e.g. RLHF's
     #: trajectory-level likelihood). Such a problem overrides :meth:`estimate_objective` and, if
     #: tabular, provides ``exact_objective(x)`` and ``exact_hypergradient(x)`` methods, to which
-    #: :func:`bilevel_envs.tabular.exact_objective` / ``exact_hypergradient`` dispatch.
+    #: :func:`bilevel_envs.tabular.exact_objective` / ``exact_hypergradient`` dispatch. HPGD
+    #: estimates its hypergradient when it also implements :class:`PairwiseObjective`.
     decomposable: bool = True
 
     # ------------------------------------------------------------------ parameters x
@@ -232,6 +236,34 @@ class BilevelProblem(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lam={self.lam}, gamma={self.gamma}, d={self.n_params})"
+
+
+@runtime_checkable
+class PairwiseObjective(Protocol):
+    """The trajectory-level objective ``J(x) = E_ξ E_{τ0, τ1 ~ π*_{x,ξ}} ℓ_ξ(τ0, τ1; x)`` of a
+    non-decomposable problem (RLHF: ``ℓ`` is the Bradley–Terry log-likelihood of a labelled pair).
+
+    What HPGD's trajectory-level estimator needs from such a problem
+    (:func:`leaders.estimators.trajectory_estimate`); ``traj0``/``traj1`` are opaque batches of
+    ``N`` trajectories that only the problem reads.
+    """
+
+    def pairs_from_rollouts(self, rollouts: Rollouts | dict) -> tuple[Any, Any]:
+        """The ``N`` trajectory pairs ``(traj0, traj1)`` held by ``rollouts``."""
+        ...
+
+    def pair_index(self, rollouts: Rollouts | dict) -> np.ndarray:
+        """``(n_envs, T)`` int: the pair each transition belongs to, ``−1`` outside pairs."""
+        ...
+
+    def pair_objective(self, x: np.ndarray, context: Any, traj0: Any, traj1: Any) -> np.ndarray:
+        """``ℓ_ξ(τ0, τ1; x)`` per pair, ``(N,)``."""
+        ...
+
+    def grad_pair_objective(self, x: np.ndarray, context: Any, traj0: Any, traj1: Any,
+                            weights: np.ndarray | None = None) -> np.ndarray:
+        """``∂_x ℓ_ξ`` at fixed trajectories: ``(N, d)``, or ``(d,)`` contracted with weights."""
+        ...
 
 
 def _same_context(a: Any, b: Any) -> bool:

@@ -98,7 +98,8 @@ class AMD(Leader):
         **kwargs: :class:`~leaders.base.Leader` arguments.
 
     Raises:
-        ValueError: if the env's problem has no tabular model.
+        ValueError: if the env's problem has no tabular model or a trajectory-level objective
+            (RLHF): Alg. 9's recursions differentiate discounted leader rewards.
     """
 
     algorithm: ClassVar[str] = "amd"
@@ -110,6 +111,11 @@ class AMD(Leader):
             raise ValueError(f"AMD needs the exact model (problem.tabular), which "
                              f"{type(self.problem).__name__} does not provide; use HPGD or "
                              "ZeroOrder")
+        if not self.problem.decomposable:
+            raise ValueError(f"AMD (Alg. 9) differentiates a decomposable J (discounted leader "
+                             f"rewards) through Bellman recursions; {type(self.problem).__name__} "
+                             "has a trajectory-level objective: use HPGD (its trajectory "
+                             "estimator) or ZeroOrder")
         if inner not in INNER_MODES:
             raise ValueError(f"inner must be one of {INNER_MODES}; got {inner!r}")
         if not isinstance(inner_iterations, (int, np.integer)) or inner_iterations < 1:

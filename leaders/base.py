@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import ExactSolver
+from bilevel_envs.tabular import ExactSolver, exact_objective
 
 FORMAT_VERSION = 1
 
@@ -234,13 +234,23 @@ class Leader(abc.ABC):
             progress_bar: show a tqdm progress bar.
             eval_every: every this many iterations (or at iterations ``t`` where
                 ``eval_every(t)`` is true), record the exact ``J(x_t)`` of the pre-update iterate
-                and each context's exact value (tabular problems).
+                and each context's exact value (tabular problems; for a trajectory-level
+                objective only ``J``, from the problem's ``exact_objective``).
+
+        Raises:
+            ValueError: for ``eval_every`` when the exact ``J`` is not available.
         """
         if not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
             raise ValueError(f"n_iterations must be a non-negative integer; got {n_iterations!r}")
         if eval_every is not None:
             if self.problem is None or not self.problem.is_tabular:
                 raise ValueError("eval_every needs a tabular problem")
+            if not self.problem.decomposable:
+                try:  # the problem computes J itself (e.g. by enumeration): fail now, not later
+                    self.exact_objective()
+                except ValueError as exc:
+                    raise ValueError(f"eval_every needs the exact J, which {self.problem!r} "
+                                     f"cannot compute here: {exc}") from exc
             if not callable(eval_every):
                 if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
                     raise ValueError(f"eval_every must be a positive integer or a function of "
@@ -276,9 +286,12 @@ class Leader(abc.ABC):
         x_t = self.x
         record: dict[str, Any] = {"iteration": t}
         if eval_every is not None and eval_every(t):
-            values = self.exact_context_values(x_t)
-            record["exact_objective"] = float(self.problem.context_probs @ values)
-            record.update({f"exact_context_{i}": float(v) for i, v in enumerate(values)})
+            if self.problem.decomposable:
+                values = self.exact_context_values(x_t)
+                record["exact_objective"] = float(self.problem.context_probs @ values)
+                record.update({f"exact_context_{i}": float(v) for i, v in enumerate(values)})
+            else:
+                record["exact_objective"] = self.exact_objective(x_t)
         grad, info = self.estimate_gradient()
         grad = np.asarray(grad, dtype=np.float64).reshape(self.x.shape)
         if not np.all(np.isfinite(grad)):
@@ -300,11 +313,22 @@ class Leader(abc.ABC):
         return record
 
     def exact_objective(self, x: np.ndarray | None = None) -> float:
-        """Exact ``J(x)`` (default: the current ``x``) on tabular problems, warm-started."""
+        """Exact ``J(x)`` (default: the current ``x``) on tabular problems, warm-started; for a
+        trajectory-level objective, :func:`bilevel_envs.tabular.exact_objective` (the problem's
+        own, where it has one)."""
+        if not self.problem.decomposable:
+            return float(exact_objective(self.problem, self.x if x is None else x))
         return float(self.problem.context_probs @ self.exact_context_values(x))
 
     def exact_context_values(self, x: np.ndarray | None = None) -> np.ndarray:
-        """Each context's exact leader value ``μ·V̄_ξ`` at ``x`` (default: the current ``x``)."""
+        """Each context's exact leader value ``μ·V̄_ξ`` at ``x`` (default: the current ``x``).
+
+        Raises:
+            ValueError: for a trajectory-level objective (no per-context leader values).
+        """
+        if not self.problem.decomposable:
+            raise ValueError(f"{self.problem!r} has a trajectory-level objective: there are no "
+                             "per-context leader values; use exact_objective()")
         if self._exact is None:
             self._exact = ExactSolver(self.problem)
         return np.asarray(self._exact.context_values(self.x if x is None else x).objective)

@@ -164,3 +164,145 @@ def trailing_mean(values: np.ndarray, k: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+
+
+#: plot colour and display name of each leader algorithm (shared by every experiment)
+ALGORITHM_COLOURS = {"hpgd": "tab:blue", "amd": "tab:orange", "zero_order": "tab:green"}
+ALGORITHM_LABELS = {"hpgd": "HPGD", "amd": "AMD", "zero_order": "Zero-Order"}
+
+
+def mean_se(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and standard error (``ddof = 0``, as the paper's Table 3) of per-seed values."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std() / np.sqrt(v.size))
+
+
+def plot_mean_curves(ax, runs_by_algorithm: dict[str, list[dict]], key: str) -> None:
+    """Mean ± s.e. over seeds of ``run["curve"][key]`` against ``run["curve"]["iteration"]``,
+    one line per algorithm (runs of one algorithm share their evaluation iterations)."""
+    for algorithm, runs in runs_by_algorithm.items():
+        if not runs:
+            continue
+        iterations = np.asarray(runs[0]["curve"]["iteration"])
+        values = np.array([r["curve"][key] for r in runs], dtype=np.float64)
+        mean = values.mean(0)
+        se = values.std(0) / np.sqrt(len(runs))
+        colour = ALGORITHM_COLOURS.get(algorithm)
+        ax.plot(iterations, mean, color=colour, label=ALGORITHM_LABELS.get(algorithm, algorithm))
+        ax.fill_between(iterations, mean - se, mean + se, color=colour, alpha=0.25)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as PNG (creating the directory) and close it."""
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def multistart_maximum(value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+                       low: np.ndarray, high: np.ndarray, starts: Sequence[np.ndarray]
+                       ) -> tuple[float, np.ndarray]:
+    """The best local maximum of a smooth objective on the box ``[low, high]`` found by
+    L-BFGS-B (exact gradients) from each of ``starts``: ``(value, x)``. A reference for
+    instances without a closed form (a lower bound on the true maximum)."""
+    from scipy.optimize import minimize
+
+    def negative(x):
+        value, grad = value_and_grad(x)
+        return -value, -np.asarray(grad, dtype=np.float64)
+
+    best_value, best_x = -np.inf, None
+    for start in starts:
+        result = minimize(negative, np.clip(start, low, high), jac=True, method="L-BFGS-B",
+                          bounds=list(zip(low, high)))
+        if -result.fun > best_value:
+            best_value, best_x = float(-result.fun), np.asarray(result.x)
+    return best_value, best_x
+
+
+# ---------------------------------------------------------------------------- experiment helpers
+def add_runner_arguments(parser, out_default: str | None) -> None:
+    """The options every ``bilevel-bench`` subcommand shares: ``--out``, ``--backend``,
+    ``--address``, ``--workers``, ``--no-plots`` (``out_default=None``: the command picks)."""
+    parser.add_argument("--out", default=out_default,
+                        help="results directory" + (f" (default {out_default})"
+                                                    if out_default else ""))
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
+    parser.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local processes (default: cores)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+
+
+def instance_spec(defaults: dict[str, Any], hyperparameters: dict[str, dict[str, Any]],
+                  instances: Sequence[str], instance: str, algorithm: str, seed: int,
+                  overrides: dict[str, Any]) -> dict[str, Any]:
+    """The spec of one run of an instance × algorithm experiment: ``defaults``, then the
+    algorithm's ``hyperparameters``, then ``overrides`` (only of fields that exist).
+
+    Raises:
+        ValueError: naming the allowed values, for an unknown instance, algorithm or field.
+    """
+    if instance not in instances:
+        raise ValueError(f"unknown instance {instance!r}; expected one of {sorted(instances)}")
+    if algorithm not in hyperparameters:
+        raise ValueError(f"algorithm must be one of {tuple(hyperparameters)}; got {algorithm!r}")
+    spec = {**defaults, **hyperparameters[algorithm], "instance": instance,
+            "algorithm": algorithm, "seed": int(seed)}
+    unknown = set(overrides) - set(spec)
+    if unknown:
+        raise ValueError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(spec)}")
+    spec.update(overrides)
+    validate_instance_spec(spec, defaults, hyperparameters, instances)
+    return spec
+
+
+def validate_instance_spec(spec: Any, defaults: dict[str, Any],
+                           hyperparameters: dict[str, dict[str, Any]],
+                           instances: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the field if ``spec`` is not what :func:`instance_spec` makes:
+    the same fields, a known instance and algorithm, a seed ``>= 0``, and every other value of
+    the same kind as its default (finite numbers for numbers, strings for strings, ...)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a spec must be a dict; got {type(spec).__name__}")
+    name = defaults.get("experiment", "experiment")
+    if spec.get("instance") not in instances:
+        raise ValueError(f"malformed {name} spec: instance={spec.get('instance')!r}; expected "
+                         f"one of {sorted(instances)}")
+    if spec.get("algorithm") not in hyperparameters:
+        raise ValueError(f"malformed {name} spec: algorithm={spec.get('algorithm')!r}; expected "
+                         f"one of {sorted(hyperparameters)}")
+    template = {**defaults, **hyperparameters[spec["algorithm"]], "instance": "", "algorithm": "",
+                "seed": 0}
+    missing, unknown = set(template) - set(spec), set(spec) - set(template)
+    if missing or unknown:
+        raise ValueError(f"malformed {name} spec: missing {sorted(missing)}, unknown "
+                         f"{sorted(unknown)}")
+    for field, default in template.items():
+        value = spec[field]
+        if not _same_kind(value, default) or (field == "seed" and value < 0):
+            raise ValueError(f"malformed {name} spec: {field}={value!r} is out of range")
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and bool(np.isfinite(value))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def group_runs(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict]]:
+    """Results grouped by ``(spec["instance"], spec["algorithm"])``, in spec order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["spec"]["instance"], r["spec"]["algorithm"]), []).append(r)
+    return groups

@@ -13,6 +13,12 @@ with ``∂Q(s,a) = E Σ_t γ^t [∂r_t + γ ∂log P_{t+1} V_λ(s_{t+1})]`` (Thm
   Monte-Carlo tables of ``∂Q``, ``∂V``, ``Q̄``, ``V̄`` from one on-policy batch. Slightly biased
   (tables and weights share the batch; returns cut at the batch end) but low variance.
 
+Trajectory-level objectives (RLHF, ``problem.decomposable`` False, a
+:class:`~bilevel_envs.problem.PairwiseObjective`) use the score-function form of Thm 1 instead:
+
+* :func:`trajectory_estimate` — ``∂xℓ(τ0, τ1) + (ℓ − b) Σ_{τ ∈ {τ0, τ1}} Σ_t ∂Â(s_t, a_t)/λ``
+  per pair, ``∂Â`` from Alg. 2 restarts, ``b`` a leave-one-out baseline. Unbiased.
+
 Every estimate is a sum of scalar weights times per-transition derivative terms. The weights are
 computed here, vectorised over samples; the contraction with ``∂r``, ``∂r̄``, ``∂log P`` and
 ``∂log μ`` is the problem's job (its ``grad_*`` methods with ``weights=``), so the ``(N, d)``
@@ -26,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bilevel_envs._kernels import discounted_returns, every_visit_weights
-from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.problem import BilevelProblem, PairwiseObjective
 from bilevel_envs.rollouts import Rollouts, TrajectoryOracle
 
-ESTIMATORS = ("paper", "every_visit")
+ESTIMATORS = ("paper", "every_visit", "trajectory")
 
 
 # ---------------------------------------------------------------------------- contraction
@@ -115,7 +121,7 @@ def _advantage_gradient_terms(terms: WeightedTerms, oracle: TrajectoryOracle,
     (each is still distributed as in Alg. 2, so the difference stays unbiased); when the ∂V̂
     rollout happens to draw ``a`` the two coincide and the pair contributes exactly 0.
     """
-    gamma = oracle.problem.gamma
+    gamma, bound = oracle.problem.gamma, oracle.problem.episode_length_bound
     n = len(states)
     for _ in range(n_inner):
         state = rng.bit_generator.state
@@ -125,6 +131,8 @@ def _advantage_gradient_terms(terms: WeightedTerms, oracle: TrajectoryOracle,
             T = _geometric(rng, gamma, n)
             T_tail = _geometric(rng, np.sqrt(gamma), n)
             lengths = T + T_tail + 2
+            if bound is not None:  # the episode has ended by then: nothing is cut
+                lengths = np.minimum(lengths, bound)
             r = oracle.rollout(rng, n, int(lengths.max()), start_states=states,
                                start_actions=first_actions, lengths=lengths, auto_reset=False,
                                time_limit=False)
@@ -238,3 +246,97 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
         first = obs[m & (rollouts.episode_step == 0)]
         terms.add("log_initial", first, first, first, v_bar[first] / n_starts)
     return terms
+
+
+# ---------------------------------------------------------------------------- trajectory level
+@dataclass
+class TrajectoryTerms:
+    """A trajectory-level estimate: ``Σ_k w_k ∂xℓ(τ0_k, τ1_k)`` (the problem's pair derivative)
+    plus the score part as :class:`WeightedTerms` labelled by pair (``segment = k``)."""
+
+    problem: BilevelProblem
+    x: np.ndarray
+    context: int
+    traj0: object
+    traj1: object
+    scores: WeightedTerms
+
+    @property
+    def n_samples(self) -> int:
+        """Number of pairs ``N``."""
+        return len(self.traj0)
+
+    def total(self) -> np.ndarray:
+        """The sum of the ``N`` per-pair estimates, ``(d,)``."""
+        direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0, self.traj1,
+                                                  weights=np.ones(self.n_samples))
+        return direct + self.scores.total()
+
+    def per_segment(self) -> np.ndarray:
+        """``(N, d)``: the estimate of each pair (for variance estimates and tests)."""
+        direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0, self.traj1)
+        return direct + self.scores.per_segment(self.n_samples)
+
+
+def leave_one_out_baseline(values: np.ndarray) -> np.ndarray:
+    """``b_k = mean_{j ≠ k} values_j`` (0 for a single value): independent of sample ``k``, so
+    ``(ℓ_k − b_k) ∇log p(τ_k)`` keeps its mean."""
+    n = values.size
+    if n < 2:
+        return np.zeros_like(values)
+    return (values.sum() - values) / (n - 1)
+
+
+def trajectory_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
+                        rollouts: Rollouts, oracle: TrajectoryOracle, rng: np.random.Generator,
+                        n_inner: int = 1, coupled: bool = False,
+                        baseline: bool = True) -> TrajectoryTerms:
+    """The trajectory-level (score-function) hypergradient estimate of a pairwise objective.
+
+    For ``J(x) = E_{τ0, τ1 ~ π*_x} ℓ(τ0, τ1; x)`` (paper App. B, RLHF) and
+    ``p_x(τ) = μ(s_0) Π_t π*_x(a_t|s_t) P(s_{t+1}|s_t, a_t)`` with only ``π*_x`` depending on
+    ``x`` (``∇ log π*_x = ∂A/λ``, paper Prop. 1), each pair ``k`` of the follower's rollouts gives
+
+    ``ĝ_k = ∂xℓ_k + (ℓ_k − b_k) (Σ_t ∂Â(s⁰_t, a⁰_t) + Σ_t ∂Â(s¹_t, a¹_t)) / λ``
+
+    with ``∂Â(s, a)`` from paper Alg. 2: a ∂Q̂ restart of the follower's ``oracle`` from
+    ``(s, a)`` minus a ∂V̂ restart from ``s`` (``n_inner`` pairs averaged; ``coupled``: common
+    random numbers, see :func:`_advantage_gradient_terms`). Each restart is unbiased given the
+    trajectory and independent of ``ℓ``, and ``b_k`` (leave-one-out mean of ``ℓ``; 0 with
+    ``baseline=False``) is independent of pair ``k``, so ``E ĝ_k = ∇J``. Nothing is read from
+    the tabular model: the terms are the problem's ``∂xℓ`` and ``∂x r`` along sampled paths.
+    (``x`` must enter the follower's reward only: ``∂x log P`` and ``∂x log μ`` would add score
+    terms this estimator does not carry, so such problems are refused.)
+
+    Args:
+        problem: a :class:`~bilevel_envs.problem.PairwiseObjective` problem.
+        x: the leader's parameter the follower responded to.
+        context: the context of the follower that produced ``rollouts``.
+        rollouts: its rollouts (holding at least one pair, see ``problem.pair_index``).
+        oracle: its trajectory oracle (restarts from given ``(state, action)``).
+        rng: the leader's generator (restarts).
+        n_inner: Alg. 2 restart pairs averaged per ``∂Â``.
+        coupled: common random numbers for each ∂Q̂/∂V̂ restart pair.
+        baseline: subtract the leave-one-out baseline ``b_k`` (else ``b = 0``).
+
+    Returns:
+        :class:`TrajectoryTerms`; ``.total() / .n_samples`` is the mean estimate.
+    """
+    if problem.decomposable or not isinstance(problem, PairwiseObjective):
+        raise ValueError(f"the trajectory estimator needs a non-decomposable problem with a "
+                         f"pairwise objective (bilevel_envs.problem.PairwiseObjective); got "
+                         f"{problem!r}")
+    if problem.transitions_depend_on_x or problem.initial_depends_on_x:
+        raise ValueError("the trajectory estimator covers problems where x enters the follower's "
+                         "reward only (∇log p_x(τ) = Σ_t ∂A/λ); this one also moves P or μ")
+    traj0, traj1 = problem.pairs_from_rollouts(rollouts)
+    ell = problem.pair_objective(x, context, traj0, traj1)
+    b = leave_one_out_baseline(ell) if baseline else np.zeros_like(ell)
+    pair = problem.pair_index(rollouts)
+    paired = pair >= 0
+    segment = pair[paired]
+    scores = WeightedTerms(problem, x, context)
+    _advantage_gradient_terms(scores, oracle, rng, rollouts.obs[paired],
+                              rollouts.actions[paired], (ell - b)[segment] / problem.lam,
+                              segment, n_inner, problem.lam, coupled)
+    return TrajectoryTerms(problem, x, context, traj0, traj1, scores)

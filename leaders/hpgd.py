@@ -5,11 +5,14 @@ Thoma et al., "Contextual Bilevel Reinforcement Learning for Incentive Alignment
 The leader only observes the followers' trajectories (it never reads the tabular model): every
 iteration the followers respond to ``x_t`` (any learner: soft VI, soft Q-learning, SB3 agents)
 and HPGD estimates ``dJ/dx`` from their rollouts plus the problem's derivative terms
-``∂x r``, ``∂x r̄``, ``∂x log P``, ``∂x log μ``.
+``∂x r``, ``∂x r̄``, ``∂x log P``, ``∂x log μ`` (and ``∂x ℓ`` of a trajectory-level objective).
 
     for t = 0, 1, ...:
         ξ ~ P_ξ; the followers respond to x_t                 (LeaderEnv.step)
-        ĝ ← DecomposableGradientEstimator(ξ, x_t, oracle)      (Alg. 5 + Alg. 2, or every-visit)
+        if J is decomposable:
+            ĝ ← DecomposableGradientEstimator(ξ, x_t, oracle)  (Alg. 5 + Alg. 2, or every-visit)
+        else:                                                  (RLHF: J = E ℓ(τ0, τ1; x))
+            ĝ ← mean over pairs of ∂xℓ + (ℓ − b) Σ_{τ0,τ1} Σ_t ∂Â(s_t, a_t)/λ   (Alg. 2 for ∂Â)
         x_{t+1} ← Π_X(x_t + α clip(ĝ))                         (ascent on J; Leader base class)
 """
 
@@ -20,7 +23,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from leaders.base import Leader
-from leaders.estimators import ESTIMATORS, Rollouts, every_visit_estimate, paper_estimate
+from leaders.estimators import (
+    ESTIMATORS,
+    Rollouts,
+    every_visit_estimate,
+    paper_estimate,
+    trajectory_estimate,
+)
+
+#: estimators of a decomposable J; ``"trajectory"`` is the one for trajectory-level objectives
+DECOMPOSABLE_ESTIMATORS = ("every_visit", "paper")
 
 
 class HPGD(Leader):
@@ -29,34 +41,55 @@ class HPGD(Leader):
     Args:
         env: a leader env (``gym.make("bilevel/...")``) — any follower.
         learning_rate: step size α (paper grid: 1.0, 0.5, 0.1, 0.05, 0.01).
-        estimator: ``"every_visit"`` (default: the authors' batch estimator over the env's
-            rollouts, used for their Table 3; consistent, low variance; discrete observations)
-            or ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any problem, but its noise
-            is ~10³–10⁴ × the gradient per sample on Four-Rooms because ``∂Â`` is scaled by
-            ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the measurements).
-        n_samples: Alg. 5 samples averaged per iteration (``"paper"`` only).
-        n_inner: Alg. 2 restart pairs averaged per ``∂Â`` (``"paper"`` only).
-        coupled_restarts: common random numbers for the ∂Q̂/∂V̂ restarts (``"paper"`` only;
-            unbiased, 3–5× less noise).
+        estimator: for a decomposable ``J``: ``"every_visit"`` (the default: the authors' batch
+            estimator over the env's rollouts, used for their Table 3; consistent, low variance;
+            discrete observations) or ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any
+            problem, but its noise is ~10³–10⁴ × the gradient per sample on Four-Rooms because
+            ``∂Â`` is scaled by ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the
+            measurements). For a trajectory-level ``J`` (``problem.decomposable`` False, e.g.
+            RLHF): ``"trajectory"`` (the default there; the score-function form over the pairs of
+            the env's rollouts, :func:`~leaders.estimators.trajectory_estimate`). ``None``: the
+            default for the problem.
+        n_samples: Alg. 5 samples averaged per iteration (``"paper"`` only; ``"trajectory"`` uses
+            every pair of the env's rollouts).
+        n_inner: Alg. 2 restart pairs averaged per ``∂Â`` (``"paper"`` and ``"trajectory"``).
+        coupled_restarts: common random numbers for the ∂Q̂/∂V̂ restarts (``"paper"`` and
+            ``"trajectory"``; unbiased, less noise).
         **kwargs: :class:`~leaders.base.Leader` arguments (``max_grad_norm``, ``optimizer``,
             ``seed``, ``x0``, ``log_dir``, ...).
+
+    Raises:
+        ValueError: for an estimator that does not fit the problem's objective, or without the
+            rollouts an estimator needs.
     """
 
     algorithm: ClassVar[str] = "hpgd"
 
-    def __init__(self, env, learning_rate: float = 0.1, estimator: str = "every_visit",
+    def __init__(self, env, learning_rate: float = 0.1, estimator: str | None = None,
                  n_samples: int = 10, n_inner: int = 1, coupled_restarts: bool = False,
                  **kwargs: Any):
         super().__init__(env, learning_rate=learning_rate, **kwargs)
+        decomposable = self.problem.decomposable
+        if estimator is None:
+            estimator = "every_visit" if decomposable else "trajectory"
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
-        if estimator == "every_visit":
+        if decomposable and estimator == "trajectory":
+            raise ValueError(f"estimator='trajectory' is for trajectory-level objectives; "
+                             f"{type(self.problem).__name__} is decomposable: use one of "
+                             f"{DECOMPOSABLE_ESTIMATORS}")
+        if not decomposable and estimator != "trajectory":
+            raise ValueError(f"estimator={estimator!r} estimates a decomposable objective; "
+                             f"{type(self.problem).__name__} has a trajectory-level objective: "
+                             "use estimator='trajectory'")
+        if estimator in ("every_visit", "trajectory"):
             if getattr(env.unwrapped, "n_rollout_steps", 0) < 1:
-                raise ValueError("estimator='every_visit' needs the env's rollouts "
+                raise ValueError(f"estimator={estimator!r} needs the env's rollouts "
                                  "(n_rollout_steps >= 1)")
-            if not hasattr(self.problem.follower_observation_space, "n"):
-                raise ValueError("estimator='every_visit' needs discrete follower observations;"
-                                 " use estimator='paper' for this problem")
+        if estimator == "every_visit" and not hasattr(self.problem.follower_observation_space,
+                                                      "n"):
+            raise ValueError("estimator='every_visit' needs discrete follower observations;"
+                             " use estimator='paper' for this problem")
         for name, value in (("n_samples", n_samples), ("n_inner", n_inner)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -71,18 +104,24 @@ class HPGD(Leader):
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
         # The followers respond to x_t; we observe their trajectories (and the env's J estimate).
         _, reward, _, truncated, info = self.env.step(self.x)
-        env = self.env.unwrapped
         grad = np.zeros(self.problem.n_params)
         for i, (context, weight) in enumerate(zip(info["contexts"], info["context_weights"])):
-            if self.estimator == "every_visit":
-                chains = slice(i * env.n_envs, (i + 1) * env.n_envs)
-                rollouts = Rollouts.from_dict({k: v[chains] for k, v in info["rollouts"].items()})
-                terms = every_visit_estimate(self.problem, self.x, context, rollouts)
-                grad += weight * terms.total()
-            else:
-                terms = paper_estimate(self.problem, self.x, context, env.last_oracles[i],
-                                       self.rng, self.n_samples, self.n_inner,
-                                       self.coupled_restarts)
-                grad += weight * terms.total() / self.n_samples
+            grad += weight * self._follower_gradient(i, context, info)
         return grad, {"objective_estimate": reward, "contexts": info["contexts"],
                       "truncated": truncated}
+
+    def _follower_gradient(self, i: int, context: int, info: dict[str, Any]) -> np.ndarray:
+        """The estimate of ``dJ_ξ/dx`` from follower ``i`` of the last env step."""
+        env = self.env.unwrapped
+        oracle = env.last_oracles[i]
+        if self.estimator == "paper":
+            terms = paper_estimate(self.problem, self.x, context, oracle, self.rng,
+                                   self.n_samples, self.n_inner, self.coupled_restarts)
+            return terms.total() / self.n_samples
+        chains = slice(i * env.n_envs, (i + 1) * env.n_envs)
+        rollouts = Rollouts.from_dict({k: v[chains] for k, v in info["rollouts"].items()})
+        if self.estimator == "every_visit":
+            return every_visit_estimate(self.problem, self.x, context, rollouts).total()
+        terms = trajectory_estimate(self.problem, self.x, context, rollouts, oracle, self.rng,
+                                    self.n_inner, self.coupled_restarts)
+        return terms.total() / terms.n_samples

@@ -123,3 +123,23 @@ def test_ray_backend_runs_the_same_sweep(tmp_path):
         ray.shutdown()
     for a, b in zip(local, remote):
         assert a["metrics"] == b["metrics"] and a["x_final"] == b["x_final"]
+
+
+@pytest.mark.parametrize("experiment", ["contract", "rlhf"])
+def test_instance_experiments_validate_their_specs(experiment):
+    from leaders.experiments import experiment_module
+
+    module = experiment_module(experiment)
+    make = module.contract_spec if experiment == "contract" else module.rlhf_spec
+    instance = next(iter(module.INSTANCES))
+    spec = make(instance, "hpgd", 0)
+    module.validate_spec(spec)
+    for mutate, pattern in [(lambda s: s.update(seed=-1), "seed=-1"),
+                            (lambda s: s.update(iterations=float("nan")), "iterations=nan"),
+                            (lambda s: s.update(instance="nowhere"), "instance='nowhere'"),
+                            (lambda s: s.pop("algorithm"), "algorithm=None"),
+                            (lambda s: s.update(colour="blue"), r"unknown \['colour'\]")]:
+        bad = dict(spec)
+        mutate(bad)
+        with pytest.raises(ValueError, match=pattern):
+            module.validate_spec(bad)

@@ -685,6 +685,10 @@ class ContractDesignEnv(LeaderEnv):
     mean discounted return of the finished episodes (``objective="monte_carlo"``) or the exact
     value of the followers' policies (``objective="exact"``). Closed forms for the project instance:
     :func:`project_hard_optimum`, :func:`project_optimum`, :func:`project_objective_closed_form`.
+    ``J`` is not concave: for the project with λ ≲ 0.07 (one type; ≲ 0.1 with two) paying nothing
+    (``x = 0``, the default start) is a local maximum — a small bonus does not move a soft agent,
+    so it only costs — and gradient leaders started there stay; start them from a contract that
+    already pays for success (e.g. half the revenue, as ``bilevel-bench contract`` does).
 
     ## Episode End
     Truncated after ``horizon`` leader steps; never terminates.

@@ -52,7 +52,7 @@ from gymnasium import spaces
 
 from bilevel_envs.envs import four_rooms as fr
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.problem import BilevelProblem, contract
+from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel, policy_entropy, soft_max_value, softmax_policy
 
@@ -381,6 +381,7 @@ class RLHFProblem(BilevelProblem):
         self.follower_action_space = spaces.Discrete(A)
         self.follower_observation_space = spaces.Discrete(self.trajectory_length * S)
         self.max_episode_steps = None  # episodes terminate after H steps
+        self.episode_length_bound = self.trajectory_length
         self.context_values = tuple(a.name for a in self.annotators)
         n = len(self.annotators)
         probs = np.full(n, 1.0 / n) if annotator_probs is None else np.asarray(
@@ -555,20 +556,26 @@ class RLHFProblem(BilevelProblem):
         return reward[np.asarray(obs) % self.n_states, actions]
 
     def grad_follower_reward(self, x, context, obs, actions, next_obs, weights=None):
-        return contract(self.features[np.asarray(obs) % self.n_states, actions], weights)
+        states = np.asarray(obs) % self.n_states
+        if weights is None:
+            return self.features[states, actions]
+        # Σ_n w_n φ(s_n, a_n) through the (S, A) table of summed weights: no (N, d) array.
+        S, A = self.n_states, self.n_actions
+        table = np.bincount(states * A + np.asarray(actions), minlength=S * A,
+                            weights=np.asarray(weights, dtype=np.float64))
+        return table @ self.features.reshape(S * A, -1)
 
     def grad_leader_reward(self, x, context, obs, actions, next_obs, weights=None):
         return self._zero_grads(len(obs), weights)
 
     # ------------------------------------------------------------------ trajectories and pairs
-    def trajectories_from_rollouts(self, rollouts: Rollouts | dict) -> TrajectoryBatch:
-        """The complete length-``H`` episodes of ``rollouts`` (in chain, then time order)."""
-        if isinstance(rollouts, dict):
-            rollouts = Rollouts.from_dict(rollouts)
+    def _complete_episodes(self, rollouts: Rollouts) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the complete length-``H`` episodes of ``rollouts``, in chain, then time
+        order: ``chain (n,)`` and ``cols (n, H)`` (the episode's steps in its chain)."""
         H, S = self.trajectory_length, self.n_states
         T = rollouts.n_steps
         if T < H:
-            return TrajectoryBatch(np.zeros((0, H), np.int64), np.zeros((0, H), np.int64))
+            return np.zeros(0, np.int64), np.zeros((0, H), np.int64)
         starts = rollouts.mask & (rollouts.episode_step == 0)
         starts[:, T - H + 1:] = False
         chain, t0 = np.nonzero(starts)
@@ -579,7 +586,15 @@ class RLHFProblem(BilevelProblem):
         if not np.array_equal(obs // S, np.broadcast_to(np.arange(H), obs.shape)):
             raise ValueError("rollouts are not time-augmented episodes of this problem "
                              f"(observation // {S} must count 0..{H - 1})")
-        return TrajectoryBatch(obs % S, rollouts.actions[chain[:, None], cols])
+        return chain, cols
+
+    def trajectories_from_rollouts(self, rollouts: Rollouts | dict) -> TrajectoryBatch:
+        """The complete length-``H`` episodes of ``rollouts`` (in chain, then time order)."""
+        if isinstance(rollouts, dict):
+            rollouts = Rollouts.from_dict(rollouts)
+        chain, cols = self._complete_episodes(rollouts)
+        return TrajectoryBatch(rollouts.obs[chain[:, None], cols] % self.n_states,
+                               rollouts.actions[chain[:, None], cols])
 
     def pairs_from_rollouts(self, rollouts: Rollouts | dict
                             ) -> tuple[TrajectoryBatch, TrajectoryBatch]:
@@ -590,6 +605,23 @@ class RLHFProblem(BilevelProblem):
             raise ValueError(f"the rollouts hold {len(traj)} complete episodes of "
                              f"{self.trajectory_length} steps; a pair needs two")
         return traj[0:2 * n:2], traj[1:2 * n:2]
+
+    def pair_index(self, rollouts: Rollouts | dict) -> np.ndarray:
+        """``(n_envs, T)`` int: the pair (of :meth:`pairs_from_rollouts`) each transition of
+        ``rollouts`` belongs to, ``−1`` for transitions outside every pair. HPGD's trajectory
+        estimator restarts the follower's oracle from the ``(obs, action)`` of every labelled
+        transition (:func:`leaders.estimators.trajectory_estimate`)."""
+        if isinstance(rollouts, dict):
+            rollouts = Rollouts.from_dict(rollouts)
+        chain, cols = self._complete_episodes(rollouts)
+        n_paired = 2 * (len(chain) // 2)
+        if n_paired == 0:
+            raise ValueError(f"the rollouts hold {len(chain)} complete episodes of "
+                             f"{self.trajectory_length} steps; a pair needs two")
+        index = np.full(rollouts.mask.shape, -1, dtype=np.int64)
+        pair = np.arange(n_paired) // 2
+        index[chain[:n_paired, None], cols[:n_paired]] = pair[:, None]
+        return index
 
     def _check_pair(self, traj0: TrajectoryBatch, traj1: TrajectoryBatch) -> None:
         shape = traj0.states.shape
@@ -948,6 +980,10 @@ class RLHFEnv(LeaderEnv):
     ``J(x) = E_ξ E_{τ0,τ1 ~ π*_x} E_l[(1 − l) log P_x(τ0 ≻ τ1) + l log P_x(τ1 ≻ τ0)]`` (the label
     is averaged out with the teacher's probability ``q_ξ``). Exact ``J`` and ``∇J`` for the tiny
     instance: ``bilevel_envs.tabular.exact_objective(env.unwrapped.problem, x)``.
+    Leaders: ``HPGD`` estimates ``∇J`` from the rollouts' pairs with the trajectory-level
+    score-function form (``leaders.estimators.trajectory_estimate``; the problem supplies
+    ``pair_objective``, ``grad_pair_objective``, ``pairs_from_rollouts``, ``pair_index``);
+    ``ZeroOrder`` uses the reward; AMD does not apply (``J`` is not a sum of leader rewards).
 
     ## Episode End
     Truncated after ``horizon`` leader steps; never terminates.

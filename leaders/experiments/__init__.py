@@ -16,6 +16,8 @@ from typing import Any
 #: experiment name -> module
 EXPERIMENTS: dict[str, str] = {
     "table3": "leaders.experiments.table3",
+    "contract": "leaders.experiments.contract",
+    "rlhf": "leaders.experiments.rlhf",
 }
 
 

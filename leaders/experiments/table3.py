@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from leaders.benchmark import pyplot, spec_key, trailing_mean
+from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, add_runner_arguments,
+                               pyplot, spec_key, trailing_mean)
 
 NAME = "table3"
 ENV_ID = "bilevel/FourRoomsShaping-v0"
@@ -282,8 +283,7 @@ def table3_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------- figures
-COLOURS = {"hpgd": "tab:blue", "amd": "tab:orange", "zero_order": "tab:green"}
-LABELS = {"hpgd": "HPGD", "amd": "AMD", "zero_order": "Zero-Order"}
+COLOURS, LABELS = ALGORITHM_COLOURS, ALGORITHM_LABELS
 
 
 def _selected_results(results, lam, beta, algorithm, selection):
@@ -412,12 +412,7 @@ def register(subparsers) -> None:
                    help="held-out seeds (100, 101, ...) per grid point for --grid (default 3)")
     p.add_argument("--selection", default=None,
                    help="a selection JSON written by --grid (default: the shipped one)")
-    p.add_argument("--out", default=None,
-                   help="results directory (default results/table3, results/table3-quick)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    add_runner_arguments(p, None)  # default: results/table3 (or results/table3-quick)
     p.set_defaults(func=main)
 
 
