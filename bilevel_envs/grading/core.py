@@ -212,7 +212,22 @@ def compare(found: np.ndarray, expected: np.ndarray, atol: float, what: str,
                f"{found.flat[worst]:.6g})")
     hint = diagnose_exact(found, diagnoses or {}, atol if diagnosis_atol is None else
                           diagnosis_atol)
+    if not hint and placeholder(found):
+        hint = PLACEHOLDER_HINT
     return failed(message + (f"\nHint: {hint}" if hint else ""))
+
+
+PLACEHOLDER_HINT = ("this is still the starter's placeholder (zeros or a uniform policy): fill in "
+                    "the TODO")
+
+
+def placeholder(found: np.ndarray) -> bool:
+    """Zeros, or a uniform probability table: what the starter files return."""
+    if found.size == 0:
+        return False
+    if np.all(found == 0):
+        return True
+    return found.ndim == 2 and found.shape[1] > 1 and bool(np.all(found == 1.0 / found.shape[1]))
 
 
 def diagnose_exact(found: np.ndarray, diagnoses: Mapping[str, np.ndarray], atol: float) -> str:

@@ -245,6 +245,10 @@ def check_contraction(submission: ModuleType, rng: np.random.Generator) -> Outco
         t2 = as_array(f(student_copy(model), v2.copy(), lam), (model.n_states,), "soft_bellman_backup")
         ratio = np.max(np.abs(t1 - t2)) / np.max(np.abs(v1 - v2))
         worst = max(worst, float(ratio))
+    if worst == 0.0:
+        return failed(f"on {description}, T V1 = T V2 for every pair of random V1, V2 tried: "
+                      "your operator does not depend on V (a constant is a contraction, but not "
+                      "the soft Bellman operator).")
     if worst <= model.gamma * (1 + 1e-9):
         return passed(f"largest ratio ||TV1 - TV2|| / ||V1 - V2|| = {worst:.4f} <= gamma")
     return failed(f"on {description}, ||T V1 - T V2||_inf / ||V1 - V2||_inf reached {worst:.4f} "
