@@ -279,24 +279,30 @@ def mean_test(samples: np.ndarray, exact: np.ndarray, n_comparisons: int | None 
 
 
 def unbiasedness(samples: np.ndarray, exact: np.ndarray, what: str, labels: Sequence[str],
-                 max_standard_error: float,
-                 diagnoses: Mapping[str, np.ndarray] | None = None) -> Outcome:
+                 targets: Mapping[str, np.ndarray] | None = None,
+                 hints: Mapping[str, np.ndarray] | None = None) -> Outcome:
     """Is ``samples`` (``(n, k)`` i.i.d. estimates) unbiased for ``exact`` (``(k,)``)?
 
     Passes if every mean is within ``z`` measured standard errors of the exact value (see
-    :func:`z_threshold`). Fails if any is not, and also if a standard error exceeds
-    ``max_standard_error`` (the test would then be unable to see a real bias) or if the
-    estimates never vary (an estimator built from sampled trajectories is random).
+    :func:`z_threshold`) and the test had the power to see the mistakes in ``targets``. Fails
+
+    * if a mean is further away (the message names the first hint or target the means are
+      consistent with, if any);
+    * if, for some target, no number differs from the exact value by ``z + 2`` standard errors:
+      had the estimator made that mistake, the test would have missed it with probability above
+      2.3 %, so it is too noisy to be checked;
+    * if the estimates never vary (an estimator built from sampled trajectories is random).
 
     Args:
         samples: ``(n, k)`` estimates.
         exact: ``(k,)`` exact values.
         what: what is estimated (for messages).
         labels: a name for each of the ``k`` numbers (e.g. ``"dQ(s=2, a=1)[x_3]"``).
-        max_standard_error: the largest standard error that still makes the test informative.
-        diagnoses: hint → the exact value a known mistake estimates; reported when the means
-            are consistent with it.
+        targets: hint → the exact value a known mistake would estimate; the check must be able
+            to tell each of them from the right answer.
+        hints: more such diagnoses, reported when consistent but not required to be detectable.
     """
+    targets, hints = dict(targets or {}), dict(hints or {})
     test = mean_test(samples, exact)
     if np.all(samples.std(axis=0) == 0) and samples.shape[0] > 1 and np.any(exact != 0):
         return failed(f"{what}: all {samples.shape[0]} estimates are identical "
@@ -313,16 +319,22 @@ def unbiasedness(samples: np.ndarray, exact: np.ndarray, what: str, labels: Sequ
         message = (f"{what} is biased: {len(bad)} of {len(z)} means are more than "
                    f"{test.threshold:.2f} standard errors from the exact value ({samples.shape[0]}"
                    f" estimates each). {shown}{more}.")
-        hint = diagnose_statistical(test, diagnoses or {})
-        return failed(message + (f"\nHint: {hint}" if hint else ""))
-    noisy = np.flatnonzero(test.standard_error > max_standard_error)
-    if noisy.size:
-        i = int(noisy[0])
-        return failed(f"{what}: the means agree with the exact values, but your estimator is too "
-                      f"noisy for that to mean anything: standard error {test.standard_error[i]:.3g}"
-                      f" for {labels[i]} with {samples.shape[0]} estimates; the check needs at "
-                      f"most {max_standard_error:.3g}. Follow the estimator of the sheet "
-                      "(geometric horizons, sqrt-discounted tails); do not add noise.")
+        mistake = diagnose_statistical(test, {**targets, **hints})
+        if mistake:
+            message += f"\nHint: the means are consistent with this mistake: {mistake}"
+        elif placeholder(test.mean):
+            message += f"\nHint: {PLACEHOLDER_HINT}"
+        return failed(message)
+    for hint, answer in targets.items():
+        separation = np.abs(np.asarray(answer, np.float64) - test.exact) / test.standard_error
+        if not np.max(separation) >= test.threshold + 2:
+            return failed(
+                f"{what}: the means agree with the exact values, but your estimator is too noisy "
+                f"for the check to mean anything: with {samples.shape[0]} estimates it could not "
+                f"tell the right answer from this mistake: {hint} (at most "
+                f"{np.max(separation):.1f} standard errors apart; {test.threshold + 2:.1f} "
+                "needed). Follow the estimator of the sheet (geometric horizons, sqrt-discounted "
+                "tails); do not add noise.")
     return passed(f"all {len(z)} means within {test.threshold:.2f} s.e. (worst {labels[worst]}: "
                   f"{z[worst]:.2f} s.e.)")
 
