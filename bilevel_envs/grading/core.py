@@ -305,6 +305,8 @@ def unbiasedness(samples: np.ndarray, exact: np.ndarray, what: str, labels: Sequ
     targets, hints = dict(targets or {}), dict(hints or {})
     test = mean_test(samples, exact)
     if np.all(samples.std(axis=0) == 0) and samples.shape[0] > 1 and np.any(exact != 0):
+        if np.all(samples == 0):
+            return failed(f"{what}: all {samples.shape[0]} estimates are 0; {PLACEHOLDER_HINT}.")
         return failed(f"{what}: all {samples.shape[0]} estimates are identical "
                       f"(e.g. {_vector(samples[0][:4])}); an estimate from sampled trajectories "
                       "must be random. Use the rng and the oracle you are given.")

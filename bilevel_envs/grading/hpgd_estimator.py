@@ -215,16 +215,21 @@ class Setup:
 
 
 @lru_cache(maxsize=None)
-def _problem() -> GarnetProblem:
-    return GarnetProblem(**PROBLEM_KWARGS)
+def _problem(overrides: tuple[tuple[str, Any], ...] = ()) -> GarnetProblem:
+    return GarnetProblem(**{**PROBLEM_KWARGS, **dict(overrides)})
 
 
-def setup(context: int = 0, x: Any = None) -> Setup:
+def setup(context: int = 0, x: Any = None, **overrides: Any) -> Setup:
     """The assignment's problem at ``x`` (default ``X_POINTS[context]``) for ``context``.
 
-    Students may use it to try their estimators (``setup().exact`` holds the exact answers).
+    Students may use it to try their estimators: ``setup().exact`` holds the exact answers, and
+    ``overrides`` change the problem (e.g. ``lam=0.25``; keys of :data:`PROBLEM_KWARGS`).
     """
-    problem = _problem()
+    unknown = sorted(set(overrides) - set(PROBLEM_KWARGS))
+    if unknown:
+        raise ValueError(f"unknown problem argument(s) {unknown}; expected keys of "
+                         f"{sorted(PROBLEM_KWARGS)}")
+    problem = _problem(tuple(sorted(overrides.items())))
     x = problem.check_x(X_POINTS[context] if x is None else x)
     model = problem.tabular(x, context)
     pi = soft_policy_iteration(model, problem.lam, tol=1e-13).pi
