@@ -217,8 +217,7 @@ def compare(found: np.ndarray, expected: np.ndarray, atol: float, what: str,
     return failed(message + (f"\nHint: {hint}" if hint else ""))
 
 
-PLACEHOLDER_HINT = ("this is still the starter's placeholder (zeros or a uniform policy): fill in "
-                    "the TODO")
+PLACEHOLDER_HINT = "this is still the starter's placeholder answer: fill in the TODO"
 
 
 def placeholder(found: np.ndarray) -> bool:
