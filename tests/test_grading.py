@@ -166,6 +166,18 @@ def test_a_hanging_check_is_stopped_and_the_others_still_run(tmp_path):
     assert all(r.status in ("failed", "passed") for r in report.results[1:])
 
 
+def test_an_unstable_soft_max_gets_the_stability_hint(tmp_path):
+    path = _submission(tmp_path, SOFT_VI_ZEROS + """
+    def soft_max_value(q, lam):
+        return lam * np.log(np.exp(q / lam).sum(axis=-1))  # overflows for large q / lam
+    """)
+    results = by_question(grade("soft_vi", path))
+    assert results["2.1a"].status == "passed"
+    assert results["2.1b"].status == "failed"
+    assert "contains NaN or inf" in results["2.1b"].feedback
+    assert "subtract m(s) = max_a q(s, a)" in results["2.1b"].feedback
+
+
 def test_a_file_that_hangs_at_import_gets_not_run(tmp_path):
     path = _submission(tmp_path, "while True:\n    pass\n")
     report = grade("soft_vi", path, timeout=2)
@@ -204,7 +216,7 @@ def test_exceptions_missing_functions_and_exits_are_reported(tmp_path):
     assert "does not define the function soft_value_iteration" in results["2.4a"].feedback
 
 
-# ---------------------------------------------------------------------------- determinism, ground truth
+# ---------------------------------------------------------------------------- determinism, truth
 def test_statistical_checks_are_reproducible():
     from bilevel_envs.grading import hpgd_estimator as g
     from bilevel_envs.grading.runner import import_submission, run_one

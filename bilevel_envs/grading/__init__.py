@@ -67,7 +67,8 @@ def grade(assignment: str, submission: str | Path, timeout: float = DEFAULT_TIME
         raise FileNotFoundError(f"submission file {str(submission)!r} does not exist (or is not a "
                                 "file)")
     if path.suffix != ".py":
-        raise ValueError(f"submission must be a Python file ending in .py; got {str(submission)!r}")
+        raise ValueError(f"submission must be a Python file ending in .py; got "
+                         f"{str(submission)!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
     if not isinstance(seed, int) or seed < 0:

@@ -176,7 +176,7 @@ def require_function(submission: ModuleType, name: str, signature: str) -> Calla
 
 
 def as_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """``value`` as a finite float array of ``shape``, or :class:`CheckFailed` explaining why not."""
+    """``value`` as a finite float array of ``shape``; :class:`CheckFailed` says why not."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -15,7 +15,9 @@ tolerance ``tol``, the guarantee ``‖V − V*‖∞ ≤ tol`` itself, and for i
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from types import ModuleType
 
 import numpy as np
@@ -132,75 +134,62 @@ def _stability_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, float]]
             (-1000.0 + rng.normal(0.0, 1.0, size=(4, 3)), 0.01)]
 
 
-def check_soft_max_values(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "soft_max_value", "soft_max_value(q, lam)")
-    for q, lam in _soft_max_cases(rng):
-        found = as_array(f(q.copy(), lam), (q.shape[0],), f"soft_max_value(q, lam={lam})")
-        expected = soft_max_value(q, lam)
-        outcome = compare(found, expected, ROUND_OFF * _scale(expected),
-                          f"soft_max_value(q, lam={lam}) for q of shape {q.shape}", {
-                              "you returned the hard maximum max_a q(s, a); the soft maximum "
-                              "is lam * log(sum_a exp(q(s, a) / lam)).": q.max(-1),
-                              "you left out the factor lam in front of the log: "
-                              "lam * log(sum_a exp(q/lam)).": np.log(np.exp(q / lam).sum(-1)),
-                              "you left out the division by lam inside the exp: "
-                              "lam * log(sum_a exp(q/lam)).": lam * np.log(np.exp(q).sum(-1)),
-                          })
-        if outcome.fraction < 1:
-            return outcome
-    return passed()
+@dataclass(frozen=True)
+class RowFunction:
+    """A function of the submission applied row by row to ``q`` ``(S, A)`` (2.1, 2.2)."""
+
+    name: str
+    reference: Callable[[np.ndarray, float], np.ndarray]
+    per_state: bool  # output (S,) rather than (S, A)
+    diagnoses: Callable[[np.ndarray, float], dict[str, np.ndarray]]
+    stability_hint: str
 
 
-def check_soft_max_stable(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "soft_max_value", "soft_max_value(q, lam)")
-    for q, lam in _stability_cases(rng):
-        what = f"soft_max_value(q, lam={lam}) with q around {q.mean():.0f}"
+SOFT_MAX = RowFunction(
+    "soft_max_value", soft_max_value, True,
+    lambda q, lam: {
+        "you returned the hard maximum max_a q(s, a); the soft maximum is "
+        "lam * log(sum_a exp(q(s, a) / lam)).": q.max(-1),
+        "you left out the factor lam in front of the log: lam * log(sum_a exp(q/lam)).":
+            np.log(np.exp(q / lam).sum(-1)),
+        "you left out the division by lam inside the exp: lam * log(sum_a exp(q/lam)).":
+            lam * np.log(np.exp(q).sum(-1)),
+    },
+    "subtract m(s) = max_a q(s, a) before exp and add it back: lam*log(sum exp(q/lam)) = "
+    "m + lam*log(sum exp((q - m)/lam)).")
+
+POLICY = RowFunction(
+    "policy_from_q", softmax_policy, False,
+    lambda q, lam: {
+        "you returned the greedy (argmax) policy; the soft-optimal policy is softmax(q/lam), "
+        "which gives every action positive probability.": np.eye(q.shape[1])[q.argmax(-1)],
+        "you forgot to divide q by lam: the policy is softmax(q/lam).": softmax_policy(q, 1.0),
+        "you returned exp(q/lam) without normalising each row to sum to one.": np.exp(q / lam),
+    },
+    "softmax is unchanged when you subtract max_a q(s, a) from every entry of the row first.")
+
+
+def check_rows(function: RowFunction, submission: ModuleType, rng: np.random.Generator,
+               stable: bool = False) -> Outcome:
+    """Values of ``function`` on random ``q`` (``stable``: on ``q ≈ ±1000`` with λ = 0.01)."""
+    f = require_function(submission, function.name, f"{function.name}(q, lam)")
+    for q, lam in (_stability_cases if stable else _soft_max_cases)(rng):
+        what = f"{function.name}(q, lam={lam}) for q of shape {q.shape}" + (
+            f" around {q.mean():.0f}" if stable else "")
+        shape = (q.shape[0],) if function.per_state else q.shape
         with np.errstate(all="ignore"):
             found = f(q.copy(), lam)
         try:
-            found = as_array(found, (q.shape[0],), what)
+            found = as_array(found, shape, what)
         except CheckFailed as failure:
-            raise CheckFailed(f"{failure}. Hint: subtract m(s) = max_a q(s, a) before exp and "
-                              "add it back: lam*log(sum exp(q/lam)) = m + lam*log(sum "
-                              "exp((q - m)/lam)).") from None
-        expected = soft_max_value(q, lam)
-        outcome = compare(found, expected, ROUND_OFF * _scale(expected), what)
-        if outcome.fraction < 1:
-            return outcome
-    return passed()
-
-
-def check_policy_values(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "policy_from_q", "policy_from_q(q, lam)")
-    for q, lam in _soft_max_cases(rng):
-        found = as_array(f(q.copy(), lam), q.shape, f"policy_from_q(q, lam={lam})")
-        expected = softmax_policy(q, lam)
-        greedy = np.eye(q.shape[1])[q.argmax(-1)]
-        outcome = compare(found, expected, ROUND_OFF, f"policy_from_q(q, lam={lam})", {
-            "you returned the greedy (argmax) policy; the soft-optimal policy is "
-            "softmax(q/lam), which gives every action positive probability.": greedy,
-            "you forgot to divide q by lam: the policy is softmax(q/lam).":
-                softmax_policy(q, 1.0),
-            "you returned exp(q/lam) without normalising each row to sum to one.":
-                np.exp(q / lam),
-        })
-        if outcome.fraction < 1:
-            return outcome
-    return passed()
-
-
-def check_policy_stable(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "policy_from_q", "policy_from_q(q, lam)")
-    for q, lam in _stability_cases(rng):
-        what = f"policy_from_q(q, lam={lam}) with q around {q.mean():.0f}"
+            if not stable:
+                raise
+            raise CheckFailed(f"{failure}. Hint: {function.stability_hint}") from None
+        expected = function.reference(q, lam)
+        scale = _scale(expected) if function.per_state else 1.0
         with np.errstate(all="ignore"):
-            found = f(q.copy(), lam)
-        try:
-            found = as_array(found, q.shape, what)
-        except CheckFailed as failure:
-            raise CheckFailed(f"{failure}. Hint: softmax is unchanged when you subtract "
-                              "max_a q(s, a) from every entry of the row first.") from None
-        outcome = compare(found, softmax_policy(q, lam), ROUND_OFF, what)
+            diagnoses = {} if stable else function.diagnoses(q, lam)
+        outcome = compare(found, expected, ROUND_OFF * scale, what, diagnoses)
         if outcome.fraction < 1:
             return outcome
     return passed()
@@ -241,8 +230,8 @@ def check_contraction(submission: ModuleType, rng: np.random.Generator) -> Outco
     worst = 0.0
     for _ in range(20):
         v1, v2 = rng.normal(0.0, 3.0, size=(2, model.n_states))
-        t1 = as_array(f(student_copy(model), v1.copy(), lam), (model.n_states,), "soft_bellman_backup")
-        t2 = as_array(f(student_copy(model), v2.copy(), lam), (model.n_states,), "soft_bellman_backup")
+        t1, t2 = (as_array(f(student_copy(model), v.copy(), lam), (model.n_states,),
+                           "soft_bellman_backup") for v in (v1, v2))
         ratio = np.max(np.abs(t1 - t2)) / np.max(np.abs(v1 - v2))
         worst = max(worst, float(ratio))
     if worst == 0.0:
@@ -363,12 +352,12 @@ def check_evaluation_deterministic(submission: ModuleType, rng: np.random.Genera
 
 
 CHECKS = (
-    Check("2.1a", "soft_max_value: values", 1, check_soft_max_values),
+    Check("2.1a", "soft_max_value: values", 1, partial(check_rows, SOFT_MAX)),
     Check("2.1b", "soft_max_value: numerically stable for large |q|/lambda", 1,
-          check_soft_max_stable),
-    Check("2.2a", "policy_from_q: values", 1, check_policy_values),
+          partial(check_rows, SOFT_MAX, stable=True)),
+    Check("2.2a", "policy_from_q: values", 1, partial(check_rows, POLICY)),
     Check("2.2b", "policy_from_q: numerically stable for large |q|/lambda", 1,
-          check_policy_stable),
+          partial(check_rows, POLICY, stable=True)),
     Check("2.3a", "soft_bellman_backup: one application of T", 3, check_backup),
     Check("2.3b", "soft_bellman_backup: a gamma-contraction", 1, check_contraction),
     Check("2.4a", "soft_value_iteration: V within tol of V*", 2, check_vi_values),

@@ -19,7 +19,8 @@ def per_sample_sum(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def leader_q_estimates(problem, oracle, rng, states, actions) -> np.ndarray:
-    """``Σ_{k ≤ T'} γ̄^{k/2} r̄_k`` from ``(s, a)``, ``T' ~ Geo(1 − √γ̄)``: unbiased for Q̄(s, a)."""
+    """``Σ_{k ≤ T'} γ̄^{k/2} r̄_k`` from ``(s, a)`` with ``T' ~ Geo(1 − √γ̄)``: unbiased for
+    ``Q̄(s, a)``."""
     n = len(states)
     root = np.sqrt(problem.leader_gamma)
     tail = geometric_horizon(rng, root, n)

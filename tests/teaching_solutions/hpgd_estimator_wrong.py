@@ -79,5 +79,5 @@ def hypergradient_estimates(problem, x, context, oracle, rng, n_samples) -> np.n
 
 
 def expected_sampled_transitions(gamma: float, leader_gamma: float) -> float:
-    return leader_gamma / (1 - leader_gamma) + np.sqrt(leader_gamma) / (1 - np.sqrt(leader_gamma)) \
-        + 1  # wrong: the two Alg. 2 restarts are missing
+    root = np.sqrt(leader_gamma)
+    return leader_gamma / (1 - leader_gamma) + root / (1 - root) + 1  # wrong: no restarts

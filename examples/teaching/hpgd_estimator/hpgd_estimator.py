@@ -4,7 +4,8 @@ Fill in every part marked ``# TODO``. Keep the names and signatures: the grader 
 you fill them in, the functions return zeros, so the grader still runs and tells you what is
 missing:
 
-    python -m bilevel_envs.grading hpgd_estimator examples/teaching/hpgd_estimator/hpgd_estimator.py
+    python -m bilevel_envs.grading hpgd_estimator \
+        examples/teaching/hpgd_estimator/hpgd_estimator.py
 
 What you are given (see the sheet for the details):
 
