@@ -1,10 +1,10 @@
 """Runs a submission's checks in a separate process, with a time limit per check.
 
-The parent (:func:`run_checks`) starts ``python -m bilevel_envs.grading.runner`` (the child),
-which imports the submission file by path and runs the checks one after the other, reporting
-each event as a JSON line on its protocol stream. The submission's own output goes to stderr,
-which the parent keeps in a temporary file, so ``print`` in a submission cannot confuse the
-protocol.
+The parent (:func:`run_checks`) starts ``python -m bilevel_envs.grading._child``, which runs
+:func:`child_main`: it imports the submission file by path and runs the checks one after the
+other, reporting each event as a JSON line on its protocol stream. The submission's own output
+goes to stderr, of which the parent keeps the end (for crash reports), so ``print`` in a
+submission cannot confuse the protocol.
 
 If a check exceeds its time limit or the child dies (``sys.exit``, a crash), the parent kills
 the child, records that check as ``timeout`` / ``error`` and starts a fresh child at the next
@@ -19,7 +19,6 @@ import os
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -67,26 +66,27 @@ def run_checks(assignment: str, checks: list[Check], submission: Path, timeout: 
 
 def _run_child(assignment: str, checks: list[Check], submission: Path, start: int,
                timeout: float, seed: int) -> _Session:
-    command = [sys.executable, "-m", "bilevel_envs.grading.runner", assignment,
+    command = [sys.executable, "-m", "bilevel_envs.grading._child", assignment,
                str(submission), str(start), str(seed)]
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
-                                   stdin=subprocess.DEVNULL, env=_child_environment(),
-                                   text=True, encoding="utf-8", errors="replace")
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
-        reader.start()
-        try:
-            return _follow(process, lines, checks, start, timeout, stderr)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            reader.join(timeout=5)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, env=_child_environment(), text=True,
+                               encoding="utf-8", errors="replace")
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+    reader.start()
+    output = _Tail(process.stderr)
+    try:
+        return _follow(process, lines, checks, start, timeout, output)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        reader.join(timeout=5)
+        output.text()  # joins its reader
 
 
 def _follow(process: subprocess.Popen, lines: queue.Queue, checks: list[Check], start: int,
-            timeout: float, stderr: TextIO) -> _Session:
+            timeout: float, output: _Tail) -> _Session:
     """Read the child's events until it is done, dies or overruns a time limit."""
     results: dict[int, CheckResult] = {}
     running: int | None = None  # the check in progress (None: importing, or between checks)
@@ -112,8 +112,8 @@ def _follow(process: subprocess.Popen, lines: queue.Queue, checks: list[Check], 
             return _Session(results, running + 1)
         if line is None:  # the child's stream ended
             code = process.wait()
-            output = _tail(stderr)
-            shown = f"\nIts output ended with:\n{output}" if output else ""
+            tail = output.text()
+            shown = f"\nIts output ended with:\n{tail}" if tail else ""
             if running is None:
                 if resume == start:
                     return _Session(results, start, import_failure=(
@@ -151,11 +151,23 @@ def _pump(stream: TextIO, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def _tail(stream: TextIO) -> str:
-    stream.flush()
-    stream.seek(0)
-    text = stream.read().strip()
-    return text[-_STDERR_TAIL:]
+class _Tail:
+    """Reads a stream in a thread and keeps its last ``size`` characters, however much comes."""
+
+    def __init__(self, stream: TextIO, size: int = _STDERR_TAIL):
+        self.size = size
+        self._text = ""
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: TextIO) -> None:
+        for chunk in iter(lambda: stream.read(4096), ""):
+            self._text = (self._text + chunk)[-self.size:]
+
+    def text(self) -> str:
+        """The end of the stream (waits briefly for the writer to have finished)."""
+        self._thread.join(timeout=5)
+        return self._text.strip()
 
 
 def _child_environment() -> dict[str, str]:
@@ -228,7 +240,8 @@ def run_one(check: Check, submission: ModuleType, path: Path, rng: np.random.Gen
     return status, outcome.fraction, outcome.feedback
 
 
-def _child_main(assignment: str, submission: str, start: int, seed: int) -> None:
+def child_main(assignment: str, submission: str, start: int, seed: int) -> None:
+    """The child process: import the submission, run the checks from ``start``, report."""
     from bilevel_envs.grading import assignment_module
 
     # The protocol gets its own copy of stdout; anything printed goes to stderr instead.
@@ -254,7 +267,3 @@ def _child_main(assignment: str, submission: str, start: int, seed: int) -> None
         status, fraction, feedback = run_one(checks[index], module, path, rng)
         emit(event="result", index=index, status=status, fraction=fraction, feedback=feedback)
     emit(event="done")
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
