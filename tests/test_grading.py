@@ -217,10 +217,16 @@ def test_exceptions_missing_functions_and_exits_are_reported(tmp_path):
 
 
 # ---------------------------------------------------------------------------- determinism, truth
-def test_statistical_checks_are_reproducible():
+def test_statistical_checks_are_reproducible(monkeypatch):
+    import sys
+
     from bilevel_envs.grading import hpgd_estimator as g
     from bilevel_envs.grading.runner import import_submission, run_one
 
+    monkeypatch.setattr(sys, "path", list(sys.path))  # import_submission extends it
+    for name in ("submission", "hpgd_estimator_solution"):  # and adds these: removed after
+        monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.delitem(sys.modules, name)
     path = SOLUTIONS / "hpgd_estimator_wrong.py"
     submission = import_submission(path)
     check = g.CHECKS[0]
