@@ -5,9 +5,9 @@ earns ``r(s, s')`` and, not seeing actions, pays ``x(s, s') ≥ 0`` whenever the
 to ``s'`` (limited liability). Agent reward ``x(s, s') − c_ξ(s, a)``, principal reward
 ``r(s, s') − x(s, s')``.
 
-Model logic (the three instances, the payment index, rewards and their derivatives, the closed
-forms of the project instance) is a set of pure functions over a frozen :class:`ContractSpec`;
-:class:`ContractDesign` is the :class:`~bilevel_envs.BilevelProblem`, :class:`ContractAgentEnv` the
+Model logic (the three instances, the payment index, rewards and their derivatives) is a set of
+pure functions over a frozen :class:`ContractSpec` in :mod:`bilevel_envs.envs.contracts`; this
+module adds the closed forms of the project instance, :class:`ContractDesign` is the :class:`~bilevel_envs.BilevelProblem`, :class:`ContractAgentEnv` the
 agent's Gymnasium env and :class:`ContractDesignEnv` the registered leader env.
 """
 

@@ -35,6 +35,9 @@ form of paper Thm 2), computed by the backward recursion
 For small instances (``instance="tiny"``) :meth:`RLHFProblem.exact_objective` and
 :meth:`~RLHFProblem.exact_hypergradient` enumerate all trajectory pairs.
 
+The pure model logic (instances, the finite-horizon soft solver, Bradley–Terry teachers,
+trajectory enumeration) lives in :mod:`bilevel_envs.envs.preferences`.
+
 Finite horizon as an MDP: the follower's state is ``s̃ = t·S + s`` (time-augmented), the episode
 terminates after ``H`` steps. With this, :meth:`RLHFProblem.tabular` is an ordinary
 :class:`~bilevel_envs.tabular.TabularModel`, so the generic followers, oracles (also paper Alg. 2
