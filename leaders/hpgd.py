@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from leaders.base import Leader
-from leaders.estimators import ESTIMATORS, Rollouts, every_visit_estimate, paper_estimate
+from leaders.estimators import (BATCH_ESTIMATORS, ESTIMATORS, Rollouts, every_visit_estimate,
+                                paper_estimate)
 
 
 class HPGD(Leader):
@@ -30,7 +31,12 @@ class HPGD(Leader):
         env: a leader env (``gym.make("bilevel/...")``) — any follower.
         learning_rate: step size α (paper grid: 1.0, 0.5, 0.1, 0.05, 0.01).
         estimator: ``"every_visit"`` (default: the authors' batch estimator over the env's
-            rollouts, used for their Table 3; consistent, low variance; discrete observations)
+            rollouts, used for their Table 3; consistent, low variance; discrete observations,
+            or continuous ones aggregated into the problem's observation cells — tax design's
+            asset cells — which adds a small bias, like the authors' value networks),
+            ``"every_visit_loo"`` (the same with leave-one-out leader advantages: each visit's
+            ``Ā(s, a)`` from the other visits of ``(s, a)``, which removes the bias from a visit
+            weighting its own future — large with many actions, e.g. tax design's 1,250)
             or ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any problem, but its noise
             is ~10³–10⁴ × the gradient per sample on Four-Rooms because ``∂Â`` is scaled by
             ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the measurements).
@@ -50,13 +56,14 @@ class HPGD(Leader):
         super().__init__(env, learning_rate=learning_rate, **kwargs)
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
-        if estimator == "every_visit":
+        if estimator in BATCH_ESTIMATORS:
             if getattr(env.unwrapped, "n_rollout_steps", 0) < 1:
-                raise ValueError("estimator='every_visit' needs the env's rollouts "
+                raise ValueError(f"estimator={estimator!r} needs the env's rollouts "
                                  "(n_rollout_steps >= 1)")
-            if not hasattr(self.problem.follower_observation_space, "n"):
-                raise ValueError("estimator='every_visit' needs discrete follower observations;"
-                                 " use estimator='paper' for this problem")
+            if self.problem.n_observation_cells is None:
+                raise ValueError(f"estimator={estimator!r} needs discrete follower observations "
+                                 "or a state aggregation (problem.observation_index); use "
+                                 "estimator='paper' for this problem")
         for name, value in (("n_samples", n_samples), ("n_inner", n_inner)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -74,10 +81,11 @@ class HPGD(Leader):
         env = self.env.unwrapped
         grad = np.zeros(self.problem.n_params)
         for i, (context, weight) in enumerate(zip(info["contexts"], info["context_weights"])):
-            if self.estimator == "every_visit":
+            if self.estimator in BATCH_ESTIMATORS:
                 chains = slice(i * env.n_envs, (i + 1) * env.n_envs)
                 rollouts = Rollouts.from_dict({k: v[chains] for k, v in info["rollouts"].items()})
-                terms = every_visit_estimate(self.problem, self.x, context, rollouts)
+                terms = every_visit_estimate(self.problem, self.x, context, rollouts,
+                                             leave_one_out=self.estimator == "every_visit_loo")
                 grad += weight * terms.total()
             else:
                 terms = paper_estimate(self.problem, self.x, context, env.last_oracles[i],

@@ -15,6 +15,7 @@ from typing import Any
 #: experiment name -> module
 EXPERIMENTS: dict[str, str] = {
     "table3": "leaders.experiments.table3",
+    "tax": "leaders.experiments.tax",
 }
 
 
