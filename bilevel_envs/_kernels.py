@@ -229,42 +229,31 @@ def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
             for j in range(max(0, i - lo), min(S, i + up + 1)):
                 A[i, j - i + lo] = -gamma * (P_pi[b, j, i] if transpose else P_pi[b, i, j])
             A[i, lo] += 1.0
-        y = rhs[b].copy()
-        for p in range(S):  # forward elimination inside the band
-            pivot = A[p, lo]
-            for i in range(p + 1, min(S, p + lo + 1)):
-                f = A[i, p - i + lo] / pivot
-                if f != 0.0:
-                    for j in range(p + 1, min(S, p + up + 1)):
-                        A[i, j - i + lo] -= f * A[p, j - p + lo]
-                    for c in range(k):
-                        y[i, c] -= f * y[p, c]
-        for i in range(S - 1, -1, -1):  # back substitution
-            for c in range(k):
-                acc = y[i, c]
-                for j in range(i + 1, min(S, i + up + 1)):
-                    acc -= A[i, j - i + lo] * out[b, j, c]
-                out[b, i, c] = acc / A[i, lo]
+        _banded_solve_inplace(A, rhs[b].copy(), lo, up, out[b])
     return out, True
 
 
 @nb.njit(cache=True, nogil=True)
 def _banded_solve_inplace(A, y, lo, up, out):
-    """Solve the banded system stored as ``A[i, j − i + lo]`` (no pivoting; A is overwritten)."""
+    """Solve the banded system stored as ``A[i, j − i + lo]`` for the columns of ``y`` (S, k)
+    into ``out``, by elimination without pivoting (``A`` and ``y`` are overwritten)."""
     S = A.shape[0]
-    for p in range(S):
+    k = y.shape[1]
+    for p in range(S):  # forward elimination inside the band
         pivot = A[p, lo]
         for i in range(p + 1, min(S, p + lo + 1)):
             f = A[i, p - i + lo] / pivot
             if f != 0.0:
                 for j in range(p + 1, min(S, p + up + 1)):
                     A[i, j - i + lo] -= f * A[p, j - p + lo]
-                y[i] -= f * y[p]
-    for i in range(S - 1, -1, -1):
-        acc = y[i]
-        for j in range(i + 1, min(S, i + up + 1)):
-            acc -= A[i, j - i + lo] * out[j]
-        out[i] = acc / A[i, lo]
+                for c in range(k):
+                    y[i, c] -= f * y[p, c]
+    for i in range(S - 1, -1, -1):  # back substitution
+        for c in range(k):
+            acc = y[i, c]
+            for j in range(i + 1, min(S, i + up + 1)):
+                acc -= A[i, j - i + lo] * out[j, c]
+            out[i, c] = acc / A[i, lo]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -279,8 +268,8 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
     """
     S, A, K = probs.shape
     pi = np.empty((S, A))
-    r_pi = np.empty(S)
-    v = np.empty(S)
+    r_pi = np.empty((S, 1))
+    v2 = np.empty((S, 1))
     band = np.empty((S, lo + up + 1))
     residual = np.inf
     previous = np.inf
@@ -299,7 +288,7 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
                 pi[s, a] /= z
                 if pi[s, a] > 0.0:
                     acc += pi[s, a] * (r[s, a] - lam * np.log(pi[s, a]))
-            r_pi[s] = acc
+            r_pi[s, 0] = acc
         band[:, :] = 0.0
         for s in range(S):  # the band of I − γ P_π
             band[s, lo] += 1.0
@@ -308,7 +297,8 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
                     w = pi[s, a] * probs[s, a, k]
                     if w != 0.0:
                         band[s, next_states[s, a, k] - s + lo] -= gamma * w
-        _banded_solve_inplace(band, r_pi, lo, up, v)
+        _banded_solve_inplace(band, r_pi, lo, up, v2)
+        v = v2[:, 0]
         residual = 0.0
         for s in range(S):  # q = r + γ P v, residual of the soft Bellman operator
             m = -np.inf
@@ -321,7 +311,8 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
             z = 0.0
             for a in range(A):
                 z += np.exp((q[s, a] - m) / lam)
-            residual = max(residual, abs(m + lam * np.log(z) - v[s]))
+            gap = abs(m + lam * np.log(z) - v[s])
+            residual = max(residual, gap) if np.isfinite(gap) else np.inf
         if not np.isfinite(residual):
             break
         if residual <= threshold or (residual >= previous and residual < 1e-9):

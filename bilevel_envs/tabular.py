@@ -272,15 +272,17 @@ def soft_value_iteration(
     threshold = tol * (1 - gamma) / max(gamma, 1e-12)
     delta = np.inf
     it = 0
-    for it in range(1, max_iter + 1):
-        q = model.r + gamma * expected_next(model.P, v)
-        v_new = soft_max_value(q, lam)
-        delta = float(np.max(np.abs(v_new - v)))
-        v = v_new
-        _check_finite(delta, "soft value iteration")
-        if delta <= threshold:
-            break
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        for it in range(1, max_iter + 1):
+            q = model.r + gamma * expected_next(model.P, v)
+            v_new = soft_max_value(q, lam)
+            delta = float(np.max(np.abs(v_new - v)))
+            v = v_new
+            _check_finite(delta, "soft value iteration")
+            if delta <= threshold:
+                break
     q = model.r + gamma * expected_next(model.P, v)
+    _check_finite(q, "soft value iteration")
     return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
                         iterations=it, residual=delta)
 
@@ -318,8 +320,20 @@ def soft_policy_iteration(
             it, residual = soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q,
                                                         threshold, max_iter, lo, up)
             _check_finite(residual, "soft policy iteration")
+            _check_finite(q, "soft policy iteration")
             return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
                                 iterations=it, residual=residual)
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        q, it, residual = _policy_iteration_loop(model, lam, q, threshold, max_iter)
+    _check_finite(q, "soft policy iteration")
+    return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
+                        iterations=it, residual=residual)
+
+
+def _policy_iteration_loop(model: TabularModel, lam: float, q: np.ndarray, threshold: float,
+                           max_iter: int) -> tuple[np.ndarray, int, float]:
+    """Dense NumPy soft policy iteration (any model, stacks too): the reference path."""
+    gamma = model.gamma
     residual, previous = np.inf, np.inf
     it = 0
     for it in range(1, max_iter + 1):
@@ -333,8 +347,7 @@ def soft_policy_iteration(
         if residual <= threshold or (residual >= previous and residual < 1e-9):
             break
         previous = residual
-    return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
-                        iterations=it, residual=residual)
+    return q, it, residual
 
 
 SOLVERS = {"policy_iteration": soft_policy_iteration, "value_iteration": soft_value_iteration}
@@ -548,6 +561,6 @@ def _check_lam(lam: float) -> None:
         raise ValueError(f"lam (entropy weight λ) must be a positive finite number; got {lam}")
 
 
-def _check_finite(value: float, what: str) -> None:
-    if not np.isfinite(value):
+def _check_finite(value: float | np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(value)):
         raise FloatingPointError(f"{what} diverged (non-finite values); check rewards and lam")

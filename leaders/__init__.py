@@ -1,5 +1,6 @@
-"""Leader algorithms for contextual bilevel RL: HPGD (paper Alg. 1, 2, 5), AMD (Alg. 9) and a
-zero-order method (Alg. 10), on a common :class:`~leaders.base.Leader` loop.
+"""Leader algorithms for contextual bilevel RL: HPGD (paper Alg. 1, 2, 5), HPGD with RT-Q
+(Alg. 8), AMD (Alg. 9) and a zero-order method (Alg. 10), on a common
+:class:`~leaders.base.Leader` loop.
 
     from leaders import HPGD
     leader = HPGD(env, learning_rate=0.1, seed=0).learn(1000, eval_every=100)
@@ -8,9 +9,10 @@ zero-order method (Alg. 10), on a common :class:`~leaders.base.Leader` loop.
 from leaders.amd import AMD
 from leaders.base import Callback, CheckpointCallback, Leader
 from leaders.hpgd import HPGD
+from leaders.hpgd_rtq import HPGDRTQ
 from leaders.zero_order import ZeroOrder
 
 #: name -> class, for specs and the command line
-LEADERS = {"hpgd": HPGD, "amd": AMD, "zero_order": ZeroOrder}
+LEADERS = {"hpgd": HPGD, "hpgd_rtq": HPGDRTQ, "amd": AMD, "zero_order": ZeroOrder}
 
-__all__ = ["AMD", "HPGD", "LEADERS", "Callback", "CheckpointCallback", "Leader", "ZeroOrder"]
+__all__ = ["AMD", "HPGD", "HPGDRTQ", "LEADERS", "Callback", "CheckpointCallback", "Leader", "ZeroOrder"]

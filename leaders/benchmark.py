@@ -70,10 +70,10 @@ def run_specs(specs: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
         runner: the module-level function executed per spec (importable by the workers);
             default: the runner of the spec's ``"experiment"`` (see :mod:`leaders.experiments`).
     """
-    if runner is None:
-        from leaders.experiments import runner_for
+    from leaders.experiments import runner_for
 
-        runner = runner_for(specs)
+    default_runner = runner_for(specs)  # validates every spec before anything runs
+    runner = default_runner if runner is None else runner
     out_dir = Path(out_dir)
     specs = [dict(s) for s in specs]
     todo = [s for s in specs if load_result(result_path(out_dir, s)) is None]

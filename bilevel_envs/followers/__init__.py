@@ -1,10 +1,18 @@
 """Followers, chosen by name with plain-data keyword arguments.
 
-=============  =====================================================  =======================
-name           class                                                  needs
-=============  =====================================================  =======================
-``soft_vi``    :class:`~.soft_vi.SoftValueIteration` (paper Alg. 3)   a tabular problem
-=============  =====================================================  =======================
+=============  ==========================================================  ======================
+name           class                                                       needs
+=============  ==========================================================  ======================
+``soft_vi``    :class:`~.soft_vi.SoftValueIteration` (paper Alg. 3)        a tabular problem
+``soft_q``     :class:`~.soft_q.SoftQLearning` (paper Alg. 4)              a tabular problem
+``sb3``        :class:`~.sb3.SB3Follower` (PPO, A2C, DQN or any SB3        ``bilevel-envs[sb3]``
+               algorithm for ``Discrete`` actions)
+``soft_dqn``   :class:`~.soft_dqn.SoftDQNFollower` (entropy-regularised     ``bilevel-envs[sb3]``
+               DQN built on SB3's DQN; the paper's tax-design follower)
+=============  ==========================================================  ======================
+
+HPGD and ZeroOrder work with every follower; AMD uses none. ``docs/followers.md`` has each
+follower's arguments and a "Can I use?" table of followers × environments × leaders.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from bilevel_envs.followers.base import Follower, FollowerResponse, Policy, Tabu
 #: name -> "module:Class"; modules are imported on first use (SB3/torch load lazily).
 FOLLOWERS: dict[str, str] = {
     "soft_vi": "bilevel_envs.followers.soft_vi:SoftValueIteration",
+    "soft_q": "bilevel_envs.followers.soft_q:SoftQLearning",
+    "sb3": "bilevel_envs.followers.sb3:SB3Follower",
+    "soft_dqn": "bilevel_envs.followers.soft_dqn:SoftDQNFollower",
 }
 
 

@@ -1,8 +1,9 @@
 """The experiments behind ``bilevel-bench``, one module each.
 
-Every module defines ``NAME``, ``run_spec(spec) -> result`` (a module-level function, so local
-processes and Ray workers can import it) and ``register(subparsers)`` for its subcommand.
-Specs carry ``"experiment": NAME`` so the sweep runner finds the right ``run_spec``.
+Every module defines ``NAME``, ``validate_spec(spec)`` (raises ``ValueError`` for a malformed
+spec), ``run_spec(spec) -> result`` (a module-level function, so local processes and Ray workers
+can import it) and ``register(subparsers)`` for its subcommand. Specs carry
+``"experiment": NAME`` so the sweep runner finds the right module.
 """
 
 from __future__ import annotations
@@ -29,8 +30,17 @@ def experiment_module(name: str) -> ModuleType:
 
 
 def runner_for(specs: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The ``run_spec`` function shared by ``specs`` (all must name the same experiment)."""
-    names = {spec.get("experiment") for spec in specs}
+    """The ``run_spec`` of the experiment all ``specs`` name, after validating every spec.
+
+    Raises:
+        ValueError: if the specs name no or several experiments, or one spec is malformed.
+        KeyError: for an unknown experiment name.
+    """
+    names = {spec.get("experiment") if isinstance(spec, dict) else None for spec in specs}
     if len(names) != 1 or None in names:
-        raise ValueError(f"specs must all name one experiment (spec['experiment']); got {names}")
-    return experiment_module(names.pop()).run_spec
+        raise ValueError(f"every spec must be a dict naming one experiment (spec['experiment']);"
+                         f" got {sorted(map(str, names))}")
+    module = experiment_module(names.pop())
+    for spec in specs:
+        module.validate_spec(spec)
+    return module.run_spec

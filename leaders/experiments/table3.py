@@ -66,7 +66,43 @@ def table3_spec(algorithm: str, lam: float, beta: float, seed: int, learning_rat
         raise ValueError(f"unknown spec fields {sorted(unknown)}; allowed overrides: "
                          f"{sorted(TABLE3_DEFAULTS)}")
     spec.update(overrides)
+    validate_spec(spec)
     return spec
+
+
+#: type and range of every spec field (checked by :func:`validate_spec`)
+_FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "experiment": (str, lambda v: v == NAME),
+    "algorithm": (str, lambda v: v in ALGORITHMS),
+    "lam": ((int, float), lambda v: v > 0), "beta": ((int, float), lambda v: v >= 0),
+    "seed": (int, lambda v: v >= 0), "learning_rate": ((int, float), lambda v: v > 0),
+    "move_prob": ((int, float), lambda v: 0 <= v <= 1), "iterations": (int, lambda v: v >= 1),
+    "n_envs": (int, lambda v: v >= 1), "n_rollout_steps": (int, lambda v: v >= 1),
+    "estimator": (str, lambda v: v in ("paper", "every_visit")),
+    "amd_inner": (str, lambda v: v in ("sweeps", "exact")),
+    "max_grad_norm": ((int, float), lambda v: v > 0), "eval_every": (int, lambda v: v >= 1),
+    "eval_last": (int, lambda v: v >= 0), "spec_version": (int, lambda v: v == 1),
+}
+
+
+def validate_spec(spec: Any) -> None:
+    """Raise ``ValueError`` naming the field if ``spec`` is not a well-formed Table 3 spec."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a spec must be a dict; got {type(spec).__name__}")
+    required = set(_FIELDS) | ({"perturbation_constant"} if spec.get("algorithm") ==
+                               "zero_order" else set())
+    missing = required - set(spec)
+    unknown = set(spec) - required
+    if missing or unknown:
+        raise ValueError(f"malformed table3 spec: missing {sorted(missing)}, unknown "
+                         f"{sorted(unknown)}")
+    checks = dict(_FIELDS)
+    if "perturbation_constant" in spec:
+        checks["perturbation_constant"] = ((int, float), lambda v: v > 0)
+    for name, (types, ok) in checks.items():
+        value = spec[name]
+        if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+            raise ValueError(f"malformed table3 spec: {name}={value!r} is out of range")
 
 
 def make_leader(spec: dict[str, Any]):
@@ -376,7 +412,8 @@ def register(subparsers) -> None:
                    help="held-out seeds (100, 101, ...) per grid point for --grid (default 3)")
     p.add_argument("--selection", default=None,
                    help="a selection JSON written by --grid (default: the shipped one)")
-    p.add_argument("--out", default="results/table3", help="results directory")
+    p.add_argument("--out", default=None,
+                   help="results directory (default results/table3, results/table3-quick)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
     p.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
@@ -385,7 +422,7 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    out = Path(args.out)
+    out = Path(args.out or ("results/table3-quick" if args.quick else "results/table3"))
     iterations = args.iterations or (3_000 if args.quick else TABLE3_DEFAULTS["iterations"])
     seeds = range(2 if args.quick else args.seeds)
     overrides = {"iterations": iterations,

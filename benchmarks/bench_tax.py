@@ -1,6 +1,6 @@
 """Speed of tax design: the exact layer on the tabular variant and the household simulators.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/tax.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_tax.py
 
 Rows: exact J + dJ/dx on the tabular variant (cold: new solver; warm: nearby x, the leader's
 case), building the model at a new income tax, one LeaderEnv step, and follower transitions per
@@ -24,10 +24,7 @@ from bilevel_envs.followers import TabularPolicy  # noqa: E402
 from bilevel_envs.rollouts import GymOracle, TabularOracle  # noqa: E402
 from bilevel_envs.tabular import ExactSolver  # noqa: E402
 
-try:
-    from core import timeit  # python benchmarks/tax.py
-except ImportError:  # python -m benchmarks.tax
-    from benchmarks.core import timeit
+from bench_core import timeit  # noqa: E402  (python benchmarks/bench_tax.py)
 
 
 def main() -> None:

@@ -1,0 +1,152 @@
+"""Soft (entropy-regularised) DQN on top of Stable-Baselines3's DQN, and its follower.
+
+:class:`SoftDQN` is an SB3 algorithm (``SoftDQN("MlpPolicy", env, lam=0.1).learn(10_000)``) for
+the regularised objective ``E[Σ_t γ^t (r_t + λ H(π(·|s_t)))]``. It changes two things in DQN:
+
+* the regression target is the soft Bellman target (paper Eq. 23, Appendix E.8)
+  ``y = r + γ (1 − done) λ logΣ_a' exp(Q_target(s', a')/λ)`` instead of ``r + γ max Q_target``;
+* the behaviour policy samples the Boltzmann policy ``softmax(Q(s, ·)/λ)``, mixed with uniform
+  actions at DQN's exploration rate ε (annealed from 1 to 0 early in training by default).
+
+The soft optimum is ``π* = softmax(Q*/λ)``: the follower's evaluation policy. The paper trains
+such a network for tax design (reference notes §5.2); there it uses factorised per-dimension
+heads, here the Q-network covers the flattened ``Discrete`` action space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bilevel_envs.followers.sb3 import MISSING_SB3, SB3Follower
+
+try:
+    import torch as th
+    from stable_baselines3 import DQN
+    from torch.nn import functional as F
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(MISSING_SB3) from exc
+
+#: regression losses by name
+LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
+
+
+def soft_bellman_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
+                        next_q_values: th.Tensor, lam: float) -> th.Tensor:
+    """``r + γ (1 − done) λ logΣ_a' exp(Q(s', a')/λ)`` for a batch.
+
+    Args:
+        rewards, dones: ``(batch, 1)``; ``dones`` is 1 for terminations only (SB3's replay buffer
+            keeps time-limit truncations bootstrapped).
+        discounts: ``γ`` (a float or ``(batch, 1)``).
+        next_q_values: ``(batch, n_actions)`` target-network values at ``s'``.
+        lam: entropy weight λ > 0.
+    """
+    soft_value = lam * th.logsumexp(next_q_values / lam, dim=1, keepdim=True)
+    return rewards + (1 - dones) * discounts * soft_value
+
+
+def boltzmann_probs(q_values: th.Tensor, lam: float, epsilon: float = 0.0) -> th.Tensor:
+    """``(1 − ε) softmax(Q/λ) + ε/|A|`` over the last axis."""
+    probs = th.softmax(q_values / lam, dim=-1)
+    if epsilon > 0:
+        probs = (1 - epsilon) * probs + epsilon / q_values.shape[-1]
+    return probs
+
+
+class SoftDQN(DQN):
+    """Entropy-regularised DQN: soft Bellman targets and a Boltzmann behaviour policy.
+
+    :param policy: the policy model (``"MlpPolicy"``, ``"CnnPolicy"``, ...), as for DQN.
+    :param env: the environment (``Discrete`` actions).
+    :param lam: entropy weight λ > 0: the temperature of the soft value ``λ logΣ exp(Q/λ)`` and
+        of the Boltzmann policy ``softmax(Q/λ)``.
+    :param loss: regression loss, ``"huber"`` (DQN's) or ``"mse"`` (the paper's authors').
+    :param exploration_initial_eps: weight of uniform actions mixed into the Boltzmann policy at
+        the start of training ...
+    :param exploration_final_eps: ... and at the end of ``exploration_fraction`` of it
+        (default 0: the pure Boltzmann policy afterwards).
+    :param kwargs: every other argument of :class:`stable_baselines3.DQN` (``learning_rate``,
+        ``buffer_size``, ``batch_size``, ``gamma``, ``target_update_interval``, ``seed``, ...).
+        ``n_steps`` must stay 1: n-step returns would drop the entropy bonuses of the skipped
+        states.
+    """
+
+    def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
+                 exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
+                 **kwargs: Any):
+        if not (np.isfinite(lam) and lam > 0):
+            raise ValueError(f"lam must be a positive finite number; got {lam!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+        if kwargs.get("n_steps", 1) != 1:
+            raise ValueError(f"SoftDQN needs n_steps=1 (n-step returns omit the entropy bonus "
+                             f"of intermediate states); got n_steps={kwargs['n_steps']!r}")
+        self.lam, self.loss = float(lam), loss
+        super().__init__(policy, env, exploration_initial_eps=exploration_initial_eps,
+                         exploration_final_eps=exploration_final_eps, **kwargs)
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """DQN's update with the soft Bellman target (see :func:`soft_bellman_target`)."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        loss_fn = LOSSES[self.loss]
+        losses = []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            discounts = data.discounts if data.discounts is not None else self.gamma
+            with th.no_grad():
+                target = soft_bellman_target(data.rewards, data.dones, discounts,
+                                             self.q_net_target(data.next_observations),
+                                             self.lam)
+            current = th.gather(self.q_net(data.observations), dim=1,
+                                index=data.actions.long())
+            loss = loss_fn(current, target)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        """A Boltzmann action ``a ~ (1 − ε) softmax(Q(s, ·)/λ) + ε uniform`` (ε: the current
+        exploration rate); the greedy action if ``deterministic``."""
+        if deterministic:
+            return self.policy.predict(observation, state, episode_start, deterministic=True)
+        self.policy.set_training_mode(False)
+        obs_tensor, vectorized = self.policy.obs_to_tensor(observation)
+        with th.no_grad():
+            probs = boltzmann_probs(self.q_net(obs_tensor), self.lam, self.exploration_rate)
+            actions = th.multinomial(probs, 1)[:, 0].cpu().numpy()
+        return (actions if vectorized else actions[0]), state
+
+
+class SoftDQNFollower(SB3Follower):
+    """The soft DQN follower: :class:`SoftDQN` trained on ``problem.follower_env(x, ξ)``.
+
+    An :class:`~bilevel_envs.followers.sb3.SB3Follower` with ``algo=SoftDQN`` (warm starts,
+    seeding, one torch thread and the response's Boltzmann policy ``softmax(Q/λ)`` are the SB3
+    follower's). ``lam`` and ``gamma`` default to the problem's.
+
+    Args:
+        total_timesteps: environment steps per warm-started call.
+        algo_kwargs: keyword arguments of :class:`SoftDQN` (``lam``, ``loss``,
+            ``learning_rate``, ``buffer_size``, ``learning_starts``, ...).
+        policy: the SB3 policy (``"MlpPolicy"``).
+        warmup_timesteps: environment steps of the first (cold) call; ``total_timesteps`` if None.
+        n_envs: copies of the follower env in the agent's ``DummyVecEnv``.
+    """
+
+    name = "soft_dqn"
+
+    def __init__(self, total_timesteps: int = 20_000, algo_kwargs: dict[str, Any] | None = None,
+                 policy: str = "MlpPolicy", warmup_timesteps: int | None = None,
+                 n_envs: int = 1):
+        super().__init__(algo="SoftDQN", total_timesteps=total_timesteps,
+                         algo_kwargs=algo_kwargs, policy=policy,
+                         warmup_timesteps=warmup_timesteps, n_envs=n_envs)
