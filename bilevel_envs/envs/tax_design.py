@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 #: Default size of the asset grid of the tabular variant (odd: a cell is centred on 0).
 DEFAULT_ASSET_CELLS = 41
 #: Default number of asset cells HPGD's batch estimator aggregates continuous assets into.
-DEFAULT_OBSERVATION_CELLS = 81
+DEFAULT_OBSERVATION_CELLS = DEFAULT_ASSET_CELLS
 
 
 class TaxDesign(BilevelProblem):
@@ -62,8 +62,8 @@ class TaxDesign(BilevelProblem):
 
     Args:
         variant: ``"code"`` (default, the authors' code) or ``"paper"`` (the paper's text).
-        observation_cells: number of asset cells of the state aggregation (default 81: width
-            2.5 = ς/2).
+        observation_cells: number of asset cells of the state aggregation (default 41, the
+            tabular variant's grid: width 4.9 ≈ ς).
         **overrides: any field of :class:`~bilevel_envs.envs.household.HouseholdParams`
             (``lam``, ``gamma``, ``prices``, ``preferences``, ``group_probs``, ``hours_levels``,
             ``consumption_levels``, ``theta``, ``phi``, ``noise_std``, ``wage``, ...).
@@ -737,7 +737,7 @@ class TaxDesignEnv(LeaderEnv):
              n_rollout_steps=200, horizon=1000, objective="monte_carlo", oracle="auto",
              observation_cells=None, **household_params)
     ```
-    ``observation_cells`` (continuous assets only, default 81): the asset cells HPGD's
+    ``observation_cells`` (continuous assets only, default 41): the asset cells HPGD's
     ``"every_visit"`` estimator tabulates its values on (:meth:`TaxDesign.observation_index`).
     ``lam=None`` keeps the variant's λ (0.2). ``n_envs × n_rollout_steps`` = 60,000 transitions
     = 300 complete 200-step episodes per step: the authors' estimation budget (they ran 10 chains

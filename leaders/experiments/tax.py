@@ -44,11 +44,11 @@ COLOURS = {"hpgd": "tab:blue", "zero_order": "tab:green"}
 TAX_NAMES = ("income tax", "VAT good 1", "VAT good 2", "VAT good 3")  # goods indexed from 1
 
 #: The soft-DQN households of the default neural set-up: warm-started, 16 vectorised envs.
-#: Chosen on this machine (docs/tax_design.md): 60,000 cold transitions per preference group,
-#: then 4,000 per leader step; batch 256 every 16 transitions, Adam 5e-4, MSE loss as the authors.
+#: Chosen on this machine (docs/tax_design.md): 50,000 cold transitions per preference group,
+#: then 3,000 per leader step; batch 512 every 16 transitions, Adam 5e-4, MSE loss as the authors.
 NEURAL_FOLLOWER: dict[str, Any] = {
-    "warmup_timesteps": 60_000, "total_timesteps": 4_000, "n_envs": 16,
-    "algo_kwargs": {"learning_rate": 5e-4, "buffer_size": 20_000, "batch_size": 256,
+    "warmup_timesteps": 50_000, "total_timesteps": 3_000, "n_envs": 16,
+    "algo_kwargs": {"learning_rate": 5e-4, "buffer_size": 20_000, "batch_size": 512,
                     "learning_starts": 1_000, "train_freq": 1, "gradient_steps": 1,
                     "target_update_interval": 500, "exploration_initial_eps": 0.1,
                     "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse"},
@@ -79,7 +79,7 @@ SETUPS: dict[str, dict[str, Any]] = {
 TAX_DEFAULTS: dict[str, Any] = {
     "experiment": NAME, "variant": "code", "lam": None, "n_rollout_steps": 200,
     "learning_rate": 0.02, "perturbation_constant": 0.5, "max_grad_norm": 1.0,
-    "clip": "per_group", "estimator": "every_visit_loo", "observation_cells": 81,
+    "clip": "per_group", "estimator": "every_visit_loo", "observation_cells": 41,
     "contexts": "sample", "eval_every": 5, "grid_cells": 41, "spec_version": 1,
 }
 #: The authors' scale: 1,000 leader iterations, 300 × 200 transitions per estimate and (for the
