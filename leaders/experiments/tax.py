@@ -65,14 +65,24 @@ PAPER_FOLLOWER: dict[str, Any] = {
                     "exploration_fraction": 1 / 3, "loss": "mse"},
 }
 
-#: Follower set-ups: the env arguments that differ between them.
+#: Follower set-ups: the env arguments that differ between them, and the iterations per
+#: algorithm (zero-order asks the followers twice per iteration: with the neural followers it
+#: gets half the iterations, the same follower budget).
 SETUPS: dict[str, dict[str, Any]] = {
     "neural": {"tabular": False, "follower": "soft_dqn", "follower_kwargs": NEURAL_FOLLOWER,
-               "n_envs": 100, "iterations": 60},
+               "n_envs": 100, "iterations": {"hpgd": 40, "zero_order": 20}},
     "tabular": {"tabular": True, "follower": "soft_vi", "follower_kwargs": {},
-                "n_envs": 300, "iterations": 200},
+                "n_envs": 300, "iterations": {"hpgd": 100, "zero_order": 100}},
     "grid": {"tabular": False, "follower": "grid_soft_vi", "follower_kwargs": {},
-             "n_envs": 300, "iterations": 200},
+             "n_envs": 300, "iterations": {"hpgd": 100, "zero_order": 100}},
+}
+#: ``--quick``: fewer iterations, and a small soft-DQN budget (a plumbing check for that set-up).
+QUICK: dict[str, dict[str, Any]] = {
+    "neural": {"iterations": {"hpgd": 8, "zero_order": 4},
+               "follower_kwargs": {**NEURAL_FOLLOWER, "warmup_timesteps": 10_000,
+                                   "total_timesteps": 1_000}},
+    "tabular": {"iterations": {"hpgd": 40, "zero_order": 40}},
+    "grid": {"iterations": {"hpgd": 40, "zero_order": 40}},
 }
 #: Everything else of a run. Learning rates and C are in natural units (tax rates), see
 #: docs/tax_design.md for how they relate to the authors' logit parametrisation.
@@ -90,7 +100,8 @@ PAPER_BUDGET: dict[str, Any] = {"iterations": 1_000, "n_envs": 300, "learning_ra
 
 # ---------------------------------------------------------------------------- specs
 def tax_spec(setup: str, algorithm: str, seed: int, **overrides: Any) -> dict[str, Any]:
-    """The plain-data spec of one run: the set-up's defaults, then ``overrides``."""
+    """The plain-data spec of one run: the set-up's defaults, then ``overrides``
+    (``iterations`` may be a number or a dict per algorithm)."""
     if setup not in SETUPS:
         raise ValueError(f"setup must be one of {sorted(SETUPS)}; got {setup!r}")
     if algorithm not in ALGORITHMS:
@@ -101,13 +112,55 @@ def tax_spec(setup: str, algorithm: str, seed: int, **overrides: Any) -> dict[st
     if unknown:
         raise ValueError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(spec)}")
     spec.update(overrides)
-    if spec["algorithm"] != "zero_order":
-        spec.pop("perturbation_constant")
+    if isinstance(spec["iterations"], dict):
+        spec["iterations"] = spec["iterations"][algorithm]
+    if algorithm == "zero_order":
+        del spec["estimator"], spec["observation_cells"]
     else:
-        spec.pop("estimator"), spec.pop("observation_cells")
+        del spec["perturbation_constant"]
     if spec["tabular"]:
         spec.pop("observation_cells", None)
+    validate_spec(spec)
     return spec
+
+
+#: type and range of the spec fields every run has (checked by :func:`validate_spec`)
+_FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "experiment": (str, lambda v: v == NAME), "setup": (str, lambda v: v in SETUPS),
+    "algorithm": (str, lambda v: v in ALGORITHMS), "seed": (int, lambda v: v >= 0),
+    "variant": (str, lambda v: v in ("code", "paper")),
+    "lam": ((int, float, type(None)), lambda v: v is None or v > 0),
+    "tabular": (bool, lambda v: True), "follower": (str, lambda v: bool(v)),
+    "follower_kwargs": (dict, lambda v: True), "n_envs": (int, lambda v: v >= 1),
+    "n_rollout_steps": (int, lambda v: v >= 1), "iterations": (int, lambda v: v >= 1),
+    "learning_rate": ((int, float), lambda v: v > 0),
+    "max_grad_norm": ((int, float), lambda v: v > 0),
+    "clip": (str, lambda v: v in ("per_group", "global")),
+    "contexts": (str, lambda v: v in ("sample", "all")), "eval_every": (int, lambda v: v >= 1),
+    "grid_cells": (int, lambda v: v >= 2), "spec_version": (int, lambda v: v == 1),
+}
+_ALGORITHM_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+    "hpgd": {"estimator": (str, lambda v: v in ("paper", "every_visit", "every_visit_loo"))},
+    "zero_order": {"perturbation_constant": ((int, float), lambda v: v > 0)},
+}
+
+
+def validate_spec(spec: Any) -> None:
+    """Raise ``ValueError`` naming the field if ``spec`` is not a well-formed tax spec."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a spec must be a dict; got {type(spec).__name__}")
+    checks = {**_FIELDS, **_ALGORITHM_FIELDS.get(spec.get("algorithm"), {})}
+    if spec.get("algorithm") == "hpgd" and not spec.get("tabular"):
+        checks["observation_cells"] = (int, lambda v: v >= 2)
+    missing, unknown = set(checks) - set(spec), set(spec) - set(checks)
+    if missing or unknown:
+        raise ValueError(f"malformed tax spec: missing {sorted(missing)}, unknown "
+                         f"{sorted(unknown)}")
+    for name, (types, ok) in checks.items():
+        value = spec[name]
+        if (isinstance(value, bool) and types is not bool) or not isinstance(value, types) \
+                or not ok(value):
+            raise ValueError(f"malformed tax spec: {name}={value!r} is out of range")
 
 
 def make_leader(spec: dict[str, Any]):
@@ -166,7 +219,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "hyperparameters": _plain(leader.hyperparameters()),
         "metrics": {
             "welfare_gain_exact": float(grid_welfare[-1] / grid_welfare[0] - 1),
-            "welfare_gain_mc": float(mc[-k:].mean() / mc[:k].mean() - 1),
+            # undefined when the first estimates are not positive (untrained followers in debt)
+            "welfare_gain_mc": (float(mc[-k:].mean() / mc[:k].mean() - 1) if mc[:k].mean() > 0
+                                else None),
             "welfare_initial_exact": float(grid_welfare[0]),
             "welfare_final_exact": float(grid_welfare[-1]),
         },
@@ -225,7 +280,8 @@ def summary_rows(results: list[dict]) -> list[dict[str, Any]]:
             "setup": setup, "algorithm": algorithm, "follower": spec["follower"],
             "n_seeds": len(runs), "iterations": spec["iterations"],
             "welfare_gain_exact": _mean_se([r["metrics"]["welfare_gain_exact"] for r in runs]),
-            "welfare_gain_mc": _mean_se([r["metrics"]["welfare_gain_mc"] for r in runs]),
+            "welfare_gain_mc": _mean_se([np.nan if r["metrics"]["welfare_gain_mc"] is None
+                                         else r["metrics"]["welfare_gain_mc"] for r in runs]),
             "welfare_initial_exact": runs[0]["metrics"]["welfare_initial_exact"],
             "welfare_final_exact": _mean_se([r["metrics"]["welfare_final_exact"]
                                              for r in runs]),
@@ -243,6 +299,8 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     """The Markdown summary: welfare gain of each algorithm over the initial taxes (0.3 each),
     final tax rates, time."""
     def pm(pair, scale=1.0, digits=2):
+        if not np.isfinite(pair[0]):
+            return "n/a"
         return f"{scale * pair[0]:.{digits}f} ± {scale * pair[1]:.{digits}f}"
 
     lines = ["| set-up (follower) | algorithm | seeds × iterations | welfare gain, exact¹ | "
@@ -253,8 +311,8 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['setup']} ({r['follower']}) | {LABELS[r['algorithm']]} | {r['n_seeds']} × "
             f"{r['iterations']} | {pm(r['welfare_gain_exact'], 100, 1)} % | "
-            f"{pm(r['welfare_gain_mc'], 100, 1)} % | {taxes} | {r['seconds'] / 60:.1f} / "
-            f"{r['cpu_seconds'] / 60:.1f} min |")
+            f"{pm(r['welfare_gain_mc'], 100, 1)} % | {taxes} | {_duration(r['seconds'])} / "
+            f"{_duration(r['cpu_seconds'])} |")
     lines += [
         "| paper (Fig. 3, soft DQN) | HPGD | 10 × 1,000 | ≈ +25 % | | up | | low | high "
         "(1.9) | ≈ 170 h³ |",
@@ -268,6 +326,10 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         "³ reference notes §6.4: ≈600 s per leader iteration with their follower budget.",
     ]
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 # ---------------------------------------------------------------------------- figures
@@ -363,11 +425,13 @@ def register(subparsers) -> None:
     p.add_argument("--iterations", type=int, default=None,
                    help="leader iterations per run (default: the set-up's)")
     p.add_argument("--quick", action="store_true",
-                   help="a few-minute version: 2 seeds, 40 tabular / 12 neural iterations")
+                   help="a few-minute version: 2 seeds, 40 tabular iterations, a small soft-DQN "
+                        "budget (results in results/tax-quick)")
     p.add_argument("--paper-budget", action="store_true",
                    help="the authors' scale: 1,000 iterations, 3 M soft-DQN transitions per "
                         "leader step (days per run on a CPU)")
-    p.add_argument("--out", default="results/tax", help="results directory")
+    p.add_argument("--out", default=None,
+                   help="results directory (default results/tax, results/tax-quick)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
     p.add_argument("--workers", type=int, default=1,
@@ -376,22 +440,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=main)
 
 
-QUICK: dict[str, dict[str, Any]] = {
-    "tabular": {"iterations": 40},
-    "neural": {"iterations": 12},
-    "grid": {"iterations": 40},
-}
-
-
 def build_specs(setups: list[str], algorithms: list[str], seeds: range,
                 iterations: int | None = None, quick: bool = False,
                 paper_budget: bool = False) -> list[dict[str, Any]]:
     """The specs of one ``bilevel-bench tax`` invocation."""
     specs = []
     for setup in setups:
-        overrides: dict[str, Any] = {}
-        if quick:
-            overrides.update(QUICK[setup])
+        overrides: dict[str, Any] = dict(QUICK[setup]) if quick else {}
         if paper_budget:
             overrides.update(PAPER_BUDGET)
             if SETUPS[setup]["follower"] == "soft_dqn":
@@ -427,7 +482,7 @@ def main(args) -> int:
     seeds = range(2 if args.quick else args.seeds)
     specs = build_specs(setups, algorithms, seeds, args.iterations, args.quick,
                         args.paper_budget)
-    out = Path(args.out)
+    out = Path(args.out or ("results/tax-quick" if args.quick else "results/tax"))
     print(f"tax design: {len(specs)} runs ({', '.join(setups)} × {', '.join(algorithms)} × "
           f"{len(seeds)} seeds) in {out}")
     start, cpu = time.perf_counter(), time.process_time()
@@ -436,6 +491,10 @@ def main(args) -> int:
     wall, cpu_used = time.perf_counter() - start, time.process_time() - cpu
     rows = summary_rows(results)
     markdown = summary_markdown(rows)
+    if args.quick and "neural" in setups:
+        markdown += ("\n\n--quick gives the soft-DQN households 10,000 transitions, then 1,000 per "
+                     "leader step: a plumbing check of that set-up, not a result (the full "
+                     "command's budget: docs/tax_design.md).")
     timing = (f"This invocation: {wall / 60:.1f} min wall, {cpu_used / 60:.1f} min CPU in this "
               f"process (runs already on disk are not rerun; with --workers > 1 the runs' CPU "
               f"is in the workers). Sum over runs (training + exact evaluation): "
