@@ -164,9 +164,6 @@ class Leader(abc.ABC):
         env: a leader env (``gym.make("bilevel/...")``); its ``unwrapped.problem`` is used.
         learning_rate: step size α.
         max_grad_norm: clip the gradient estimate to this Euclidean norm (``None``: no clipping).
-        clip_groups: clip each of these groups of coordinates (lists of flat indices that split
-            ``x``) to ``max_grad_norm`` separately, as the authors' tax-design code clips the
-            income tax and the VATs (default ``None``: one global norm).
         optimizer: ``"sgd"`` (default, as in the paper) or ``"adam"``.
         seed: seeds the leader's generator (initial x, its own sampling) and the env's reset.
         x0: initial parameter; default ``problem.sample_x_init(rng)``.
@@ -174,6 +171,9 @@ class Leader(abc.ABC):
         tensorboard: also write TensorBoard scalars (needs torch and tensorboard).
         verbose: 0 silent, 1 a line every ``log_interval`` iterations.
         log_interval: iterations between log lines / CSV flushes.
+        clip_groups: clip each of these groups of coordinates (lists of flat indices that split
+            ``x``) to ``max_grad_norm`` separately, as the authors' tax-design code clips the
+            income tax and the VATs (default ``None``: one global norm).
     """
 
     #: algorithm name, used in checkpoints and results
@@ -181,9 +181,10 @@ class Leader(abc.ABC):
 
     def __init__(self, env: gym.Env, learning_rate: float = 0.1,
                  max_grad_norm: float | None = 1.0, optimizer: str = "sgd",
-                 clip_groups: Sequence[Sequence[int]] | None = None, seed: int | None = None, x0: np.ndarray | None = None,
+                 seed: int | None = None, x0: np.ndarray | None = None,
                  log_dir: str | os.PathLike | None = None, tensorboard: bool = False,
-                 verbose: int = 0, log_interval: int = 100):
+                 verbose: int = 0, log_interval: int = 100,
+                 clip_groups: Sequence[Sequence[int]] | None = None):
         self.env = env
         # Leader envs carry their problem; a plain env (ZeroOrder's only need) defines X itself.
         self.problem: BilevelProblem | None = getattr(env.unwrapped, "problem", None)

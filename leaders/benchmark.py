@@ -156,6 +156,19 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | os.PathLike, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (PNG, 120 dpi, parent folders created; ``tight``: lay it out
+    with ``tight_layout`` first) and close it."""
+    plt = pyplot()
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def trailing_mean(values: np.ndarray, k: int) -> np.ndarray:
     """Trailing moving average (expanding window for the first ``k − 1`` points)."""
     c = np.cumsum(np.insert(values, 0, 0.0))

@@ -11,7 +11,10 @@ with ``∂Q(s,a) = E Σ_t γ^t [∂r_t + γ ∂log P_{t+1} V_λ(s_{t+1})]`` (Thm
   restarts of the follower's oracle from ``(s_T, a_T)``. Unbiased.
 * :func:`every_visit_estimate` — the authors' batch estimator (reference notes §2.2): every-visit
   Monte-Carlo tables of ``∂Q``, ``∂V``, ``Q̄``, ``V̄`` from one on-policy batch. Slightly biased
-  (tables and weights share the batch; returns cut at the batch end) but low variance.
+  (tables and weights share the batch; returns cut at the batch end) but low variance. Tables
+  live on the problem's observation cells (state aggregation for continuous observations);
+  ``leave_one_out=True`` computes each visit's leader advantage from the other visits of its
+  ``(s, a)``, removing the shared-sample bias that dominates with many actions (tax design).
 
 Every estimate is a sum of scalar weights times per-transition derivative terms. The weights are
 computed here, vectorised over samples; the contraction with ``∂r``, ``∂r̄``, ``∂log P`` and
@@ -211,7 +214,12 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
 
     ``ĝ = (1/N) Σ_k γ̄^τ_k (∂Q̂ − ∂V̂)(s_k,a_k) Ā_k / λ  +  mean over episode starts of ∂V̄̂(s_0)``
 
-    (+ ``∂log μ(s_0) V̄̂(s_0)`` per start when ``μ`` depends on ``x``).
+    (+ ``∂log μ(s_0) V̄̂(s_0)`` per start when ``μ`` depends on ``x``; the ``∂log P`` scores are
+    weighted by ``V(s') − V(s)``: the current cell's value is a free baseline).
+
+    ``leave_one_out``: ``Ā_k`` from the other visits of ``(s_k, a_k)`` (0 if there is none), so it
+    is independent of visit ``k``'s own future, which its ``∂r`` return and its ``∂log P`` score
+    also see (their covariance is the bias of the plain estimator, ``O(1/visits of (s, a))``).
 
     The tables live on the problem's observation cells (:meth:`~bilevel_envs.BilevelProblem.
     observation_index`): the states themselves for discrete observations, or a state aggregation
