@@ -305,10 +305,10 @@ def summary_rows(results: list[dict]) -> list[dict[str, Any]]:
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
     """The Markdown summary: welfare gain of each algorithm over the initial taxes (0.3 each),
     final tax rates, time."""
-    def pm(pair, scale=1.0, digits=2):
+    def pm(pair, scale=1.0, digits=2, unit=""):
         if not np.isfinite(pair[0]):
             return "n/a"
-        return f"{scale * pair[0]:.{digits}f} ± {scale * pair[1]:.{digits}f}"
+        return f"{scale * pair[0]:.{digits}f} ± {scale * pair[1]:.{digits}f}{unit}"
 
     lines = ["| set-up (follower) | algorithm | seeds × iterations | welfare gain, exact¹ | "
              "welfare gain, MC² | income tax | VAT 1 | VAT 2 | VAT 3 | wall / CPU per run |",
@@ -317,8 +317,8 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         taxes = " | ".join(pm(t) for t in r["final_taxes"])
         lines.append(
             f"| {r['setup']} ({r['follower']}) | {LABELS[r['algorithm']]} | {r['n_seeds']} × "
-            f"{r['iterations']} | {pm(r['welfare_gain_exact'], 100, 1)} % | "
-            f"{pm(r['welfare_gain_mc'], 100, 1)} % | {taxes} | {_duration(r['seconds'])} / "
+            f"{r['iterations']} | {pm(r['welfare_gain_exact'], 100, 1, ' %')} | "
+            f"{pm(r['welfare_gain_mc'], 100, 1, ' %')} | {taxes} | {_duration(r['seconds'])} / "
             f"{_duration(r['cpu_seconds'])} |")
     lines += [
         "| paper (Fig. 3, soft DQN) | HPGD | 10 × 1,000 | ≈ +25 % | | up | | low | high "
