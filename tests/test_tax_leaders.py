@@ -234,3 +234,14 @@ def test_tabular_setup_reproduces_the_papers_tax_trends():
         income, vat1, vat2, vat3 = result["x_final"]
         assert result["metrics"]["welfare_gain_exact"] > 0.2
         assert 0.5 < income < 0.7 and vat2 < 0.05 and vat3 > max(vat1, vat2) + 0.1
+
+
+def test_paper_budget_specs_carry_the_authors_scale():
+    from leaders.experiments.tax import PAPER_FOLLOWER, build_specs
+
+    specs = build_specs(["tabular", "neural"], ["hpgd", "zero_order"], range(1),
+                        paper_budget=True)
+    assert {s["iterations"] for s in specs} == {1_000}
+    neural = [s for s in specs if s["setup"] == "neural"]
+    assert all(s["follower_kwargs"] == PAPER_FOLLOWER for s in neural)
+    assert PAPER_FOLLOWER["total_timesteps"] == 3_000_000
