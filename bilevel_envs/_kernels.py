@@ -109,11 +109,13 @@ def discounted_accumulation(weights, ends, gamma):
 
 @nb.njit(cache=True, nogil=True)
 def every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, n_states,
-                        n_actions, gamma, leader_gamma, lam):
+                        n_actions, gamma, leader_gamma, lam, leave_one_out=False):
     """The authors' batch HPGD estimator as per-step weights (see ``leaders.estimators``).
 
     Returns ``(W, U, v_bar, n_starts)``: ``Σ_i W_i ∂r_i`` is the best-response term and
     ``Σ_i U_i ∂r̄_i`` the direct term; ``v_bar`` is the every-visit leader value table.
+    ``leave_one_out``: each visit's leader advantage ``Ā(s, a)`` averages the *other* visits of
+    ``(s, a)`` (0 for a single visit), so it is independent of the visit's own future.
     """
     n, T = obs.shape
     n_sa = np.zeros(n_states * n_actions)
@@ -147,17 +149,28 @@ def every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, 
     n_episodes = max(n_episodes, 1.0)
     n_starts = max(n_starts, 1.0)
     v_bar = v_sum / np.maximum(n_s, 1.0)
-    c_sa = np.zeros(n_states * n_actions)
+    d_sa = np.zeros(n_states * n_actions)
+    for e in range(n):  # discounted visit counts D(s, a) = Σ_k γ̄^τ_k
+        for t in range(T):
+            if mask[e, t]:
+                d_sa[obs[e, t] * n_actions + actions[e, t]] += leader_gamma ** episode_step[e, t]
+    # Per visit k of (s, a): c_k = D(s, a) Ā_k / (λ N n(s, a)), its share of Σ_k γ̄^τ_k Ā / (λ N);
+    # c_s sums them per state (the ∂V̂ baseline).
+    coef = np.zeros((n, T))
     c_s = np.zeros(n_states)
-    for e in range(n):  # c_k = γ̄^τ Ā_k / (λ N), summed per (s, a) and per s
+    for e in range(n):
         for t in range(T):
             if mask[e, t]:
                 s = obs[e, t]
                 sa = s * n_actions + actions[e, t]
-                a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
-                c = leader_gamma ** episode_step[e, t] * a_bar / (lam * n_episodes)
-                c_sa[sa] += c
-                c_s[s] += c
+                if not leave_one_out:
+                    a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
+                elif n_sa[sa] > 1.0:
+                    a_bar = (q_sum[sa] - returns[e, t]) / (n_sa[sa] - 1.0) - v_bar[s]
+                else:
+                    a_bar = 0.0  # no other visit of (s, a) in the batch
+                coef[e, t] = d_sa[sa] * a_bar / (lam * n_episodes * n_sa[sa])
+                c_s[s] += coef[e, t]
     W = np.zeros((n, T))
     U = np.zeros((n, T))
     for e in range(n):  # forward discounted accumulation of the table-averaged weights
@@ -170,7 +183,7 @@ def every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, 
             if mask[e, t]:
                 s = obs[e, t]
                 sa = s * n_actions + actions[e, t]
-                acc_w = c_sa[sa] / n_sa[sa] - c_s[s] / n_s[s] + gamma * acc_w
+                acc_w = coef[e, t] - c_s[s] / n_s[s] + gamma * acc_w
                 acc_u = start_counts[s] / (n_starts * n_s[s]) + leader_gamma * acc_u
                 W[e, t] = acc_w
                 U[e, t] = acc_u

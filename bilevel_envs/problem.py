@@ -189,6 +189,31 @@ class BilevelProblem(abc.ABC):
         """
         return None
 
+    # ------------------------------------------------------------------ state aggregation
+    @property
+    def n_observation_cells(self) -> int | None:
+        """Number of cells of :meth:`observation_index`, or ``None`` if the problem has none.
+
+        Batch estimators (HPGD's ``"every_visit"``) tabulate values per cell. Default: a
+        ``Discrete`` follower observation space, each observation its own cell. Problems with
+        continuous observations may override both methods to aggregate states (tax design: asset
+        cells); the per-transition derivative terms still see the raw observations.
+        """
+        n = getattr(self.follower_observation_space, "n", None)
+        return None if n is None else int(n)
+
+    def observation_index(self, obs: Any) -> np.ndarray:
+        """The cell (``int64``, in ``0..n_observation_cells − 1``) of each follower observation;
+        the output has the batch shape of ``obs`` (the observation's own axes are dropped).
+
+        Raises:
+            ValueError: if the problem defines no cells (:attr:`n_observation_cells` is ``None``).
+        """
+        if self.n_observation_cells is None:
+            raise ValueError(f"{type(self).__name__} has continuous follower observations and "
+                             f"no state aggregation (observation_index / n_observation_cells)")
+        return np.asarray(obs, dtype=np.int64)
+
     # ------------------------------------------------------------------ per-transition terms
     @abc.abstractmethod
     def follower_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:

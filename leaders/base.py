@@ -13,7 +13,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,12 +67,35 @@ class Adam(Optimizer):
 OPTIMIZERS = {"sgd": Optimizer, "adam": Adam}
 
 
-def clip_by_norm(grad: np.ndarray, max_norm: float | None) -> np.ndarray:
-    """Scale ``grad`` down to Euclidean norm ``max_norm`` if it is longer (``None``: no clip)."""
+def clip_by_norm(grad: np.ndarray, max_norm: float | None,
+                 groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Scale ``grad`` down to Euclidean norm ``max_norm`` if it is longer (``None``: no clip);
+    with ``groups`` (lists of flat indices), each group of coordinates separately."""
     if max_norm is None:
         return grad
+    if groups is not None:
+        out = np.array(grad, dtype=np.float64)
+        flat = out.reshape(-1)
+        for group in groups:
+            flat[list(group)] = clip_by_norm(flat[list(group)], max_norm)
+        return out
     norm = float(np.linalg.norm(grad))
     return grad * (max_norm / norm) if norm > max_norm else grad
+
+
+def check_clip_groups(groups: Any, size: int) -> list[list[int]] | None:
+    """Validate ``clip_groups``: disjoint lists of flat indices covering ``0..size−1``."""
+    if groups is None:
+        return None
+    try:
+        out = [[int(i) for i in group] for group in groups]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"clip_groups must be lists of integer indices; got {groups!r}") from exc
+    flat = sorted(i for group in out for i in group)
+    if flat != list(range(size)) or any(not group for group in out):
+        raise ValueError(f"clip_groups must split the {size} coordinates of x into non-empty, "
+                         f"disjoint groups covering each index once; got {groups!r}")
+    return out
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -148,6 +171,9 @@ class Leader(abc.ABC):
         tensorboard: also write TensorBoard scalars (needs torch and tensorboard).
         verbose: 0 silent, 1 a line every ``log_interval`` iterations.
         log_interval: iterations between log lines / CSV flushes.
+        clip_groups: clip each of these groups of coordinates (lists of flat indices that split
+            ``x``) to ``max_grad_norm`` separately, as the authors' tax-design code clips the
+            income tax and the VATs (default ``None``: one global norm).
     """
 
     #: algorithm name, used in checkpoints and results
@@ -157,7 +183,8 @@ class Leader(abc.ABC):
                  max_grad_norm: float | None = 1.0, optimizer: str = "sgd",
                  seed: int | None = None, x0: np.ndarray | None = None,
                  log_dir: str | os.PathLike | None = None, tensorboard: bool = False,
-                 verbose: int = 0, log_interval: int = 100):
+                 verbose: int = 0, log_interval: int = 100,
+                 clip_groups: Sequence[Sequence[int]] | None = None):
         self.env = env
         # Leader envs carry their problem; a plain env (ZeroOrder's only need) defines X itself.
         self.problem: BilevelProblem | None = getattr(env.unwrapped, "problem", None)
@@ -173,6 +200,7 @@ class Leader(abc.ABC):
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}; got {optimizer!r}")
         self.learning_rate = float(learning_rate)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.clip_groups = check_clip_groups(clip_groups, int(np.prod(self.x_space.shape)))
         self.optimizer = OPTIMIZERS[optimizer](learning_rate)
         self.seed = seed
         seeds = np.random.SeedSequence(seed).spawn(2)
@@ -220,7 +248,7 @@ class Leader(abc.ABC):
         """Plain-data description of the run (saved with checkpoints and results)."""
         return {"algorithm": self.algorithm, "learning_rate": self.learning_rate,
                 "max_grad_norm": self.max_grad_norm, "optimizer": self.optimizer.name,
-                "seed": self.seed}
+                "clip_groups": self.clip_groups, "seed": self.seed}
 
     # ------------------------------------------------------------------ the loop
     def learn(self, n_iterations: int, callback: Any = None, progress_bar: bool = False,
@@ -297,7 +325,7 @@ class Leader(abc.ABC):
         if not np.all(np.isfinite(grad)):
             raise FloatingPointError(f"{self.algorithm}: non-finite gradient estimate at "
                                      f"iteration {t}")
-        step = clip_by_norm(grad, self.max_grad_norm)
+        step = clip_by_norm(grad, self.max_grad_norm, self.clip_groups)
         self.x = np.clip(self.optimizer.step(x_t, step), self.x_space.low, self.x_space.high)
         self.num_iterations += 1
         record["objective_estimate"] = float(info.get("objective_estimate", np.nan))

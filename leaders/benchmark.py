@@ -156,14 +156,25 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | os.PathLike, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (PNG, 120 dpi, parent folders created; ``tight``: lay it out
+    with ``tight_layout`` first) and close it."""
+    plt = pyplot()
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def trailing_mean(values: np.ndarray, k: int) -> np.ndarray:
     """Trailing moving average (expanding window for the first ``k − 1`` points)."""
     c = np.cumsum(np.insert(values, 0, 0.0))
     idx = np.arange(1, len(values) + 1)
     lo = np.maximum(idx - k, 0)
     return (c[idx] - c[lo]) / (idx - lo)
-
-
 
 
 #: plot colour and display name of each leader algorithm (shared by every experiment)
@@ -190,17 +201,6 @@ def plot_mean_curves(ax, runs_by_algorithm: dict[str, list[dict]], key: str) -> 
         colour = ALGORITHM_COLOURS.get(algorithm)
         ax.plot(iterations, mean, color=colour, label=ALGORITHM_LABELS.get(algorithm, algorithm))
         ax.fill_between(iterations, mean - se, mean + se, color=colour, alpha=0.25)
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG (creating the directory) and close it."""
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def multistart_maximum(value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],

@@ -3,6 +3,8 @@
     bilevel-bench table3 --quick          # a few minutes on 2 cores
     bilevel-bench table3 --seeds 10       # the full Table 3 at the selected learning rates
     bilevel-bench table3 --grid           # search the paper's grid first
+    bilevel-bench tax --quick             # tax design, tabular and soft-DQN households
+    bilevel-bench tax                     # Fig. 3a/3b: 3 seeds, ≤ 1 hour with soft DQN
 """
 
 from __future__ import annotations

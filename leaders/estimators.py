@@ -11,7 +11,10 @@ with ``∂Q(s,a) = E Σ_t γ^t [∂r_t + γ ∂log P_{t+1} V_λ(s_{t+1})]`` (Thm
   restarts of the follower's oracle from ``(s_T, a_T)``. Unbiased.
 * :func:`every_visit_estimate` — the authors' batch estimator (reference notes §2.2): every-visit
   Monte-Carlo tables of ``∂Q``, ``∂V``, ``Q̄``, ``V̄`` from one on-policy batch. Slightly biased
-  (tables and weights share the batch; returns cut at the batch end) but low variance.
+  (tables and weights share the batch; returns cut at the batch end) but low variance. Tables
+  live on the problem's observation cells (state aggregation for continuous observations);
+  ``leave_one_out=True`` computes each visit's leader advantage from the other visits of its
+  ``(s, a)``, removing the shared-sample bias that dominates with many actions (tax design).
 
 Trajectory-level objectives (RLHF, ``problem.decomposable`` False, a
 :class:`~bilevel_envs.problem.PairwiseObjective`) use the score-function form of Thm 1 instead:
@@ -35,7 +38,9 @@ from bilevel_envs._kernels import discounted_returns, every_visit_weights
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective
 from bilevel_envs.rollouts import Rollouts, TrajectoryOracle
 
-ESTIMATORS = ("paper", "every_visit", "trajectory")
+ESTIMATORS = ("paper", "every_visit", "every_visit_loo", "trajectory")
+#: the estimators of a decomposable J computed from the env's on-policy batch (no restarts)
+BATCH_ESTIMATORS = ("every_visit", "every_visit_loo")
 
 
 # ---------------------------------------------------------------------------- contraction
@@ -207,7 +212,7 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
 
 # ---------------------------------------------------------------------------- every-visit batch
 def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
-                         rollouts: Rollouts) -> WeightedTerms:
+                         rollouts: Rollouts, leave_one_out: bool = False) -> WeightedTerms:
     """The authors' batch estimator (reference notes §2.2, generalised to ∂log P and ∂log μ).
 
     From one on-policy batch (chains with auto-reset): every-visit tables ``Q̄̂(s,a)``, ``V̄̂(s)``
@@ -217,18 +222,32 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
 
     ``ĝ = (1/N) Σ_k γ̄^τ_k (∂Q̂ − ∂V̂)(s_k,a_k) Ā_k / λ  +  mean over episode starts of ∂V̄̂(s_0)``
 
-    (+ ``∂log μ(s_0) V̄̂(s_0)`` per start when ``μ`` depends on ``x``). Needs discrete observations.
+    (+ ``∂log μ(s_0) V̄̂(s_0)`` per start when ``μ`` depends on ``x``; the ``∂log P`` scores are
+    weighted by ``V(s') − V(s)``: the current cell's value is a free baseline).
+
+    ``leave_one_out``: ``Ā_k`` from the other visits of ``(s_k, a_k)`` (0 if there is none), so it
+    is independent of visit ``k``'s own future, which its ``∂r`` return and its ``∂log P`` score
+    also see (their covariance is the bias of the plain estimator, ``O(1/visits of (s, a))``).
+
+    The tables live on the problem's observation cells (:meth:`~bilevel_envs.BilevelProblem.
+    observation_index`): the states themselves for discrete observations, or a state aggregation
+    for continuous ones (tax design: asset cells). Aggregation adds a bias — each table entry
+    averages its cell's states, like the authors' value networks — but no variance; the
+    derivative terms ``∂r``, ``∂r̄``, ``∂log P`` are still evaluated at the raw observations.
     """
-    n_states = getattr(problem.follower_observation_space, "n", None)
+    n_states = problem.n_observation_cells
     if n_states is None:
-        raise ValueError("estimator='every_visit' needs a Discrete follower observation space; "
+        raise ValueError("estimator='every_visit' needs a Discrete follower observation space or "
+                         "a state aggregation (problem.n_observation_cells, observation_index); "
                          "use estimator='paper'")
     gamma, lgamma, lam = problem.gamma, problem.leader_gamma, problem.lam
     n_actions = problem.follower_action_space.n
     m, ends, obs = rollouts.mask, rollouts.ends, rollouts.obs
+    cells = problem.observation_index(obs)
+    next_cells = problem.observation_index(rollouts.next_obs)
     W, U, v_bar, n_starts = every_visit_weights(
-        obs, rollouts.actions, m, ends, rollouts.leader_rewards.astype(np.float64),
-        rollouts.episode_step, n_states, n_actions, gamma, lgamma, lam)
+        cells, rollouts.actions, m, ends, rollouts.leader_rewards.astype(np.float64),
+        rollouts.episode_step, n_states, n_actions, gamma, lgamma, lam, leave_one_out)
 
     terms = WeightedTerms(problem, x, context)
     valid, o, a, n = _masked(rollouts)
@@ -237,14 +256,18 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     if problem.transitions_depend_on_x:
         soft = np.where(m, rollouts.rewards + lam * rollouts.entropy, 0.0)
         soft_returns = discounted_returns(soft, ends, gamma)
-        n_s = np.maximum(np.bincount(obs[m], minlength=n_states), 1)
-        v_soft = np.bincount(obs[m], weights=soft_returns[m], minlength=n_states) / n_s
+        n_s = np.maximum(np.bincount(cells[m], minlength=n_states), 1)
+        v_soft = np.bincount(cells[m], weights=soft_returns[m], minlength=n_states) / n_s
         cont = ~rollouts.terminated
-        w_score = (W * gamma * v_soft[rollouts.next_obs] + U * lgamma * v_bar[rollouts.next_obs])
+        # E[∂log P(s'|s, a) | s, a] = 0, so the values of the current cell are a free baseline:
+        # V(s') − V(s) is small over one step, V(s') alone is not (tax design: ~50× less noise).
+        w_score = (W * gamma * (v_soft[next_cells] - v_soft[cells])
+                   + U * lgamma * (v_bar[next_cells] - v_bar[cells]))
         terms.add("log_transition", o, a, n, np.where(cont, w_score, 0.0)[valid].ravel())
     if problem.initial_depends_on_x:
-        first = obs[m & (rollouts.episode_step == 0)]
-        terms.add("log_initial", first, first, first, v_bar[first] / n_starts)
+        starts = m & (rollouts.episode_step == 0)
+        first = obs[starts]
+        terms.add("log_initial", first, first, first, v_bar[cells[starts]] / n_starts)
     return terms
 
 

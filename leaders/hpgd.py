@@ -24,6 +24,7 @@ import numpy as np
 
 from leaders.base import Leader
 from leaders.estimators import (
+    BATCH_ESTIMATORS,
     ESTIMATORS,
     Rollouts,
     every_visit_estimate,
@@ -32,7 +33,7 @@ from leaders.estimators import (
 )
 
 #: estimators of a decomposable J; ``"trajectory"`` is the one for trajectory-level objectives
-DECOMPOSABLE_ESTIMATORS = ("every_visit", "paper")
+DECOMPOSABLE_ESTIMATORS = ("every_visit", "every_visit_loo", "paper")
 
 
 class HPGD(Leader):
@@ -43,18 +44,23 @@ class HPGD(Leader):
         learning_rate: step size α (paper grid: 1.0, 0.5, 0.1, 0.05, 0.01).
         estimator: for a decomposable ``J``: ``"every_visit"`` (the default: the authors' batch
             estimator over the env's rollouts, used for their Table 3; consistent, low variance;
-            discrete observations) or ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any
-            problem, but its noise is ~10³–10⁴ × the gradient per sample on Four-Rooms because
-            ``∂Â`` is scaled by ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the
-            measurements). For a trajectory-level ``J`` (``problem.decomposable`` False, e.g.
-            RLHF): ``"trajectory"`` (the default there; the score-function form over the pairs of
-            the env's rollouts, :func:`~leaders.estimators.trajectory_estimate`). ``None``: the
-            default for the problem.
+            discrete observations, or continuous ones aggregated into the problem's observation
+            cells — tax design's asset cells — which adds a small bias, like the authors' value
+            networks), ``"every_visit_loo"`` (the same with leave-one-out leader advantages: each
+            visit's ``Ā(s, a)`` from the other visits of ``(s, a)``, which removes the bias from a
+            visit weighting its own future — large with many actions, e.g. tax design's 1,250) or
+            ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any problem, but its noise is
+            ~10³–10⁴ × the gradient per sample on Four-Rooms because ``∂Â`` is scaled by
+            ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the measurements). For a
+            trajectory-level ``J`` (``problem.decomposable`` False, e.g. RLHF): ``"trajectory"``
+            (the default there; the score-function form over the pairs of the env's rollouts,
+            :func:`~leaders.estimators.trajectory_estimate`). ``None``: the default for the
+            problem.
         n_samples: Alg. 5 samples averaged per iteration (``"paper"`` only; ``"trajectory"`` uses
             every pair of the env's rollouts).
         n_inner: Alg. 2 restart pairs averaged per ``∂Â`` (``"paper"`` and ``"trajectory"``).
         coupled_restarts: common random numbers for the ∂Q̂/∂V̂ restarts (``"paper"`` and
-            ``"trajectory"``; unbiased, less noise).
+            ``"trajectory"``; unbiased, 3–5× less noise).
         **kwargs: :class:`~leaders.base.Leader` arguments (``max_grad_norm``, ``optimizer``,
             ``seed``, ``x0``, ``log_dir``, ...).
 
@@ -82,14 +88,14 @@ class HPGD(Leader):
             raise ValueError(f"estimator={estimator!r} estimates a decomposable objective; "
                              f"{type(self.problem).__name__} has a trajectory-level objective: "
                              "use estimator='trajectory'")
-        if estimator in ("every_visit", "trajectory"):
+        if estimator in (*BATCH_ESTIMATORS, "trajectory"):
             if getattr(env.unwrapped, "n_rollout_steps", 0) < 1:
                 raise ValueError(f"estimator={estimator!r} needs the env's rollouts "
                                  "(n_rollout_steps >= 1)")
-        if estimator == "every_visit" and not hasattr(self.problem.follower_observation_space,
-                                                      "n"):
-            raise ValueError("estimator='every_visit' needs discrete follower observations;"
-                             " use estimator='paper' for this problem")
+        if estimator in BATCH_ESTIMATORS and self.problem.n_observation_cells is None:
+            raise ValueError(f"estimator={estimator!r} needs discrete follower observations "
+                             "or a state aggregation (problem.observation_index); use "
+                             "estimator='paper' for this problem")
         for name, value in (("n_samples", n_samples), ("n_inner", n_inner)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -120,8 +126,9 @@ class HPGD(Leader):
             return terms.total() / self.n_samples
         chains = slice(i * env.n_envs, (i + 1) * env.n_envs)
         rollouts = Rollouts.from_dict({k: v[chains] for k, v in info["rollouts"].items()})
-        if self.estimator == "every_visit":
-            return every_visit_estimate(self.problem, self.x, context, rollouts).total()
+        if self.estimator in BATCH_ESTIMATORS:
+            return every_visit_estimate(self.problem, self.x, context, rollouts,
+                                        leave_one_out=self.estimator == "every_visit_loo").total()
         terms = trajectory_estimate(self.problem, self.x, context, rollouts, oracle, self.rng,
                                     self.n_inner, self.coupled_restarts)
         return terms.total() / terms.n_samples

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Default size of the asset grid of the tabular variant (odd: a cell is centred on 0).
 DEFAULT_ASSET_CELLS = 41
+#: Default number of asset cells HPGD's batch estimator aggregates continuous assets into.
+DEFAULT_OBSERVATION_CELLS = DEFAULT_ASSET_CELLS
 
 
 class TaxDesign(BilevelProblem):
@@ -55,8 +57,13 @@ class TaxDesign(BilevelProblem):
 
     See :mod:`bilevel_envs.envs.household` for the formulas, derivatives and both variants.
 
+    State aggregation (for HPGD's ``"every_visit"`` batch estimator): ``observation_index``
+    maps assets to ``observation_cells`` equal cells of ``[−L, L]``.
+
     Args:
         variant: ``"code"`` (default, the authors' code) or ``"paper"`` (the paper's text).
+        observation_cells: number of asset cells of the state aggregation (default 41, the
+            tabular variant's grid: width 4.9 ≈ ς).
         **overrides: any field of :class:`~bilevel_envs.envs.household.HouseholdParams`
             (``lam``, ``gamma``, ``prices``, ``preferences``, ``group_probs``, ``hours_levels``,
             ``consumption_levels``, ``theta``, ``phi``, ``noise_std``, ``wage``, ...).
@@ -64,8 +71,10 @@ class TaxDesign(BilevelProblem):
 
     transitions_depend_on_x = True
 
-    def __init__(self, variant: str = "code", **overrides: Any):
+    def __init__(self, variant: str = "code", *,
+                 observation_cells: int = DEFAULT_OBSERVATION_CELLS, **overrides: Any):
         self.params = p = hh.make_params(variant, **overrides)
+        self.observation_edges = hh.uniform_asset_edges(observation_cells, p)
         self.lam, self.gamma = float(p.lam), float(p.gamma)
         self.leader_gamma = float(p.gamma)
         self.x_space = spaces.Box(0.0, p.tax_max, shape=(p.n_params,), dtype=np.float64)
@@ -86,6 +95,12 @@ class TaxDesign(BilevelProblem):
     def x_init(self) -> np.ndarray:
         return np.full(self.params.n_params, self.params.tax_init)
 
+    @property
+    def tax_groups(self) -> list[list[int]]:
+        """``[[0], [1, ..., M]]``: the income tax and the VATs, the two groups whose gradients
+        the authors clip separately (``Leader(clip_groups=problem.tax_groups)``)."""
+        return [[0], list(range(1, self.n_params))]
+
     def context_name(self, context: Any) -> str:
         i = self.context_index(context)
         return f"group {i + 1} α={self.context_values[i]}"
@@ -99,6 +114,16 @@ class TaxDesign(BilevelProblem):
     def obs_of(self, assets: np.ndarray) -> np.ndarray:
         """Follower observations of asset levels ``(N,)``: ``(N, 1)`` floats."""
         return np.asarray(assets, dtype=np.float64).reshape(-1, 1)
+
+    @property
+    def n_observation_cells(self) -> int:
+        """Cells of the state aggregation :meth:`observation_index`."""
+        return len(self.observation_edges) - 1
+
+    def observation_index(self, obs: Any) -> np.ndarray:
+        """The asset cell of each observation: ``(...)`` ints for observations ``(..., 1)``."""
+        obs = np.asarray(obs, dtype=np.float64)
+        return hh.cell_of(obs[..., 0] if obs.ndim else obs, self.observation_edges)
 
     def check_obs(self, obs: Any, name: str = "state") -> np.ndarray:
         """Validate one observation (an asset level) and return it in the env's format."""
@@ -257,6 +282,13 @@ class TaxDesignTabular(TaxDesign):
             raise ValueError(f"{name} must be an asset cell index in 0..{self.n_cells - 1}; got "
                              f"{obs!r}")
         return int(obs)
+
+    @property
+    def n_observation_cells(self) -> int:
+        return self.n_cells  # the states are the cells: no aggregation
+
+    def observation_index(self, obs: Any) -> np.ndarray:
+        return np.asarray(obs, dtype=np.int64)
 
     def make_oracle(self, x, context, policy, **kwargs) -> TrajectoryOracle | None:
         return None  # the generic tabular fast path (numba) is faster
@@ -703,8 +735,10 @@ class TaxDesignEnv(LeaderEnv):
     gym.make("bilevel/TaxDesign-v0", variant="code", lam=None, tabular=False, asset_cells=None,
              follower=None, follower_kwargs=None, contexts="sample", n_followers=1, n_envs=300,
              n_rollout_steps=200, horizon=1000, objective="monte_carlo", oracle="auto",
-             **household_params)
+             observation_cells=None, **household_params)
     ```
+    ``observation_cells`` (continuous assets only, default 41): the asset cells HPGD's
+    ``"every_visit"`` estimator tabulates its values on (:meth:`TaxDesign.observation_index`).
     ``lam=None`` keeps the variant's λ (0.2). ``n_envs × n_rollout_steps`` = 60,000 transitions
     = 300 complete 200-step episodes per step: the authors' estimation budget (they ran 10 chains
     × 6,000 steps with auto-reset, the same 300 episodes); 300 chains side by side are 30× fewer
@@ -722,7 +756,10 @@ class TaxDesignEnv(LeaderEnv):
                  follower_kwargs: dict[str, Any] | None = None, contexts: Any = "sample",
                  n_followers: int = 1, n_envs: int = 300, n_rollout_steps: int = 200,
                  horizon: int = 1000, objective: str = "monte_carlo", oracle: str = "auto",
-                 **household_params: Any):
+                 observation_cells: int | None = None, **household_params: Any):
+        if tabular and observation_cells is not None:
+            raise ValueError("observation_cells aggregates continuous assets; with tabular=True "
+                             "the asset cells are the states (use asset_cells)")
         if tabular:
             problem: TaxDesign = TaxDesignTabular(
                 variant, asset_cells=DEFAULT_ASSET_CELLS if asset_cells is None else asset_cells,
@@ -731,7 +768,9 @@ class TaxDesignEnv(LeaderEnv):
             raise ValueError("asset_cells needs tabular=True (for the grid follower on continuous "
                              "assets use follower_kwargs={'asset_cells': ...})")
         else:
-            problem = TaxDesign(variant, lam=lam, **household_params)
+            problem = TaxDesign(variant, lam=lam, observation_cells=(
+                DEFAULT_OBSERVATION_CELLS if observation_cells is None else observation_cells),
+                **household_params)
         super().__init__(problem, follower=default_follower(tabular) if follower is None
                          else follower, follower_kwargs=follower_kwargs, contexts=contexts,
                          n_followers=n_followers, n_envs=n_envs, n_rollout_steps=n_rollout_steps,

@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "table3": "leaders.experiments.table3",
     "contract": "leaders.experiments.contract",
     "rlhf": "leaders.experiments.rlhf",
+    "tax": "leaders.experiments.tax",
 }
 
 

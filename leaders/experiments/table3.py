@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, add_runner_arguments,
-                               pyplot, spec_key, trailing_mean)
+                               pyplot, save_figure, spec_key, trailing_mean)
 
 NAME = "table3"
 ENV_ID = "bilevel/FourRoomsShaping-v0"
@@ -324,12 +324,7 @@ def plot_learning_curves(results: list[dict], path: str | os.PathLike,
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     axes.ravel()[0].legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def most_likely_path(problem, x: np.ndarray, context: int, max_steps: int = 30) -> list[int]:
@@ -385,11 +380,7 @@ def plot_penalty_maps(results: list[dict], path: str | os.PathLike, lam: float,
         fig.colorbar(image, ax=list(axes), shrink=0.8, label="penalty r̃")
     fig.suptitle(f"Penalties and most likely paths (solid: G1, dashed: G2), "
                  f"λ = {lam:g}, β = {beta:g}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 # ---------------------------------------------------------------------------- command line
