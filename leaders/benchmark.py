@@ -33,17 +33,31 @@ def result_path(out_dir: str | os.PathLike, spec: dict[str, Any]) -> Path:
     return Path(out_dir) / "runs" / f"{spec_key(spec)}.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and ``os.replace``: readers never see a partial file."""
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a file via a temporary file and ``os.replace``: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+            write(f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (see :func:`_write_atomic`)."""
+    _write_atomic(path, lambda f: json.dump(data, f))
+
+
+def write_summary(out: Path, name: str, markdown: str, timing: str, **data: Any) -> None:
+    """An experiment's summary: ``out/<name>.md`` (``markdown`` then ``timing``) and
+    ``out/<name>.json`` (``data`` and ``timing``), both written atomically, and printed."""
+    text = markdown + "\n\n" + timing + "\n"
+    _write_atomic(out / f"{name}.md", lambda f: f.write(text))
+    write_json_atomic(out / f"{name}.json", {**data, "timing": timing})
+    print(text, end="")
 
 
 def load_result(path: Path) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.rollouts import TabularOracle
 from leaders import AMD, HPGD, ZeroOrder
 from leaders.estimators import WeightedTerms, trajectory_estimate
-from tests.conftest import z_score
 
 
 def oracle_and_rollouts(problem, x, n_pairs, seed, context=0):

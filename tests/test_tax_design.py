@@ -426,7 +426,7 @@ def test_tabular_leader_env_monte_carlo_agrees_with_exact_objective():
                    n_rollout_steps=200)
     env.reset(seed=0)
     x = np.array([0.5, 0.2, 0.4, 0.9])
-    reward, info = env.step(x)[1], env.step(x)[4]
+    info = env.step(x)[4]
     problem = env.unwrapped.problem
     rollouts = Rollouts.from_dict(info["rollouts"])
     variances = []

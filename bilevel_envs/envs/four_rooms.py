@@ -17,7 +17,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.problem import BilevelProblem, contract
+from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import TabularModel
 
 # ---------------------------------------------------------------------------- the map

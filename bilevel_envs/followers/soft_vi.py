@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from bilevel_envs.followers.base import Follower, FollowerResponse, TabularPolicy
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, solve_follower

@@ -428,7 +428,7 @@ def check_reproducible(submission: ModuleType, rng: np.random.Generator) -> Outc
                          "hypergradient_estimates(problem, x, context, oracle, rng, n_samples)")
     su = setup(0)
     seed = int(rng.integers(2**32))
-    n, d = 200, su.problem.n_params
+    n = 200
     runs = []
     for s in (seed, seed, seed + 1):
         np.random.seed(int(rng.integers(2**31)))  # a different global state for every call

@@ -34,7 +34,7 @@ from leaders.benchmark import (
     pyplot,
     save_figure,
     spec_key,
-    write_json_atomic,
+    write_summary,
 )
 
 NAME = "contract"
@@ -304,10 +304,8 @@ def main(args) -> int:
     rows = table_rows(results, references)
     markdown = table_markdown(rows)
     timing = f"Wall time of this invocation: {wall:.0f} s (runs already on disk are not rerun)."
-    (out / "contract.md").write_text(markdown + "\n\n" + timing + "\n")
-    write_json_atomic(out / "contract.json", {"rows": rows, "references": references,
-                                              "wall_seconds": wall})
-    print(markdown + "\n\n" + timing)
+    write_summary(out, NAME, markdown, timing, rows=rows, references=references,
+                  wall_seconds=wall)
     if not args.no_plots:
         figures = [plot_learning_curves(results, references, out / "learning_curves.png"),
                    plot_payments(results, references, out / "payments.png")]

@@ -35,7 +35,7 @@ from leaders.benchmark import (
     pyplot,
     save_figure,
     spec_key,
-    write_json_atomic,
+    write_summary,
 )
 
 NAME = "rlhf"
@@ -343,10 +343,7 @@ def main(args) -> int:
     rows = table_rows(results, refs)
     markdown = table_markdown(rows)
     timing = f"Wall time of this invocation: {wall:.0f} s (runs already on disk are not rerun)."
-    (out / "rlhf.md").write_text(markdown + "\n\n" + timing + "\n")
-    write_json_atomic(out / "rlhf.json", {"rows": rows, "references": refs,
-                                          "wall_seconds": wall})
-    print(markdown + "\n\n" + timing)
+    write_summary(out, NAME, markdown, timing, rows=rows, references=refs, wall_seconds=wall)
     if not args.no_plots:
         print(f"figures: {plot_metrics(results, refs, out / 'metrics.png')}")
     return 0

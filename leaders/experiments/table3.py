@@ -413,7 +413,7 @@ def main(args) -> int:
     seeds = range(2 if args.quick else args.seeds)
     overrides = {"iterations": iterations,
                  "eval_last": min(TABLE3_DEFAULTS["eval_last"], iterations)}
-    from leaders.benchmark import run_specs, write_json_atomic
+    from leaders.benchmark import run_specs, write_json_atomic, write_summary
 
     run = {"backend": args.backend, "workers": args.workers, "address": args.address}
     if args.grid:
@@ -447,11 +447,7 @@ def main(args) -> int:
     rows = table3_rows(results)
     markdown = table3_markdown(rows)
     timing = _timing_summary(results, wall)
-    (out / "table3.md").write_text(markdown + "\n\n" + timing + "\n")
-    write_json_atomic(out / "table3.json", {"rows": rows, "timing": timing})
-    print(markdown)
-    print()
-    print(timing)
+    write_summary(out, NAME, markdown, timing, rows=rows)
     if not args.no_plots:
         figures = [plot_learning_curves(results, out / "learning_curves.png")]
         for lam, beta in TABLE3_CELLS:

@@ -453,7 +453,7 @@ def build_specs(setups: list[str], algorithms: list[str], seeds: range,
 
 def main(args) -> int:
     from bilevel_envs.followers import FOLLOWERS
-    from leaders.benchmark import run_specs, write_json_atomic
+    from leaders.benchmark import run_specs, write_summary
 
     import bilevel_envs  # noqa: F401  (registers grid_soft_vi)
 
@@ -492,12 +492,8 @@ def main(args) -> int:
               f"is in the workers). Sum over runs (training + exact evaluation): "
               f"{sum(r['total_seconds'] for r in rows) / 60:.1f} min wall, "
               f"{sum(r['total_cpu_seconds'] for r in rows) / 60:.1f} min CPU.")
-    (out / "tax.md").write_text(markdown + "\n\n" + timing + "\n")
-    write_json_atomic(out / "tax.json", {"rows": rows, "timing": timing,
-                                         "wall_seconds": wall, "cpu_seconds": cpu_used})
-    print(markdown)
-    print()
-    print(timing)
+    write_summary(out, NAME, markdown, timing, rows=rows, wall_seconds=wall,
+                  cpu_seconds=cpu_used)
     if not args.no_plots:
         figures = [plot_welfare(results, out / "tax_welfare.png"),
                    plot_taxes(results, out / "tax_rates.png")]
