@@ -260,7 +260,8 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
         v_soft = np.bincount(cells[m], weights=soft_returns[m], minlength=n_states) / n_s
         cont = ~rollouts.terminated
         # E[∂log P(s'|s, a) | s, a] = 0, so the values of the current cell are a free baseline:
-        # V(s') − V(s) is small over one step, V(s') alone is not (tax design: ~50× less noise).
+        # V(s') − V(s) is small over one step, V(s') alone is not (tax design: about 2× less
+        # income-tax noise at the authors' batch, docs/tax_design.md).
         w_score = (W * gamma * (v_soft[next_cells] - v_soft[cells])
                    + U * lgamma * (v_bar[next_cells] - v_bar[cells]))
         terms.add("log_transition", o, a, n, np.where(cont, w_score, 0.0)[valid].ravel())
