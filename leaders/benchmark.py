@@ -40,6 +40,7 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             write(f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
