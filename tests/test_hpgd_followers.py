@@ -24,9 +24,13 @@ def test_hpgd_with_soft_q_follower_improves_exact_j():
 @pytest.mark.parametrize("algo", ["PPO", "DQN"])
 def test_hpgd_with_sb3_follower_improves_exact_j(algo):
     """Minutes of SB3 training (20k warm-up steps, 4k per leader step); reported run:
-    benchmarks/bench_hpgd_followers.py."""
+    benchmarks/bench_hpgd_followers.py. A learning follower only approximates the best response,
+    so the bar is relative: at least half the exact-J gain HPGD makes with the exact follower
+    (soft_vi) in the same budget and seed."""
     pytest.importorskip("stable_baselines3")
     kwargs = {"algo": algo, "total_timesteps": 4_000, "warmup_timesteps": 20_000}
     if algo == "PPO":
         kwargs["algo_kwargs"] = {"n_steps": 512, "batch_size": 128}
-    assert _improvement("sb3", kwargs, 20) > 0.1
+    exact_follower_gain = _improvement("soft_vi", {}, 20)
+    assert exact_follower_gain > 0
+    assert _improvement("sb3", kwargs, 20) > 0.5 * exact_follower_gain
