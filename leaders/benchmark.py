@@ -276,6 +276,27 @@ def instance_spec(defaults: dict[str, Any], hyperparameters: dict[str, dict[str,
     return spec
 
 
+#: a spec field's allowed types and its range check
+FieldCheck = tuple[type | tuple[type, ...], Callable[[Any], bool]]
+
+
+def check_fields(spec: Any, checks: dict[str, FieldCheck], name: str) -> None:
+    """Raise ``ValueError`` naming the field unless ``spec`` is a dict with exactly the fields
+    of ``checks``, each of its types (a bool only where ``bool`` is asked for) and in range.
+    ``name`` is the experiment, for the message."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a spec must be a dict; got {type(spec).__name__}")
+    missing, unknown = set(checks) - set(spec), set(spec) - set(checks)
+    if missing or unknown:
+        raise ValueError(f"malformed {name} spec: missing {sorted(missing)}, unknown "
+                         f"{sorted(unknown)}")
+    for field, (types, ok) in checks.items():
+        value = spec[field]
+        if (isinstance(value, bool) and types is not bool) or not isinstance(value, types) \
+                or not ok(value):
+            raise ValueError(f"malformed {name} spec: {field}={value!r} is out of range")
+
+
 def validate_instance_spec(spec: Any, defaults: dict[str, Any],
                            hyperparameters: dict[str, dict[str, Any]],
                            instances: Sequence[str]) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, add_runner_arguments,
-                               pyplot, save_figure, spec_key, trailing_mean)
+from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
+                               add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
+                               trailing_mean)
 
 NAME = "table3"
 ENV_ID = "bilevel/FourRoomsShaping-v0"
@@ -72,7 +73,7 @@ def table3_spec(algorithm: str, lam: float, beta: float, seed: int, learning_rat
 
 
 #: type and range of every spec field (checked by :func:`validate_spec`)
-_FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+_FIELDS: dict[str, FieldCheck] = {
     "experiment": (str, lambda v: v == NAME),
     "algorithm": (str, lambda v: v in ALGORITHMS),
     "lam": ((int, float), lambda v: v > 0), "beta": ((int, float), lambda v: v >= 0),
@@ -88,22 +89,10 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
 
 def validate_spec(spec: Any) -> None:
     """Raise ``ValueError`` naming the field if ``spec`` is not a well-formed Table 3 spec."""
-    if not isinstance(spec, dict):
-        raise ValueError(f"a spec must be a dict; got {type(spec).__name__}")
-    required = set(_FIELDS) | ({"perturbation_constant"} if spec.get("algorithm") ==
-                               "zero_order" else set())
-    missing = required - set(spec)
-    unknown = set(spec) - required
-    if missing or unknown:
-        raise ValueError(f"malformed table3 spec: missing {sorted(missing)}, unknown "
-                         f"{sorted(unknown)}")
     checks = dict(_FIELDS)
-    if "perturbation_constant" in spec:
+    if isinstance(spec, dict) and spec.get("algorithm") == "zero_order":
         checks["perturbation_constant"] = ((int, float), lambda v: v > 0)
-    for name, (types, ok) in checks.items():
-        value = spec[name]
-        if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
-            raise ValueError(f"malformed table3 spec: {name}={value!r} is out of range")
+    check_fields(spec, checks, NAME)
 
 
 def make_leader(spec: dict[str, Any]):

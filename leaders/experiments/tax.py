@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, add_runner_arguments,
-                               pyplot, save_figure, spec_key, trailing_mean)
+from leaders.benchmark import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
+                               add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
+                               trailing_mean)
 
 NAME = "tax"
 ENV_ID = "bilevel/TaxDesign-v0"
@@ -125,7 +126,7 @@ def tax_spec(setup: str, algorithm: str, seed: int, **overrides: Any) -> dict[st
 
 
 #: type and range of the spec fields every run has (checked by :func:`validate_spec`)
-_FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+_FIELDS: dict[str, FieldCheck] = {
     "experiment": (str, lambda v: v == NAME), "setup": (str, lambda v: v in SETUPS),
     "algorithm": (str, lambda v: v in ALGORITHMS), "seed": (int, lambda v: v >= 0),
     "variant": (str, lambda v: v in ("code", "paper")),
@@ -139,7 +140,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "contexts": (str, lambda v: v in ("sample", "all")), "eval_every": (int, lambda v: v >= 1),
     "grid_cells": (int, lambda v: v >= 2), "spec_version": (int, lambda v: v == 1),
 }
-_ALGORITHM_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+_ALGORITHM_FIELDS: dict[str, dict[str, FieldCheck]] = {
     "hpgd": {"estimator": (str, lambda v: v in ("paper", "every_visit", "every_visit_loo"))},
     "zero_order": {"perturbation_constant": ((int, float), lambda v: v > 0)},
 }
@@ -147,20 +148,12 @@ _ALGORITHM_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
 
 def validate_spec(spec: Any) -> None:
     """Raise ``ValueError`` naming the field if ``spec`` is not a well-formed tax spec."""
-    if not isinstance(spec, dict):
-        raise ValueError(f"a spec must be a dict; got {type(spec).__name__}")
-    checks = {**_FIELDS, **_ALGORITHM_FIELDS.get(spec.get("algorithm"), {})}
-    if spec.get("algorithm") == "hpgd" and not spec.get("tabular"):
-        checks["observation_cells"] = (int, lambda v: v >= 2)
-    missing, unknown = set(checks) - set(spec), set(spec) - set(checks)
-    if missing or unknown:
-        raise ValueError(f"malformed tax spec: missing {sorted(missing)}, unknown "
-                         f"{sorted(unknown)}")
-    for name, (types, ok) in checks.items():
-        value = spec[name]
-        if (isinstance(value, bool) and types is not bool) or not isinstance(value, types) \
-                or not ok(value):
-            raise ValueError(f"malformed tax spec: {name}={value!r} is out of range")
+    checks = dict(_FIELDS)
+    if isinstance(spec, dict):
+        checks.update(_ALGORITHM_FIELDS.get(spec.get("algorithm"), {}))
+        if spec.get("algorithm") == "hpgd" and not spec.get("tabular"):
+            checks["observation_cells"] = (int, lambda v: v >= 2)
+    check_fields(spec, checks, NAME)
 
 
 def make_leader(spec: dict[str, Any]):
