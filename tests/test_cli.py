@@ -46,3 +46,25 @@ def test_unknown_subcommand_is_rejected(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["table4"])
     assert "invalid choice: 'table4'" in capsys.readouterr().err
+
+
+def test_slip_mismatch_example_samples_from_its_own_simulator():
+    """examples/table3_slip_mismatch.py plugs a 0.67-slip simulator in through make_oracle:
+    the env's trajectories come from it, the follower and J from the 0.56 model."""
+    import numpy as np
+
+    from bilevel_envs.envs.four_rooms import FourRoomsShaping
+    from bilevel_envs.rollouts import sampling_tables
+    from examples.table3_slip_mismatch import SIMULATOR_MOVE_PROB, mismatched_leader
+    from leaders.experiments.table3 import table3_spec
+
+    leader = mismatched_leader(table3_spec("hpgd", 0.003, 1.0, 0, 0.5))
+    env = leader.env.unwrapped
+    env.reset(seed=0)
+    env.step(leader.x)
+    oracle, context = env.last_oracles[0], env.last_contexts[0]
+    simulator = FourRoomsShaping(lam=0.003, beta=1.0, move_prob=SIMULATOR_MOVE_PROB)
+    for problem, same in ((simulator, True), (env.problem, False)):
+        cdf = sampling_tables(problem.tabular(leader.x, context))[1]
+        assert np.allclose(oracle.next_cdf, cdf) == same
+    assert env.problem.move_prob == 0.56
