@@ -14,7 +14,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from leaders.experiments.table3 import make_leader  # noqa: E402
+from bilevel_bench.experiments.table3 import make_leader  # noqa: E402
 
 
 def main(iterations: int = 1000) -> None:

@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from bilevel_envs.envs.four_rooms import FourRoomsShaping  # noqa: E402
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping  # noqa: E402
 from bilevel_envs.envs.garnet import GarnetProblem  # noqa: E402
 from bilevel_envs.followers.soft_q import SoftQLearning  # noqa: E402
 from bilevel_envs.tabular import soft_policy_iteration  # noqa: E402

@@ -18,11 +18,12 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bilevel_envs  # noqa: E402, F401
-from bilevel_envs.envs.tax_design import (  # noqa: E402
-    GridSoftVI, HouseholdOracle, TaxDesign, TaxDesignTabular)
+from bilevel_envs.envs.tax_design.followers import GridSoftVI  # noqa: E402
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.followers import TabularPolicy  # noqa: E402
-from bilevel_envs.rollouts import GymOracle, TabularOracle  # noqa: E402
-from bilevel_envs.tabular import ExactSolver  # noqa: E402
+from bilevel_envs.oracles import GymOracle, TabularOracle
+from bilevel_envs.exact import ExactSolver
 
 from bench_core import timeit  # noqa: E402  (python benchmarks/bench_tax.py)
 

@@ -16,13 +16,12 @@ from bilevel_envs.followers import (FOLLOWERS, Follower, FollowerResponse, Tabul
                                     make_follower)
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective
-from bilevel_envs.rollouts import Rollouts, make_oracle
+from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.oracles import make_oracle
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import (
-    ExactSolver,
     TabularModel,
     evaluate_policy,
-    exact_hypergradient,
-    exact_objective,
     soft_policy_iteration,
     soft_value_iteration,
 )
@@ -31,27 +30,23 @@ __version__ = "0.1.0"
 
 #: id -> (entry point, extra registration kwargs); leader-level ids first.
 ENV_IDS: dict[str, tuple[str, dict]] = {
-    "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms:FourRoomsShapingEnv", {}),
-    "bilevel/TaxDesign-v0": ("bilevel_envs.envs.tax_design:TaxDesignEnv", {}),
-    "bilevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms:FourRoomsEnv",
+    "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms.envs:FourRoomsShapingEnv", {}),
+    "bilevel/TaxDesign-v0": ("bilevel_envs.envs.tax_design.envs:TaxDesignEnv", {}),
+    "bilevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms.envs:FourRoomsEnv",
                              {"max_episode_steps": 200}),
-    "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design:ContractDesignEnv", {}),
-    "bilevel/ContractAgent-v0": ("bilevel_envs.envs.contract_design:ContractAgentEnv",
+    "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design.envs:ContractDesignEnv", {}),
+    "bilevel/ContractAgent-v0": ("bilevel_envs.envs.contract_design.envs:ContractAgentEnv",
                                  {"max_episode_steps": 200}),
-    "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf:RLHFEnv", {}),
-    "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf:PreferenceGridEnv", {}),
-    "bilevel/Household-v0": ("bilevel_envs.envs.tax_design:HouseholdEnv",
+    "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf.envs:RLHFEnv", {}),
+    "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf.envs:PreferenceGridEnv", {}),
+    "bilevel/Household-v0": ("bilevel_envs.envs.tax_design.envs:HouseholdEnv",
                              {"max_episode_steps": 200}),
 }
 
 #: followers defined next to their application (name -> "module:Class", imported on first use)
 APPLICATION_FOLLOWERS: dict[str, str] = {
-    "grid_soft_vi": "bilevel_envs.envs.tax_design:GridSoftVI",
+    "grid_soft_vi": "bilevel_envs.envs.tax_design.followers:GridSoftVI",
 }
-
-#: submodules loaded on first attribute access (their optional dependencies load with them)
-_LAZY_SUBMODULES = ("households_v0",)
-
 
 def _register_all() -> None:
     for env_id, (entry_point, kwargs) in ENV_IDS.items():
@@ -63,14 +58,6 @@ def _register_all() -> None:
 
 _register_all()
 
-
-def __getattr__(name: str):
-    # `bilevel_envs.households_v0.parallel_env(...)` without importing PettingZoo at package import.
-    if name in _LAZY_SUBMODULES:
-        import importlib
-
-        return importlib.import_module(f"bilevel_envs.{name}")
-    raise AttributeError(f"module 'bilevel_envs' has no attribute {name!r}")
 
 __all__ = [
     "ENV_IDS", "BilevelProblem", "ExactSolver", "Follower", "FollowerResponse", "LeaderEnv",

@@ -13,7 +13,8 @@ from gymnasium import spaces
 
 from bilevel_envs.followers import FollowerResponse, make_follower
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.rollouts import Rollouts, TrajectoryOracle, make_oracle
+from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.oracles import TrajectoryOracle, make_oracle
 from bilevel_envs.tabular import leader_values
 
 CONTEXT_MODES = ("sample", "all")

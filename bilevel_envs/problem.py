@@ -16,20 +16,20 @@ that problems can compute far faster than materialising the ``(N, d)`` array.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Hashable
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-if TYPE_CHECKING:
-    from bilevel_envs.rollouts import Rollouts, TrajectoryOracle
-    from bilevel_envs.tabular import TabularModel
+from bilevel_envs.rollouts import Rollouts, TrajectorySampler
+from bilevel_envs.tabular import TabularModel
 
 
-def contract(grads: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Return ``grads`` ``(N, d)`` unchanged, or ``Σ_n weights[n] grads[n]`` if weights are given."""
+def weighted_sum(grads: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """The ``grad_*`` convention: ``grads`` ``(N, d)`` unchanged, or ``Σ_n weights[n] grads[n]``
+    (shape ``(d,)``) if ``weights`` are given."""
     if weights is None:
         return grads
     return np.asarray(weights, dtype=np.float64) @ grads
@@ -166,9 +166,25 @@ class BilevelProblem(abc.ABC):
         )
 
     # ------------------------------------------------------------------ the follower MDP
-    @abc.abstractmethod
+    #: Registered id of the follower's Gymnasium env (kwargs ``x``, ``context`` and ``problem``);
+    #: the default :meth:`follower_env` makes it through the registry, so a problem module never
+    #: imports its env classes (they import the problem).
+    follower_env_id: str | None = None
+
     def follower_env(self, x: np.ndarray, context: Any, **kwargs: Any) -> gym.Env:
-        """The follower's MDP ``M_{x,ξ}`` as a Gymnasium env (time limit applied)."""
+        """The follower's MDP ``M_{x,ξ}`` as a Gymnasium env (time limit applied).
+
+        Default: ``gym.make(follower_env_id, x=x, context=ξ, problem=self)`` with the problem's
+        ``max_episode_steps``. Problems without a registered follower env override this method.
+        """
+        if self.follower_env_id is None:
+            raise TypeError(f"{type(self).__name__} defines no follower env: set follower_env_id "
+                            "to a registered id or override follower_env(x, context)")
+        limit = {} if self.max_episode_steps is None else {
+            "max_episode_steps": self.max_episode_steps}
+        return gym.make(self.follower_env_id, x=self.check_x(x),
+                        context=self.context_index(context), problem=self,
+                        disable_env_checker=True, **limit, **kwargs)
 
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel | None:
         """The exact finite model of ``M_{x,ξ}`` with derivatives, or ``None`` if not finite."""
@@ -180,10 +196,10 @@ class BilevelProblem(abc.ABC):
         return False
 
     def make_oracle(self, x: np.ndarray, context: Any, policy: Any,
-                    **kwargs: Any) -> TrajectoryOracle | None:
+                    **kwargs: Any) -> TrajectorySampler | None:
         """A problem-specific sampler of trajectories (e.g. a vectorised simulator), or ``None``.
 
-        :func:`bilevel_envs.rollouts.make_oracle` prefers it (``backend="auto"`` or
+        :func:`bilevel_envs.oracles.make_oracle` prefers it (``backend="auto"`` or
         ``"native"``) over the generic paths; ``None`` (the default) means "use the tabular fast
         path or the Gymnasium path".
         """
@@ -303,14 +319,3 @@ def _describe_bounds(low: np.ndarray, high: np.ndarray) -> str:
     if lo.size == 1 and hi.size == 1:
         return f"[{lo[0]:.6g}, {hi[0]:.6g}]"
     return f"[{low.tolist()}, {high.tolist()}]"
-
-
-def as_index_array(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
-    """Validate an array of integer indices in ``0..n-1`` (e.g. start states)."""
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got range "
-                         f"[{arr.min()}, {arr.max()}]")
-    return arr.astype(np.int64)

@@ -1,34 +1,16 @@
-"""Batched follower trajectories (:class:`Rollouts`) and the oracles that sample them.
+"""Batched follower trajectories: :class:`Rollouts` (plain arrays) and the protocol of what
+samples them (:class:`TrajectorySampler`, the paper's oracle, Assumption 3.2).
 
-An oracle (paper Assumption 3.2) samples trajectories of one follower policy in ``M_{x,ξ}``:
-
-* :class:`TabularOracle` — the fast path for finite problems: all chains are stepped by a numba
-  kernel from sparse cumulative-probability tables.
-* :class:`GymOracle` — the generic path: steps the problem's Gymnasium follower envs.
-* a problem's own oracle (:meth:`~bilevel_envs.problem.BilevelProblem.make_oracle`), e.g. the
-  vectorised household simulator of tax design; :func:`make_oracle` prefers it.
-
-Both can start from ``μ`` or from given ``(state, action)`` pairs (paper Alg. 2 restarts), run
-chains of individual lengths, and auto-reset episodes into a continuous stream.
+The samplers themselves live in :mod:`bilevel_envs.oracles`.
 """
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-from gymnasium.wrappers import TimeLimit
-
-from bilevel_envs.problem import as_index_array
-from bilevel_envs.tabular import sparse_transitions
-
-if TYPE_CHECKING:
-    from bilevel_envs.followers.base import Policy
-    from bilevel_envs.problem import BilevelProblem
-    from bilevel_envs.tabular import TabularModel
 
 
 @dataclass
@@ -125,251 +107,15 @@ class Rollouts:
         return returns[finished | first]
 
 
-# ---------------------------------------------------------------------------- oracles
-class TrajectoryOracle(abc.ABC):
-    """Samples trajectories of a fixed follower ``policy`` in ``M_{x,ξ}``.
 
-    Args:
-        problem: the bilevel problem.
-        x: the leader's parameter.
-        context: a context of ``problem``.
-        policy: the follower's policy (``action_probs(obs) -> (n, A)``).
-        max_episode_steps: the time limit of episodes; the problem's (the Gymnasium env's) by
-            default. Pass ``time_limit=False`` to :meth:`rollout` for the infinite-horizon MDP.
-    """
+@runtime_checkable
+class TrajectorySampler(Protocol):
+    """Samples :class:`Rollouts` of one follower policy in ``M_{x,ξ}`` (paper Assumption 3.2);
+    :class:`bilevel_envs.oracles.TrajectoryOracle` is the library's implementation."""
 
-    def __init__(self, problem: BilevelProblem, x: np.ndarray, context: Any, policy: Policy,
-                 max_episode_steps: int | None = None):
-        self.problem = problem
-        self.x = problem.check_x(x)
-        self.context = problem.context_index(context)
-        self.policy = policy
-        self.max_episode_steps = (problem.max_episode_steps if max_episode_steps is None
-                                  else max_episode_steps)
-
-    @abc.abstractmethod
     def rollout(self, rng: np.random.Generator, n_envs: int, n_steps: int, *,
                 start_states=None, start_actions=None, lengths=None, auto_reset: bool = True,
                 time_limit: bool = True) -> Rollouts:
-        """Sample ``n_envs`` chains of ``n_steps`` steps.
-
-        Args:
-            rng: the source of all randomness.
-            n_envs: number of parallel chains.
-            n_steps: steps per chain (the time axis ``T``).
-            start_states: ``(n_envs,)`` first states (``-1``: draw from μ); default all from μ.
-            start_actions: ``(n_envs,)`` first actions (``-1``: draw from π); default from π.
-            lengths: ``(n_envs,)`` individual chain lengths ``≤ n_steps``; default ``n_steps``.
-            auto_reset: start a new episode from μ after each episode end (else stop the chain).
-            time_limit: apply :attr:`max_episode_steps` (truncation).
-        """
-
-    def _prepare(self, n_envs: int, n_steps: int, start_states, start_actions, lengths,
-                 n_states: int | None):
-        if n_envs < 1 or n_steps < 0:
-            raise ValueError(f"n_envs must be >= 1 and n_steps >= 0; got {n_envs}, {n_steps}")
-        n_actions = self.problem.follower_action_space.n
-
-        def per_env(values, n, name, default):
-            if values is None:
-                return np.full(n_envs, default, dtype=np.int64)
-            arr = np.asarray(values)
-            if arr.shape != (n_envs,):
-                raise ValueError(f"{name} must have shape ({n_envs},); got {arr.shape}")
-            valid = arr[arr >= 0] if arr.dtype.kind in "iu" else arr
-            if n is not None:
-                as_index_array(valid, n, name)
-            return arr.astype(np.int64)
-
-        starts = per_env(start_states, n_states, "start_states", -1)
-        first_actions = per_env(start_actions, n_actions, "start_actions", -1)
-        lens = per_env(lengths, n_steps + 1, "lengths", n_steps)
-        return starts, first_actions, lens
-
-
-class TabularOracle(TrajectoryOracle):
-    """The fast path: numba stepping of a finite model under a tabular policy."""
-
-    def __init__(self, problem: BilevelProblem, x: np.ndarray, context: Any, policy: Policy,
-                 max_episode_steps: int | None = None, model: TabularModel | None = None):
-        super().__init__(problem, x, context, policy, max_episode_steps)
-        model = problem.tabular(self.x, self.context) if model is None else model
-        self.n_states = model.n_states
-        self.next_states, self.next_cdf, self.mu_cdf = sampling_tables(model)
-        table = np.asarray(policy.action_probs(np.arange(model.n_states)), dtype=np.float64)
-        self.pi = table
-        self.pi_cdf = _normalised_cdf(table)
-        self.entropy_table = _entropy_rows(table)
-
-    def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
-                lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
-        from bilevel_envs._kernels import sample_tabular_chains
-
-        starts, first_actions, lens = self._prepare(n_envs, n_steps, start_states, start_actions,
-                                                    lengths, self.n_states)
-        u_init = rng.random(n_envs)
-        u = rng.random((n_envs, n_steps, 3))
-        shape = (n_envs, n_steps)
-        obs, actions, next_obs, episode_step = (np.zeros(shape, np.int64) for _ in range(4))
-        terminated, truncated, mask = (np.zeros(shape, np.bool_) for _ in range(3))
-        limit = self.max_episode_steps if (time_limit and self.max_episode_steps) else 0
-        sample_tabular_chains(self.pi_cdf, self.next_states, self.next_cdf, self.mu_cdf, starts,
-                              first_actions, lens, int(limit), bool(auto_reset), u_init, u,
-                              obs, actions, next_obs, terminated, truncated, episode_step, mask)
-        # Padding is state 0 / action 0, masked out of everything downstream.
-        return _with_rewards(self.problem, self.x, self.context, obs, actions, next_obs,
-                             terminated, truncated, episode_step, mask,
-                             action_probs=self.pi[obs, actions] * mask,
-                             entropy=self.entropy_table[obs] * mask)
-
-
-class GymOracle(TrajectoryOracle):
-    """The generic path: steps ``problem.follower_env(x, ξ)`` instances (Python loop over time).
-
-    The follower env must put the leader's reward in ``info["leader_reward"]`` and accept
-    ``reset(options={"state": s})`` when ``start_states`` are requested.
-    """
-
-    def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
-                lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
-        # Start states of a generic env may be continuous: all given, or all drawn from μ.
-        _, first_actions, lens = self._prepare(n_envs, n_steps, None, start_actions, lengths,
-                                               None)
-        if start_states is not None and len(start_states) != n_envs:
-            raise ValueError(f"start_states must hold {n_envs} states; got {len(start_states)}")
-        envs = [self._make_env(time_limit) for _ in range(n_envs)]
-        seeds = rng.integers(0, 2**31 - 1, size=n_envs)
-        current = []
-        for e, env in enumerate(envs):
-            options = None if start_states is None else {"state": start_states[e]}
-            current.append(env.reset(seed=int(seeds[e]), options=options)[0])
-        sample_obs = np.asarray(current[0])
-        shape = (n_envs, n_steps)
-        obs = np.zeros(shape + sample_obs.shape, sample_obs.dtype)
-        next_obs = np.zeros_like(obs)
-        actions, episode_step = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-        rewards, leader_rewards = np.zeros(shape), np.zeros(shape)
-        action_probs, entropy = np.zeros(shape), np.zeros(shape)
-        terminated, truncated, mask = (np.zeros(shape, np.bool_) for _ in range(3))
-        alive = np.ones(n_envs, dtype=bool)
-        tau = np.zeros(n_envs, dtype=np.int64)
-        for t in range(n_steps):
-            alive &= t < lens
-            live = np.flatnonzero(alive)
-            if live.size == 0:
-                break
-            batch = np.stack([np.asarray(current[e]) for e in live])
-            probs = np.asarray(self.policy.action_probs(batch), dtype=np.float64)
-            chosen = _sample_rows(probs, rng.random(live.size))
-            if t == 0:
-                forced = first_actions[live] >= 0
-                chosen[forced] = first_actions[live][forced]
-            for j, e in enumerate(live):
-                a = int(chosen[j])
-                o2, r, term, trunc, info = envs[e].step(a)
-                obs[e, t], actions[e, t], next_obs[e, t] = current[e], a, o2
-                rewards[e, t], leader_rewards[e, t] = r, info["leader_reward"]
-                terminated[e, t], truncated[e, t] = term, trunc
-                action_probs[e, t] = probs[j, a]
-                entropy[e, t] = _entropy_rows(probs[j])
-                episode_step[e, t], mask[e, t] = tau[e], True
-                tau[e] += 1
-                current[e] = o2
-                if term or trunc:
-                    if auto_reset:
-                        current[e] = envs[e].reset()[0]
-                        tau[e] = 0
-                    else:
-                        alive[e] = False
-        for env in envs:
-            env.close()
-        context = np.full(shape, self.context, dtype=np.int64)
-        return Rollouts(obs, actions, next_obs, rewards, leader_rewards, terminated, truncated,
-                        context, action_probs, entropy, episode_step, mask)
-
-    def _make_env(self, time_limit: bool):
-        env = self.problem.follower_env(self.x, self.context)
-        if not time_limit and isinstance(env, TimeLimit):
-            env = env.env  # infinite-horizon rollouts
-        return env
-
-
-def make_oracle(problem: BilevelProblem, x: np.ndarray, context: Any, policy: Policy,
-                backend: str = "auto", **kwargs: Any) -> TrajectoryOracle:
-    """An oracle for ``policy`` in ``M_{x,ξ}``.
-
-    Backends: ``"native"`` — the problem's own sampler (:meth:`BilevelProblem.make_oracle`, e.g.
-    a vectorised simulator); ``"tabular"`` (fast path); ``"gym"`` (generic); ``"auto"`` — native
-    if the problem has one, else tabular whenever the problem is tabular, else gym.
-    """
-    if backend in ("auto", "native"):
-        native = problem.make_oracle(x, context, policy, **kwargs)
-        if native is not None:
-            return native
-        if backend == "native":
-            raise ValueError(f"{type(problem).__name__} has no native oracle "
-                             "(BilevelProblem.make_oracle returned None); use backend='auto', "
-                             "'tabular' or 'gym'")
-        backend = "tabular" if problem.is_tabular else "gym"
-    if backend == "tabular":
-        return TabularOracle(problem, x, context, policy, **kwargs)
-    if backend == "gym":
-        return GymOracle(problem, x, context, policy, **kwargs)
-    raise ValueError(f"backend must be 'auto', 'native', 'tabular' or 'gym'; got {backend!r}")
-
-
-# ---------------------------------------------------------------------------- helpers
-def sampling_tables(model: TabularModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sparse successor lists ``(S, A, K)``, their cumulative probabilities and μ's CDF.
-
-    Cached on the model's shared ``cache`` (models built from the same ``P`` reuse it).
-    """
-    cached = model.cache.get("sampling_tables")
-    if cached is not None and cached[0] is model.P:
-        return cached[1]
-    next_states, probs, _, _ = sparse_transitions(model)
-    cdf = np.cumsum(probs, axis=-1)
-    total = cdf[..., -1:]
-    # Rows that are full distributions get an exact 1.0 at the end (x / x == 1 in IEEE).
-    full = np.abs(total - 1.0) < 1e-9
-    cdf = np.where(full, cdf / np.where(full, total, 1.0), cdf)
-    tables = (next_states, np.ascontiguousarray(cdf), _normalised_cdf(model.mu))
-    model.cache["sampling_tables"] = (model.P, tables)
-    return tables
-
-
-def _normalised_cdf(p: np.ndarray) -> np.ndarray:
-    cdf = np.cumsum(p, axis=-1)
-    return np.ascontiguousarray(cdf / cdf[..., -1:])
-
-
-def _entropy_rows(p: np.ndarray) -> np.ndarray:
-    safe = np.where(p > 0, p, 1.0)
-    return -(p * np.log(safe)).sum(-1)
-
-
-def _sample_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Inverse-CDF draw of one index per row of ``probs`` from uniforms ``u``."""
-    cdf = _normalised_cdf(probs)
-    return np.minimum((u[:, None] >= cdf).sum(-1), probs.shape[-1] - 1)
-
-
-def _with_rewards(problem, x, context, obs, actions, next_obs, terminated, truncated,
-                  episode_step, mask, action_probs, entropy) -> Rollouts:
-    """Fill follower and leader rewards from the problem's per-transition functions."""
-    # Reward arrays follow the mask: observations may be vectors (n, T, k).
-    if mask.all():  # a continuous stream: no padding to skip
-        flat = (-1,) + obs.shape[2:]
-        o, a, n = obs.reshape(flat), actions.ravel(), next_obs.reshape(flat)
-        rewards = problem.follower_reward(x, context, o, a, n).reshape(mask.shape)
-        leader_rewards = problem.leader_reward(x, context, o, a, n).reshape(mask.shape)
-    else:
-        rewards = np.zeros(mask.shape)
-        leader_rewards = np.zeros(mask.shape)
-        if mask.any():
-            o, a, n = obs[mask], actions[mask], next_obs[mask]
-            rewards[mask] = problem.follower_reward(x, context, o, a, n)
-            leader_rewards[mask] = problem.leader_reward(x, context, o, a, n)
-    ctx = np.full(mask.shape, context, dtype=np.int64)
-    return Rollouts(obs, actions, next_obs, rewards, leader_rewards, terminated, truncated, ctx,
-                    action_probs, entropy, episode_step, mask)
+        """Sample ``n_envs`` chains of ``n_steps`` steps (see
+        :meth:`bilevel_envs.oracles.TrajectoryOracle.rollout`)."""
+        ...

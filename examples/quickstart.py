@@ -7,8 +7,8 @@ import gymnasium as gym
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the env ids)
-from bilevel_envs.envs.four_rooms import CELLS
-from bilevel_envs.tabular import exact_hypergradient, exact_objective
+from bilevel_envs.envs.four_rooms.model import CELLS
+from bilevel_envs.exact import exact_hypergradient, exact_objective
 
 env = gym.make("bilevel/FourRoomsShaping-v0", lam=0.001, beta=1.0, move_prob=0.56,
                follower="soft_vi", contexts="all")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bilevel_envs import households_v0
-from bilevel_envs.envs.tax_design import TaxDesignTabular
+from bilevel_envs.envs import households_v0
+from bilevel_envs.envs.tax_design.problem import TaxDesignTabular
 from bilevel_envs.tabular import evaluate_policy, softmax_policy, soft_value_iteration
 
 ECONOMY = {"asset_cells": 21, "hours_levels": (0.0, 4.0, 8.0),

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import ExactSolver, exact_objective
+from bilevel_envs.exact import ExactSolver, exact_objective
 
 FORMAT_VERSION = 1
 

@@ -36,7 +36,8 @@ import numpy as np
 
 from bilevel_envs._kernels import discounted_returns, every_visit_weights
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective
-from bilevel_envs.rollouts import Rollouts, TrajectoryOracle
+from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.oracles import TrajectoryOracle
 
 ESTIMATORS = ("paper", "every_visit", "every_visit_loo", "trajectory")
 #: the estimators of a decomposable J computed from the env's on-policy batch (no restarts)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bilevel_envs.followers.soft_q import SoftQLearning
-from bilevel_envs.rollouts import make_oracle
+from bilevel_envs.oracles import make_oracle
 from leaders.base import Leader
 from leaders.estimators import paper_estimate
 

@@ -8,25 +8,40 @@ from scipy.optimize import minimize_scalar
 
 import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_envs.envs import contract_design as cd
-from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.tabular import (
-    ExactSolver,
-    evaluate_policy,
-    exact_hypergradient,
-    exact_objective,
+from bilevel_envs.envs.contract_design.model import (
+    HIGH,
+    INSTANCES,
+    LOW,
+    PROJECT_EFFORT_COSTS,
+    PROJECT_EFFORT_PROBS,
+    RIGHT,
+    SUCCESS,
+    TWO_TYPES,
+    WORK,
+    tree_spec,
 )
+from bilevel_envs.envs.contract_design.problem import ContractDesign
+from bilevel_envs.envs.contract_design.closed_forms import (
+    cheapest_effort_bonus,
+    project_hard_optimum,
+    project_objective_closed_form,
+    project_optimum,
+)
+from bilevel_envs.envs.contract_design.envs import ContractAgentEnv
+from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
+from bilevel_envs.tabular import evaluate_policy
 from tests.conftest import check_env_strict, z_score
 
 SMALL = {"n_envs": 2, "n_rollout_steps": 50}
-P_LOW, P_HIGH = cd.PROJECT_EFFORT_PROBS
-COST = cd.PROJECT_EFFORT_COSTS[1]
+P_LOW, P_HIGH = PROJECT_EFFORT_PROBS
+COST = PROJECT_EFFORT_COSTS[1]
 BONUS = COST / (P_HIGH - P_LOW)  # c/(p_H − p_L) = 0.5
 
 
 def success_contract(problem, u):
     x = np.zeros(problem.n_params)
-    x[problem.spec.payment_index[cd.WORK, cd.SUCCESS]] = u
+    x[problem.spec.payment_index[WORK, SUCCESS]] = u
     return x
 
 
@@ -35,7 +50,7 @@ def success_contract(problem, u):
     ("project", 3, 2, 4), ("tree", 15, 2, 14), ("grid", 12, 5, 43),
 ])
 def test_instance_sizes_and_payment_index(instance, n_states, n_actions, n_payments):
-    spec = cd.ContractDesign(instance).spec
+    spec = ContractDesign(instance).spec
     assert (spec.n_states, spec.n_actions, spec.n_payments) == (n_states, n_actions, n_payments)
     s, t = spec.payments.T
     np.testing.assert_array_equal(spec.payment_index[s, t], np.arange(n_payments))
@@ -47,27 +62,27 @@ def test_instance_sizes_and_payment_index(instance, n_states, n_actions, n_payme
 
 
 def test_tree_depth_and_seed():
-    a, b = cd.tree_spec(depth=4, seed=1), cd.tree_spec(depth=4, seed=1)
-    c = cd.tree_spec(depth=4, seed=2)
+    a, b = tree_spec(depth=4, seed=1), tree_spec(depth=4, seed=1)
+    c = tree_spec(depth=4, seed=2)
     assert a.n_states == 31 and a.n_payments == 30 and a.terminal.sum() == 16
     np.testing.assert_array_equal(a.revenue, b.revenue)
     assert not np.array_equal(a.revenue, c.revenue)
-    np.testing.assert_allclose(a.P[0, cd.HIGH, [1, 2]], [0.9, 0.1])
-    np.testing.assert_allclose(a.P[0, cd.LOW, [1, 2]], [0.1, 0.9])
+    np.testing.assert_allclose(a.P[0, HIGH, [1, 2]], [0.9, 0.1])
+    np.testing.assert_allclose(a.P[0, LOW, [1, 2]], [0.1, 0.9])
 
 
 # ---------------------------------------------------------------------------- project: closed forms
 @pytest.mark.parametrize("lam", [0.3, 0.05, 0.01])
-@pytest.mark.parametrize("types", [(1.0,), cd.TWO_TYPES])
+@pytest.mark.parametrize("types", [(1.0,), TWO_TYPES])
 def test_exact_objective_equals_project_closed_form(lam, types):
-    problem = cd.ContractDesign("project", lam=lam, cost_scales=types, type_probs=None)
+    problem = ContractDesign("project", lam=lam, cost_scales=types, type_probs=None)
     rng = np.random.default_rng(int(100 * lam))
     solver = ExactSolver(problem, tol=1e-13)
     for _ in range(5):
         x = rng.uniform(0, 1.5, size=4)
         u, v = x[0] + problem.gamma * x[2], x[1] + problem.gamma * x[3]
         assert solver.objective(x) == pytest.approx(
-            cd.project_objective_closed_form(problem, u, v), rel=1e-10, abs=1e-12)
+            project_objective_closed_form(problem, u, v), rel=1e-10, abs=1e-12)
 
 
 def hard_best_response(model):
@@ -91,15 +106,15 @@ def hard_objective(problem, x):
 
 
 def test_hard_best_response_cheapest_effort_contract_is_c_over_dp():
-    problem = cd.ContractDesign("project")
-    assert cd.cheapest_effort_bonus(P_LOW, P_HIGH, COST) == pytest.approx(0.5)
+    problem = ContractDesign("project")
+    assert cheapest_effort_bonus(P_LOW, P_HIGH, COST) == pytest.approx(0.5)
     # The incentive constraint binds exactly at c/(p_H − p_L): effort just above, none below.
     value, pi = hard_objective(problem, success_contract(problem, BONUS * (1 + 1e-9)))
-    assert pi[cd.WORK, cd.HIGH] == 1
+    assert pi[WORK, HIGH] == 1
     assert hard_objective(problem, success_contract(problem, BONUS * (1 - 1e-6)))[1][
-        cd.WORK, cd.HIGH] == 0
+        WORK, HIGH] == 0
     # Its value is the closed form p_H (R − c/Δp)/(1 − γ²), the hard optimum.
-    u_star, j_star = cd.project_hard_optimum(problem)
+    u_star, j_star = project_hard_optimum(problem)
     assert u_star == pytest.approx(BONUS) and value == pytest.approx(j_star, rel=1e-8)
     assert j_star == pytest.approx(P_HIGH * (2.0 - BONUS) / (1 - 0.9 ** 2))
     # No contract that induces effort is cheaper (random contracts over all four payments).
@@ -107,15 +122,15 @@ def test_hard_best_response_cheapest_effort_contract_is_c_over_dp():
     induced = 0
     for x in rng.uniform(0, 1.2, size=(300, 4)):
         v, pi = hard_objective(problem, x)
-        if pi[cd.WORK, cd.HIGH] == 1:
+        if pi[WORK, HIGH] == 1:
             induced += 1
             assert v <= j_star + 1e-9
     assert induced > 50
 
 
 def test_hard_optimum_with_two_types_pays_the_lazy_type_bonus():
-    problem = cd.ContractDesign("project", cost_scales=cd.TWO_TYPES)
-    u, j = cd.project_hard_optimum(problem)
+    problem = ContractDesign("project", cost_scales=TWO_TYPES)
+    u, j = project_hard_optimum(problem)
     # Inducing both (bonus 0.75) beats inducing only the diligent type (bonus 0.5).
     both = P_HIGH * (2 - 0.75) / 0.19
     only_first = 0.5 * (P_HIGH + P_LOW) * (2 - 0.5) / 0.19
@@ -124,11 +139,11 @@ def test_hard_optimum_with_two_types_pays_the_lazy_type_bonus():
 
 
 @pytest.mark.parametrize("lam", [0.1, 0.01])
-@pytest.mark.parametrize("types", [(1.0,), cd.TWO_TYPES])
+@pytest.mark.parametrize("types", [(1.0,), TWO_TYPES])
 def test_project_optimum_is_a_kkt_point_and_matches_the_closed_form(lam, types):
-    problem = cd.ContractDesign("project", lam=lam, cost_scales=types)
-    opt = cd.project_optimum(problem)
-    closed = minimize_scalar(lambda u: -cd.project_objective_closed_form(problem, u),
+    problem = ContractDesign("project", lam=lam, cost_scales=types)
+    opt = project_optimum(problem)
+    closed = minimize_scalar(lambda u: -project_objective_closed_form(problem, u),
                              bounds=(opt.success_pay - 0.05, opt.success_pay + 0.05),
                              method="bounded", options={"xatol": 1e-12})
     assert opt.success_pay == pytest.approx(closed.x, abs=1e-6)
@@ -147,17 +162,17 @@ def test_project_optimum_is_a_kkt_point_and_matches_the_closed_form(lam, types):
         assert solver.objective(x) <= opt.objective + 1e-10
 
 
-@pytest.mark.parametrize("types", [(1.0,), cd.TWO_TYPES])
+@pytest.mark.parametrize("types", [(1.0,), TWO_TYPES])
 def test_soft_optimum_approaches_the_hard_one_as_lam_vanishes(types):
     """u*(λ) − k and J_hard − J*(λ) vanish like λ log(1/λ), as the first-order condition predicts:
     ``u* − k ≈ (λ/Δp) log(Δp² (R − k)/(λ p_H))`` and
     ``J_hard − J* ≈ p_H (u* − k + λ/Δp)/(1 − γ²)``."""
-    problem = cd.ContractDesign("project", cost_scales=types)
-    k, j_hard = cd.project_hard_optimum(problem)
+    problem = ContractDesign("project", cost_scales=types)
+    k, j_hard = project_hard_optimum(problem)
     dp, R, w = P_HIGH - P_LOW, 2.0, 1 - 0.9 ** 2
     gaps = []
     for lam in (0.01, 0.003, 0.001):
-        opt = cd.project_optimum(cd.ContractDesign("project", lam=lam, cost_scales=types))
+        opt = project_optimum(ContractDesign("project", lam=lam, cost_scales=types))
         gap_u, gap_j = opt.success_pay - k, j_hard - opt.objective
         if len(types) == 1:  # the asymptotics of one type
             predicted_u = lam / dp * np.log(dp ** 2 * (R - k) / (lam * P_HIGH))
@@ -174,7 +189,7 @@ def test_soft_optimum_approaches_the_hard_one_as_lam_vanishes(types):
     ("project", {}), ("tree", {"depth": 3, "seed": 4}), ("grid", {}),
 ])
 def test_hypergradient_matches_central_finite_differences(instance, kwargs):
-    problem = cd.ContractDesign(instance, lam=0.1, cost_scales=cd.TWO_TYPES,
+    problem = ContractDesign(instance, lam=0.1, cost_scales=TWO_TYPES,
                                 type_probs=(0.3, 0.7), **kwargs)
     solver = ExactSolver(problem, tol=1e-13)
     rng = np.random.default_rng(7)
@@ -190,7 +205,7 @@ def test_hypergradient_matches_central_finite_differences(instance, kwargs):
 
 def test_finite_difference_check_detects_a_wrong_derivative():
     """Power check: dropping the transition probability from ∂r (∂x r = 1 on every action) fails."""
-    problem = cd.ContractDesign("project", lam=0.1)
+    problem = ContractDesign("project", lam=0.1)
     x = np.array([0.6, 0.1, 0.2, 0.05])
     model = problem.tabular(x, 0)
     wrong = model.with_updates(dr=(problem._jac > 0).astype(float),
@@ -226,25 +241,25 @@ SAMPLED = {"project": [(0, 0), (0, 1), (1, 0), (2, 1)],
            "grid": [(0, 2), (2, 3), (6, 4), (5, 0), (10, 2)]}
 
 
-@pytest.mark.parametrize("instance", cd.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_env_transitions_match_tabular_model(instance):
-    env = cd.ContractAgentEnv(instance=instance)
-    P = cd.ContractDesign(instance).spec.P
+    env = ContractAgentEnv(instance=instance)
+    P = ContractDesign(instance).spec.P
     for i, (s, a) in enumerate(SAMPLED[instance]):
         counts = _counts(env, s, a, 4000, P.shape[0], seed=10 + i)
         assert _chi_square_p(counts, P[s, a]) > 0.001, (s, a)
 
 
 def test_chi_square_check_detects_a_wrong_move_probability():
-    env = cd.ContractAgentEnv(instance="grid", move_prob=0.8)
-    wrong = cd.ContractDesign("grid", move_prob=0.7).spec.P
-    counts = _counts(env, 0, cd.RIGHT, 4000, wrong.shape[0], seed=0)
-    assert _chi_square_p(counts, wrong[0, cd.RIGHT]) < 0.001
+    env = ContractAgentEnv(instance="grid", move_prob=0.8)
+    wrong = ContractDesign("grid", move_prob=0.7).spec.P
+    counts = _counts(env, 0, RIGHT, 4000, wrong.shape[0], seed=0)
+    assert _chi_square_p(counts, wrong[0, RIGHT]) < 0.001
 
 
-@pytest.mark.parametrize("instance", cd.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_env_and_per_transition_rewards_match_the_model(instance):
-    problem = cd.ContractDesign(instance, cost_scales=cd.TWO_TYPES)
+    problem = ContractDesign(instance, cost_scales=TWO_TYPES)
     spec = problem.spec
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 2, size=problem.n_params)
@@ -269,7 +284,7 @@ def test_env_and_per_transition_rewards_match_the_model(instance):
             w = rng.normal(size=s.size)
             np.testing.assert_allclose(fn(*args, weights=w), w @ grads, atol=1e-12)
         # The Gymnasium env pays exactly the per-transition rewards.
-        env = cd.ContractAgentEnv(x=x, context=c, instance=instance, cost_scales=cd.TWO_TYPES)
+        env = ContractAgentEnv(x=x, context=c, instance=instance, cost_scales=TWO_TYPES)
         env.reset(seed=c)
         for state in range(S):
             for action in range(A):
@@ -285,7 +300,7 @@ def test_env_and_per_transition_rewards_match_the_model(instance):
 
 def test_leader_env_monte_carlo_objective_agrees_with_exact():
     env = gym.make("bilevel/ContractDesign-v0", instance="tree", lam=0.1,
-                   cost_scales=cd.TWO_TYPES, contexts="all", n_envs=20, n_rollout_steps=1000)
+                   cost_scales=TWO_TYPES, contexts="all", n_envs=20, n_rollout_steps=1000)
     env.reset(seed=0)
     problem = env.unwrapped.problem
     x = np.random.default_rng(0).uniform(0, 1, size=problem.n_params)
@@ -302,17 +317,17 @@ def test_leader_env_monte_carlo_objective_agrees_with_exact():
 
 
 # ---------------------------------------------------------------------------- gymnasium API
-@pytest.mark.parametrize("instance", cd.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_follower_env_passes_checkers(instance):
     check_env_strict(gym.make("bilevel/ContractAgent-v0", instance=instance).unwrapped)
     pytest.importorskip("stable_baselines3")
     from stable_baselines3.common.env_checker import check_env
 
     check_env(gym.make("bilevel/ContractAgent-v0", instance=instance, x=None, context=0,
-                       cost_scales=cd.TWO_TYPES).unwrapped, warn=True)
+                       cost_scales=TWO_TYPES).unwrapped, warn=True)
 
 
-@pytest.mark.parametrize("instance", cd.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_leader_env_passes_checker(instance):
     check_env_strict(gym.make("bilevel/ContractDesign-v0", instance=instance, **SMALL).unwrapped)
 
@@ -326,17 +341,17 @@ def test_registered_follower_env_has_time_limit_and_project_never_terminates():
 
 
 def test_tree_episode_lasts_depth_plus_one_steps():
-    env = cd.ContractAgentEnv(instance="tree", depth=5, seed=3)
+    env = ContractAgentEnv(instance="tree", depth=5, seed=3)
     env.reset(seed=0)
     ends = [env.step(1)[2] for _ in range(6)]
     assert ends == [False] * 5 + [True]
 
 
 def test_render_ansi():
-    env = cd.ContractAgentEnv(instance="grid", render_mode="ansi")
+    env = ContractAgentEnv(instance="grid", render_mode="ansi")
     env.reset(seed=0)
     assert env.render().splitlines()[0].startswith("A")
-    env = cd.ContractAgentEnv(render_mode="ansi")
+    env = ContractAgentEnv(render_mode="ansi")
     env.reset(seed=0)
     assert "work" in env.render()
 
@@ -347,9 +362,9 @@ def _episode(env, seed, steps=30):
 
 
 def test_follower_env_seeded_determinism():
-    a = _episode(cd.ContractAgentEnv(instance="grid"), 5)
-    b = _episode(cd.ContractAgentEnv(instance="grid"), 5)
-    c = _episode(cd.ContractAgentEnv(instance="grid"), 6)
+    a = _episode(ContractAgentEnv(instance="grid"), 5)
+    b = _episode(ContractAgentEnv(instance="grid"), 5)
+    c = _episode(ContractAgentEnv(instance="grid"), 6)
     assert a == b and a != c
 
 
@@ -401,7 +416,7 @@ def test_leader_env_rejects_bad_x(bad, pattern):
 ])
 def test_problem_and_leader_env_reject_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
-        cd.ContractDesign(**kwargs)
+        ContractDesign(**kwargs)
     with pytest.raises(error, match=pattern):
         gym.make("bilevel/ContractDesign-v0", **kwargs, **SMALL)
 
@@ -410,7 +425,7 @@ def test_problem_and_leader_env_reject_bad_arguments(kwargs, error, pattern):
     ({"x": np.full(4, 6.0)}, ValueError, r"x is outside x_space: x\[0\] = 6 is not in \[0, 5\]"),
     ({"x": np.zeros(3)}, ValueError, r"x must have shape \(4,\)"),
     ({"context": 1}, KeyError, r"unknown context 1; expected an index in 0..0 or one of"),
-    ({"context": "type7", "cost_scales": cd.TWO_TYPES}, KeyError, r"unknown context 'type7'"),
+    ({"context": "type7", "cost_scales": TWO_TYPES}, KeyError, r"unknown context 'type7'"),
 ])
 def test_follower_env_rejects_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -419,26 +434,26 @@ def test_follower_env_rejects_bad_arguments(kwargs, error, pattern):
 
 def test_follower_env_rejects_unknown_render_mode():
     with pytest.raises(ValueError, match=r"render_mode must be one of \['ansi'\]"):
-        cd.ContractAgentEnv(render_mode="human")
+        ContractAgentEnv(render_mode="human")
 
 
 def test_reset_state_option_is_validated():
-    env = cd.ContractAgentEnv(instance="tree")
+    env = ContractAgentEnv(instance="tree")
     with pytest.raises(ValueError, match=r"options\['state'\] must be a state index in 0..14"):
         env.reset(options={"state": 15})
 
 
 def test_closed_forms_refuse_other_instances():
     with pytest.raises(ValueError, match="closed forms hold for the 'project' instance"):
-        cd.project_optimum(cd.ContractDesign("tree"))
+        project_optimum(ContractDesign("tree"))
     with pytest.raises(ValueError, match="need p_high > p_low"):
-        cd.cheapest_effort_bonus(0.5, 0.5, 0.1)
+        cheapest_effort_bonus(0.5, 0.5, 0.1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lam", [0.3, 0.03])
 def test_hypergradient_matches_finite_differences_on_a_deep_tree(lam):
-    problem = cd.ContractDesign("tree", lam=lam, depth=6, seed=11, cost_scales=cd.TWO_TYPES)
+    problem = ContractDesign("tree", lam=lam, depth=6, seed=11, cost_scales=TWO_TYPES)
     solver = ExactSolver(problem, tol=1e-13)
     x = np.random.default_rng(0).uniform(0.05, 1.5, size=problem.n_params)
     h = 1e-5

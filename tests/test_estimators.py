@@ -4,11 +4,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.followers import TabularPolicy
-from bilevel_envs.rollouts import TabularOracle
-from bilevel_envs.tabular import ExactSolver
+from bilevel_envs.oracles import TabularOracle
+from bilevel_envs.exact import ExactSolver
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
 
 

@@ -6,19 +6,29 @@ from scipy import stats
 
 import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_envs.envs import four_rooms as fr
+from bilevel_envs.envs.four_rooms.model import (
+    CELLS,
+    GOAL_STATES,
+    N_CELLS,
+    N_PARAMS,
+    START_STATE,
+    TARGET_STATE,
+    softmax,
+)
+from bilevel_envs.envs.four_rooms.envs import FourRoomsEnv
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from tests.conftest import check_env_strict
 
 
 def test_layout_matches_reference_state_order():
-    assert fr.N_CELLS == 104 and fr.N_PARAMS == 105
-    assert (fr.START_STATE, fr.GOAL_STATES, fr.TARGET_STATE) == (31, (7, 103), 66)
-    assert fr.CELLS[51] == (6, 2) and fr.CELLS[62] == (7, 9)  # the two vertical doorways
-    assert fr.CELLS[25] == (3, 6) and fr.CELLS[88] == (10, 6)
+    assert N_CELLS == 104 and N_PARAMS == 105
+    assert (START_STATE, GOAL_STATES, TARGET_STATE) == (31, (7, 103), 66)
+    assert CELLS[51] == (6, 2) and CELLS[62] == (7, 9)  # the two vertical doorways
+    assert CELLS[25] == (3, 6) and CELLS[88] == (10, 6)
 
 
 def _next_state_counts(env, state, action, n, rng_seed):
-    counts = np.zeros(fr.N_CELLS, dtype=np.int64)
+    counts = np.zeros(N_CELLS, dtype=np.int64)
     env.reset(seed=rng_seed)
     for _ in range(n):
         env.reset(options={"state": state})
@@ -41,8 +51,8 @@ def _chi_square_p(counts, probs):
 @pytest.mark.parametrize("move_prob", [2 / 3, 0.56])
 def test_env_transitions_match_tabular_model(move_prob):
     """≥ 10⁵ sampled transitions of the Gymnasium env match P (chi-square, p > 0.001)."""
-    env = fr.FourRoomsEnv(x=np.zeros(105), context=0, move_prob=move_prob)
-    model = fr.FourRoomsShaping(move_prob=move_prob).tabular(np.zeros(105), 0)
+    env = FourRoomsEnv(x=np.zeros(105), context=0, move_prob=move_prob)
+    model = FourRoomsShaping(move_prob=move_prob).tabular(np.zeros(105), 0)
     for i, (s, a) in enumerate(SAMPLED_PAIRS):
         counts = _next_state_counts(env, s, a, 10_000, rng_seed=i)
         assert _chi_square_p(counts, model.P[s, a]) > 0.001, (s, a)
@@ -50,18 +60,18 @@ def test_env_transitions_match_tabular_model(move_prob):
 
 def test_chi_square_check_detects_a_wrong_slip_model():
     """Power check: sampling with 2/3 and testing against the 0.56 model must fail."""
-    env = fr.FourRoomsEnv(x=np.zeros(105), context=0, move_prob=2 / 3)
-    wrong = fr.FourRoomsShaping(move_prob=0.56).tabular(np.zeros(105), 0)
+    env = FourRoomsEnv(x=np.zeros(105), context=0, move_prob=2 / 3)
+    wrong = FourRoomsShaping(move_prob=0.56).tabular(np.zeros(105), 0)
     counts = _next_state_counts(env, 40, 2, 10_000, rng_seed=0)
     assert _chi_square_p(counts, wrong.P[40, 2]) < 0.001
 
 
 def test_goal_step_terminates_with_reward_one_and_stays():
     x = np.random.default_rng(0).normal(size=105)
-    env = fr.FourRoomsEnv(x=x, context=1, beta=2.0)
+    env = FourRoomsEnv(x=x, context=1, beta=2.0)
     env.reset(seed=0, options={"state": 103})
     s, r, terminated, truncated, info = env.step(0)
-    sigma = fr.softmax(x)
+    sigma = softmax(x)
     assert (s, r, terminated, truncated) == (103, 1.0, True, False)
     assert info["leader_reward"] == pytest.approx(-2.0 * 0.2 * (1 - sigma[-1]))
 
@@ -69,11 +79,11 @@ def test_goal_step_terminates_with_reward_one_and_stays():
 @pytest.mark.parametrize("context", [0, 1])
 def test_env_rewards_equal_model_rewards(context):
     x = np.random.default_rng(context).normal(size=105)
-    problem = fr.FourRoomsShaping(beta=3.0)
+    problem = FourRoomsShaping(beta=3.0)
     model = problem.tabular(x, context)
-    env = fr.FourRoomsEnv(x=x, context=context, beta=3.0)
+    env = FourRoomsEnv(x=x, context=context, beta=3.0)
     env.reset(seed=0)
-    for s in range(fr.N_CELLS):
+    for s in range(N_CELLS):
         env.reset(options={"state": s})
         _, r, _, _, info = env.step(1)
         assert r == pytest.approx(model.r[s, 1])
@@ -81,10 +91,10 @@ def test_env_rewards_equal_model_rewards(context):
 
 
 def test_per_transition_terms_match_model():
-    problem = fr.FourRoomsShaping(beta=2.0)
+    problem = FourRoomsShaping(beta=2.0)
     x = np.random.default_rng(5).normal(size=105)
-    obs = np.arange(fr.N_CELLS).repeat(4)
-    actions = np.tile(np.arange(4), fr.N_CELLS)
+    obs = np.arange(N_CELLS).repeat(4)
+    actions = np.tile(np.arange(4), N_CELLS)
     for c in (0, 1):
         model = problem.tabular(x, c)
         args = (x, c, obs, actions, obs)
@@ -100,16 +110,16 @@ def test_per_transition_terms_match_model():
 
 
 def test_reset_state_option_is_validated():
-    env = fr.FourRoomsEnv()
+    env = FourRoomsEnv()
     with pytest.raises(ValueError, match=r"options\['state'\] must be a cell index in 0..103"):
         env.reset(options={"state": 104})
 
 
 def test_env_rejects_bad_x_and_context():
     with pytest.raises(ValueError, match="x must have shape"):
-        fr.FourRoomsEnv(x=np.zeros(3))
+        FourRoomsEnv(x=np.zeros(3))
     with pytest.raises(KeyError, match="unknown context"):
-        fr.FourRoomsEnv(context=5)
+        FourRoomsEnv(context=5)
 
 
 def test_registered_follower_env_has_time_limit():
@@ -118,11 +128,11 @@ def test_registered_follower_env_has_time_limit():
 
 
 def test_render_modes():
-    env = fr.FourRoomsEnv(render_mode="ansi")
+    env = FourRoomsEnv(render_mode="ansi")
     env.reset(seed=0)
     text = env.render()
     assert text.count("A") == 1 and "G" in text and "+" in text
-    img = fr.FourRoomsEnv(render_mode="rgb_array").render()
+    img = FourRoomsEnv(render_mode="rgb_array").render()
     assert img.shape == (13 * 16, 13 * 16, 3) and img.dtype == np.uint8
 
 

@@ -1,6 +1,6 @@
 """The teaching assignments' grader: reference solutions get full marks, wrong ones fail with the
 expected feedback, starters score low without crashing, bad input and hanging submissions are
-handled (``bilevel_envs.grading``, ``examples/teaching``, ``tests/teaching_solutions``)."""
+handled (``bilevel_teaching``, ``examples/teaching``, ``tests/teaching_solutions``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilevel_envs.grading import ASSIGNMENTS, assignment_module, grade
-from bilevel_envs.grading import core
-from bilevel_envs.grading.__main__ import main
+from bilevel_teaching import ASSIGNMENTS, assignment_module, grade
+from bilevel_teaching import core
+from bilevel_teaching.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "tests" / "teaching_solutions"
@@ -220,8 +220,8 @@ def test_exceptions_missing_functions_and_exits_are_reported(tmp_path):
 def test_statistical_checks_are_reproducible(monkeypatch):
     import sys
 
-    from bilevel_envs.grading import hpgd_estimator as g
-    from bilevel_envs.grading.runner import import_submission, run_one
+    from bilevel_teaching.assignments import hpgd_estimator as g
+    from bilevel_teaching.runner import import_submission, run_one
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # import_submission extends it
     for name in ("submission", "hpgd_estimator_solution"):  # and adds these: removed after
@@ -242,8 +242,9 @@ def test_statistical_checks_are_reproducible(monkeypatch):
 
 @pytest.mark.parametrize("context", [0, 1])
 def test_exact_terms_sum_to_the_library_hypergradient(context):
-    from bilevel_envs.grading import hpgd_estimator as g
-    from bilevel_envs.tabular import ExactSolver, leader_values
+    from bilevel_teaching.assignments import hpgd_estimator as g
+    from bilevel_envs.exact import ExactSolver
+    from bilevel_envs.tabular import leader_values
 
     su = g.setup(context)
     problem = g._problem()
@@ -257,8 +258,8 @@ def test_exact_terms_sum_to_the_library_hypergradient(context):
 
 
 def test_design_ground_truth_matches_the_closed_forms():
-    from bilevel_envs.envs import contract_design as cd
-    from bilevel_envs.grading import design
+    from bilevel_envs.envs.contract_design import closed_forms as cd
+    from bilevel_teaching.assignments import design
 
     problem = design.problem()
     assert design.hard_bonus(problem) == pytest.approx(cd.project_hard_optimum(problem)[0])

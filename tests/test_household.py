@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from bilevel_envs.envs import household as hh
+from bilevel_envs.envs.tax_design import model as hh
 
 VARIANTS = ("code", "paper")
 L = 100.0
@@ -93,7 +93,7 @@ def test_flat_actions_round_trip_in_row_major_order():
     np.testing.assert_allclose(hours, np.asarray(p.hours_levels)[h_idx])
     np.testing.assert_allclose(cons, np.asarray(p.consumption_levels)[c_idx])
     assert hh.flatten_action(1, [0, 0, 1], p) == 125 + 1  # hours index is the slowest axis
-    from bilevel_envs.envs.tax_design import TaxDesign
+    from bilevel_envs.envs.tax_design.problem import TaxDesign
 
     problem = TaxDesign()
     h, c = problem.unflatten_action(444)

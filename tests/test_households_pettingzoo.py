@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("pettingzoo")
 from pettingzoo.test import parallel_api_test  # noqa: E402
 
-import bilevel_envs  # noqa: E402
-from bilevel_envs.envs.tax_design import TaxDesignTabular  # noqa: E402
+from bilevel_envs.envs import households_v0  # noqa: E402
+from bilevel_envs.envs.tax_design.problem import TaxDesignTabular  # noqa: E402
 from tests.test_household import chi_square_p  # noqa: E402
 
 
@@ -20,7 +20,7 @@ from tests.test_household import chi_square_p  # noqa: E402
                                     {"households": {0: 1, 1: 2}, "asset_cells": 41,
                                      "variant": "paper"}])
 def test_parallel_api_test_passes_without_warnings(kwargs):
-    env = bilevel_envs.households_v0.parallel_env(**kwargs)
+    env = households_v0.parallel_env(**kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         parallel_api_test(env, num_cycles=250)
@@ -28,7 +28,7 @@ def test_parallel_api_test_passes_without_warnings(kwargs):
 
 
 def play(seed, steps=60, **kwargs):
-    env = bilevel_envs.households_v0.parallel_env(households=[0, 1, 1], **kwargs)
+    env = households_v0.parallel_env(households=[0, 1, 1], **kwargs)
     obs, _ = env.reset(seed=seed)
     history = [obs]
     for _ in range(steps):
@@ -66,7 +66,7 @@ def test_equal_seeds_give_identical_trajectories(kwargs):
 
 
 def test_all_households_are_truncated_together():
-    env = bilevel_envs.households_v0.parallel_env(households={0: 2})
+    env = households_v0.parallel_env(households={0: 2})
     env.reset(seed=0)
     for t in range(200):
         _, _, terminations, truncations, _ = env.step({a: 0 for a in env.agents})
@@ -77,7 +77,7 @@ def test_all_households_are_truncated_together():
 
 def test_rewards_and_welfare_follow_each_households_group():
     x = np.array([0.4, 0.2, 0.6, 1.0])
-    env = bilevel_envs.households_v0.parallel_env(x=x, households=[0, 1], asset_cells=41)
+    env = households_v0.parallel_env(x=x, households=[0, 1], asset_cells=41)
     problem = TaxDesignTabular()
     obs, infos = env.reset(seed=0, options={"state": {"household_0": 25, "household_1": 25}})
     assert obs == {"household_0": 25, "household_1": 25}
@@ -95,7 +95,7 @@ def test_households_transition_like_the_tabular_model():
     """Pooled next cells of many households from one (s, a) follow P (chi-square)."""
     x = np.array([0.6, 0.2, 0.9, 1.4])
     n_agents, rounds = 50, 60
-    env = bilevel_envs.households_v0.parallel_env(x=x, households={0: n_agents},
+    env = households_v0.parallel_env(x=x, households={0: n_agents},
                                                   asset_cells=41)
     P = TaxDesignTabular().tabular(x, 0).P[22, 9 * 125 + 3]
     env.reset(seed=1)
@@ -120,11 +120,11 @@ def test_households_transition_like_the_tabular_model():
 ])
 def test_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
-        bilevel_envs.households_v0.parallel_env(**kwargs)
+        households_v0.parallel_env(**kwargs)
 
 
 def test_bad_actions_and_states():
-    env = bilevel_envs.households_v0.parallel_env(households=[0, 1])
+    env = households_v0.parallel_env(households=[0, 1])
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"actions are missing for live agents \['household_1'\]"):
         env.step({"household_0": 0})
@@ -139,7 +139,7 @@ def test_bad_actions_and_states():
 def test_import_error_names_the_extra():
     code = ("import sys; sys.modules['pettingzoo'] = None\n"
             "import bilevel_envs\n"
-            "try:\n    bilevel_envs.households_v0\n"
+            "try:\n    from bilevel_envs.envs import households_v0\n"
             "except ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -159,7 +159,7 @@ def test_households_learn_through_the_parallel_env():
     from bilevel_envs.tabular import evaluate_policy, soft_value_iteration, softmax_policy
     from examples.tax_households_pettingzoo import ECONOMY, TAXES, soft_q_learning
 
-    env = bilevel_envs.households_v0.parallel_env(x=TAXES, households=[0, 1], **ECONOMY)
+    env = households_v0.parallel_env(x=TAXES, households=[0, 1], **ECONOMY)
     q = soft_q_learning(env, episodes=60, lam=0.2, gamma=0.9, seed=0)
     problem = TaxDesignTabular(**ECONOMY)
     uniform = np.full((21, 81), 1 / 81)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import bilevel_envs  # noqa: F401
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.tabular import ExactSolver
+from bilevel_envs.exact import ExactSolver
 from leaders import AMD, HPGD, Callback, CheckpointCallback, ZeroOrder
 from leaders.amd import AMDTables, amd_gradient, amd_sweep
 

@@ -9,7 +9,7 @@ import bilevel_envs  # noqa: F401
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.tabular import ExactSolver, exact_hypergradient, exact_objective
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 
 
 class MeanActionObjective(GarnetProblem):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import gymnasium as gym
 import bilevel_envs
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.tabular import soft_policy_iteration, soft_value_iteration
 from leaders import AMD, HPGD, LEADERS, ZeroOrder

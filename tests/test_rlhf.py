@@ -7,25 +7,28 @@ from scipy import stats
 
 import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_envs.envs import four_rooms as fr
-from bilevel_envs.envs import rlhf
-from bilevel_envs.followers import TabularPolicy
-from bilevel_envs.rollouts import TabularOracle
-from bilevel_envs.tabular import (
-    ExactSolver,
-    exact_hypergradient,
-    exact_objective,
-    expected_next,
-    policy_transitions,
-    soft_policy_iteration,
+from bilevel_envs.envs.four_rooms import model as fr
+from bilevel_envs.envs.rlhf.envs import PreferenceGridEnv
+from bilevel_envs.envs.rlhf.model import (
+    Annotator,
+    INSTANCES,
+    TrajectoryBatch,
+    enumerate_trajectories,
+    log_sigmoid,
+    teacher_label_prob,
 )
+from bilevel_envs.envs.rlhf.problem import RLHFProblem
+from bilevel_envs.followers import TabularPolicy
+from bilevel_envs.oracles import TabularOracle
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
+from bilevel_envs.tabular import expected_next, policy_transitions, soft_policy_iteration
 from tests.conftest import check_env_strict, z_score
 
 SMALL = {"n_pairs": 4}
 
 
 def tiny(**kwargs):
-    return rlhf.RLHFProblem("tiny", **kwargs)
+    return RLHFProblem("tiny", **kwargs)
 
 
 def random_x(problem, seed, scale=1.0):
@@ -46,23 +49,23 @@ def sample_pairs(problem, x, n_pairs, seed, context=0):
     ("grid", 16, 5, 8), ("four_rooms", 104, 4, 10), ("tiny", 3, 3, 3),
 ])
 def test_instances(instance, S, A, H):
-    problem = rlhf.RLHFProblem(instance)
+    problem = RLHFProblem(instance)
     assert (problem.n_states, problem.n_actions, problem.trajectory_length) == (S, A, H)
     np.testing.assert_allclose(problem.P.sum(-1), 1.0)
     assert problem.mu.sum() == 1 and problem.follower_observation_space.n == H * S
 
 
 def test_four_rooms_dynamics_are_the_four_rooms_env():
-    problem = rlhf.RLHFProblem("four_rooms")
+    problem = RLHFProblem("four_rooms")
     reference = fr.transition_tensor(fr.DEFAULT_MOVE_PROB, fr.GOAL_STATES[0])
     keep = np.arange(fr.N_CELLS) != fr.GOAL_STATES[0]  # the shaping env's goal row is terminal
     np.testing.assert_allclose(problem.P[keep], reference[keep], atol=1e-15)
     assert problem.cells == fr.CELLS and problem.mu[fr.START_STATE] == 1
 
 
-@pytest.mark.parametrize("instance", rlhf.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_backward_induction_equals_core_soft_policy_iteration_on_the_augmented_model(instance):
-    problem = rlhf.RLHFProblem(instance, lam=0.2)
+    problem = RLHFProblem(instance, lam=0.2)
     x = random_x(problem, 0)
     q, _, pi = problem.solve(x)
     sol = soft_policy_iteration(problem.tabular(x, 0), problem.lam, tol=1e-12)
@@ -81,7 +84,7 @@ def augmented_dq(problem, x):
 
 
 def test_score_table_equals_linear_system_of_the_tabular_layer():
-    problem = rlhf.RLHFProblem("grid", reward_model="features", lam=0.3)
+    problem = RLHFProblem("grid", reward_model="features", lam=0.3)
     x = random_x(problem, 1)
     dq, pi = augmented_dq(problem, x)
     dA = dq - np.einsum("sa,sad->sd", pi, dq)[:, None, :]
@@ -105,7 +108,7 @@ def test_enumeration_equals_brute_force_over_all_sequences():
 
     problem = tiny()
     pi = problem.policy(random_x(problem, 0))
-    states, actions, p = rlhf.enumerate_trajectories(problem.P, problem.mu, pi)
+    states, actions, p = enumerate_trajectories(problem.P, problem.mu, pi)
     found = {tuple(row): prob for row, prob in zip(np.hstack([states, actions]), p)}
     brute = {}
     s0 = int(np.argmax(problem.mu))
@@ -120,7 +123,7 @@ def test_enumeration_equals_brute_force_over_all_sequences():
     np.testing.assert_allclose([found[k] for k in brute], list(brute.values()), rtol=1e-12)
     assert p.sum() == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="exceeds max_trajectories=20000; use instance='tiny'"):
-        rlhf.RLHFProblem("grid").exact_objective(np.zeros(80))
+        RLHFProblem("grid").exact_objective(np.zeros(80))
 
 
 EXACT_CASES = [
@@ -148,8 +151,8 @@ def test_finite_difference_check_detects_a_missing_score_term():
     """Power check: ``E[∂xℓ]`` alone (ignoring that π*_x moves with x) is far from ∇J."""
     problem = tiny(beta=2.0)
     x = random_x(problem, 0, scale=2.0)
-    states, actions, p = rlhf.enumerate_trajectories(problem.P, problem.mu, problem.policy(x))
-    traj = rlhf.TrajectoryBatch(states, actions)
+    states, actions, p = enumerate_trajectories(problem.P, problem.mu, problem.policy(x))
+    traj = TrajectoryBatch(states, actions)
     i, j = np.meshgrid(np.arange(len(p)), np.arange(len(p)), indexing="ij")
     partial = problem.grad_pair_objective(x, 0, traj[i.ravel()], traj[j.ravel()],
                                           weights=(p[:, None] * p[None, :]).ravel())
@@ -165,7 +168,7 @@ def test_exact_objective_at_zero_is_minus_log_two():
 
 
 def test_pair_gradient_matches_finite_differences_at_fixed_trajectories():
-    problem = rlhf.RLHFProblem("grid", reward_model="features", beta=2.0, epsilon=0.1)
+    problem = RLHFProblem("grid", reward_model="features", beta=2.0, epsilon=0.1)
     x = random_x(problem, 3)
     traj0, traj1 = sample_pairs(problem, x, 50, seed=0)
     h = 1e-6
@@ -200,7 +203,7 @@ def test_monte_carlo_pairs_estimate_exact_objective_and_hypergradient():
 def test_restarted_rollouts_estimate_dQ_on_the_augmented_model():
     """Paper Alg. 2 style restarts from ``(t·S + s, a)`` on the time-augmented model:
     ``∂xQ_t(s, a) = E[Σ_k γ^k φ(s_k, a_k)]``, episodes ending at the horizon."""
-    problem = rlhf.RLHFProblem("grid", reward_model="features", lam=0.3)
+    problem = RLHFProblem("grid", reward_model="features", lam=0.3)
     x = random_x(problem, 5)
     H, S, A = problem.policy(x).shape
     t, s, a, n = 2, 5, 2, 20_000
@@ -220,18 +223,18 @@ def test_restarted_rollouts_estimate_dQ_on_the_augmented_model():
 # ---------------------------------------------------------------------------- teacher and metrics
 def test_teacher_label_probability():
     g0, g1 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
-    q = rlhf.teacher_label_prob(g0, g1, beta=2.0, epsilon=0.1)
+    q = teacher_label_prob(g0, g1, beta=2.0, epsilon=0.1)
     np.testing.assert_allclose(q, 0.9 / (1 + np.exp(-2 * (g1 - g0)))
                                + 0.1 / (1 + np.exp(2 * (g1 - g0))))
-    np.testing.assert_allclose(rlhf.teacher_label_prob(g1, g0, 2.0, 0.1), 1 - q)
-    np.testing.assert_allclose(rlhf.teacher_label_prob(g0, g1, 2.0, 0.5), 0.5)
-    np.testing.assert_allclose(rlhf.teacher_label_prob(g0, g1, 4.0, 0.0, scale=2.0),
-                               rlhf.teacher_label_prob(g0, g1, 2.0, 0.0))
-    assert rlhf.log_sigmoid(np.array([-800.0]))[0] == pytest.approx(-800.0)
+    np.testing.assert_allclose(teacher_label_prob(g1, g0, 2.0, 0.1), 1 - q)
+    np.testing.assert_allclose(teacher_label_prob(g0, g1, 2.0, 0.5), 0.5)
+    np.testing.assert_allclose(teacher_label_prob(g0, g1, 4.0, 0.0, scale=2.0),
+                               teacher_label_prob(g0, g1, 2.0, 0.0))
+    assert log_sigmoid(np.array([-800.0]))[0] == pytest.approx(-800.0)
 
 
 def test_sampled_labels_follow_the_teacher_and_normalisation_scales_returns():
-    problem = rlhf.RLHFProblem("grid", beta=3.0, epsilon=0.1, normalise=True)
+    problem = RLHFProblem("grid", beta=3.0, epsilon=0.1, normalise=True)
     assert problem.return_scales[0] == pytest.approx(2.05 * (1 - 0.95 ** 8) / 0.05)
     x = random_x(problem, 6)
     traj0, traj1 = sample_pairs(problem, x, 20_000, seed=2)
@@ -245,7 +248,7 @@ def test_sampled_labels_follow_the_teacher_and_normalisation_scales_returns():
 
 
 def test_true_reward_model_is_a_perfect_ranker_with_zero_regret():
-    problem = rlhf.RLHFProblem("grid", lam=0.2)
+    problem = RLHFProblem("grid", lam=0.2)
     truth = problem.annotators[0].reward.ravel()  # state_action model: x = the true reward
     traj0, traj1 = sample_pairs(problem, truth, 2_000, seed=3)
     assert problem.preference_accuracy(truth, 0, traj0, traj1) == 1.0
@@ -329,10 +332,10 @@ SAMPLED = {"grid": [(0, 2), (5, 1), (10, 4), (16 + 3, 3), (7 * 16 + 4, 1)],
            "tiny": [(1, 0), (3 + 0, 2), (5, 1)]}
 
 
-@pytest.mark.parametrize("instance", rlhf.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_env_transitions_match_the_augmented_model(instance):
-    problem = rlhf.RLHFProblem(instance)
-    env = rlhf.PreferenceGridEnv(instance=instance)
+    problem = RLHFProblem(instance)
+    env = PreferenceGridEnv(instance=instance)
     model = problem.tabular(problem.x_init, 0)
     env.reset(seed=0)
     for state, action in SAMPLED[instance]:
@@ -356,9 +359,9 @@ def test_env_transitions_match_the_augmented_model(instance):
 
 
 def test_env_rewards_match_the_model_and_episodes_last_H_steps():
-    problem = rlhf.RLHFProblem("grid", annotators="two")
+    problem = RLHFProblem("grid", annotators="two")
     x = random_x(problem, 9)
-    env = rlhf.PreferenceGridEnv(x=x, context=1, annotators="two")
+    env = PreferenceGridEnv(x=x, context=1, annotators="two")
     model = problem.tabular(x, 1)
     obs, info = env.reset(seed=0)
     for t in range(8):
@@ -371,7 +374,7 @@ def test_env_rewards_match_the_model_and_episodes_last_H_steps():
         obs = nxt
 
 
-@pytest.mark.parametrize("instance", rlhf.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_follower_env_passes_checkers(instance):
     check_env_strict(gym.make("bilevel/PreferenceGrid-v0", instance=instance).unwrapped)
     pytest.importorskip("stable_baselines3")
@@ -381,13 +384,13 @@ def test_follower_env_passes_checkers(instance):
                        x=None).unwrapped, warn=True)
 
 
-@pytest.mark.parametrize("instance", rlhf.INSTANCES)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_leader_env_passes_checker(instance):
     check_env_strict(gym.make("bilevel/RLHF-v0", instance=instance, **SMALL).unwrapped)
 
 
 def test_render_ansi():
-    env = rlhf.PreferenceGridEnv(render_mode="ansi")
+    env = PreferenceGridEnv(render_mode="ansi")
     env.reset(seed=0)
     text = env.render()
     assert text.startswith("A...") and "t = 0" in text
@@ -395,7 +398,7 @@ def test_render_ansi():
 
 def test_follower_env_seeded_determinism():
     def run(seed):
-        env = rlhf.PreferenceGridEnv(instance="four_rooms")
+        env = PreferenceGridEnv(instance="four_rooms")
         env.reset(seed=seed)
         return [env.step(t % 4)[0] for t in range(10)]
 
@@ -439,9 +442,9 @@ def test_leader_env_rejects_bad_x(bad, pattern):
     ({"reward_model": "features", "features": np.zeros((15, 2))}, ValueError,
      r"features must be a finite array of shape \(16, 5, d\) or \(16, d\)"),
     ({"annotators": "three"}, ValueError, r"annotators must be 'one', 'two' or a sequence"),
-    ({"annotators": [rlhf.Annotator(np.zeros(3))]}, ValueError,
+    ({"annotators": [Annotator(np.zeros(3))]}, ValueError,
      r"annotators\[0\].reward must be finite with shape \(16, 5\) or \(16,\)"),
-    ({"annotators": [rlhf.Annotator(np.zeros(16), name="ann")] * 2}, ValueError,
+    ({"annotators": [Annotator(np.zeros(16), name="ann")] * 2}, ValueError,
      r"annotator names must be unique; got \['ann', 'ann'\]"),
     ({"annotators": "two", "annotator_probs": (1.0,)}, ValueError,
      r"annotator_probs must be 2 non-negative numbers summing to 1"),
@@ -454,7 +457,7 @@ def test_leader_env_rejects_bad_x(bad, pattern):
 ])
 def test_problem_and_envs_reject_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
-        rlhf.RLHFProblem(**kwargs)
+        RLHFProblem(**kwargs)
     with pytest.raises(error, match=pattern):
         gym.make("bilevel/RLHF-v0", **kwargs, **SMALL)
     if "lam" not in kwargs:
@@ -476,10 +479,10 @@ def test_leader_env_rejects_bad_arguments(kwargs, error, pattern):
 
 def test_follower_env_rejects_bad_x_context_and_state():
     with pytest.raises(ValueError, match=r"x must have shape \(80,\)"):
-        rlhf.PreferenceGridEnv(x=np.zeros(3))
+        PreferenceGridEnv(x=np.zeros(3))
     with pytest.raises(KeyError, match=r"unknown context 2; expected an index in 0..1"):
-        rlhf.PreferenceGridEnv(context=2, annotators="two")
-    env = rlhf.PreferenceGridEnv()
+        PreferenceGridEnv(context=2, annotators="two")
+    env = PreferenceGridEnv()
     with pytest.raises(ValueError, match=r"options\['state'\] must be an index t·S \+ s in "
                                          r"0..127"):
         env.reset(options={"state": 128})
@@ -487,8 +490,8 @@ def test_follower_env_rejects_bad_x_context_and_state():
 
 def test_pair_functions_reject_mismatched_trajectories():
     problem = tiny()
-    t = rlhf.TrajectoryBatch(np.zeros((4, 3), np.int64), np.zeros((4, 3), np.int64))
-    short = rlhf.TrajectoryBatch(np.zeros((4, 2), np.int64), np.zeros((4, 2), np.int64))
+    t = TrajectoryBatch(np.zeros((4, 3), np.int64), np.zeros((4, 3), np.int64))
+    short = TrajectoryBatch(np.zeros((4, 2), np.int64), np.zeros((4, 2), np.int64))
     with pytest.raises(ValueError, match=r"trajectory pairs need states and actions of one shape "
                                          r"\(N, 3\)"):
         problem.pair_objective(np.zeros(9), 0, t, short)

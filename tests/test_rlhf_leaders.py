@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_envs.envs import rlhf
-from bilevel_envs.envs.contract_design import ContractDesign
+from bilevel_envs.envs.rlhf import problem as rlhf
+from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.rollouts import TabularOracle
+from bilevel_envs.oracles import TabularOracle
 from leaders import AMD, HPGD, ZeroOrder
 from leaders.estimators import WeightedTerms, trajectory_estimate
 
@@ -159,7 +159,7 @@ def test_hpgd_improves_likelihood_and_accuracy_on_the_default_grid():
     """The default RLHF grid (state-action reward model, β = 1), 200 iterations: the expected
     log-likelihood and the preference accuracy on 4,000 fresh pairs from π*_x both improve by
     more than 10 standard errors."""
-    from leaders.experiments.rlhf import evaluate
+    from bilevel_bench.experiments.rlhf import evaluate
 
     env = gym.make("bilevel/RLHF-v0")
     leader = HPGD(env, learning_rate=0.03, coupled_restarts=True, seed=0)
@@ -209,7 +209,7 @@ def test_hpgd_checkpoint_resume_on_rlhf(tmp_path):
 # ---------------------------------------------------------------------------- the command
 def test_bench_rlhf_smoke(tmp_path):
     """`bilevel-bench rlhf` end to end with a tiny budget: runs, table, figure."""
-    from leaders.cli import main as bench
+    from bilevel_bench.cli import main as bench
 
     args = ["rlhf", "--instances", "tiny", "grid_features", "--iterations", "4",
             "--eval-every", "2", "--eval-pairs", "100", "--seeds", "1", "--workers", "1",
@@ -228,7 +228,7 @@ def test_bench_rlhf_smoke(tmp_path):
 
 
 def test_evaluate_is_seeded_and_scores_the_true_reward_model_perfectly_on_regret():
-    from leaders.experiments.rlhf import evaluate, make_problem, true_reward_model
+    from bilevel_bench.experiments.rlhf import evaluate, make_problem, true_reward_model
 
     problem = make_problem("grid_features")
     x_true = true_reward_model(problem)

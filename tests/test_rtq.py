@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.tabular import leader_values

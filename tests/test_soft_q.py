@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import bilevel_envs  # noqa: F401  (registers the env ids)
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.followers import make_follower
 from bilevel_envs.followers import soft_q

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from leaders.benchmark import result_path, run_specs, spec_key
-from leaders.experiments.table3 import run_spec, table3_spec
+from bilevel_bench.runner import result_path, run_specs, spec_key
+from bilevel_bench.experiments.table3 import run_spec, table3_spec
 
 
 def tiny_specs(n_seeds=2, iterations=40):
@@ -78,7 +78,7 @@ def test_unknown_experiment_is_named(tmp_path):
 
 SWEEP_SCRIPT = """
 import sys
-from leaders.benchmark import run_specs
+from bilevel_bench.runner import run_specs
 from tests.test_sweeps import tiny_specs
 run_specs(tiny_specs(n_seeds=3, iterations=400), sys.argv[1], workers=1, progress=False)
 """
@@ -127,7 +127,7 @@ def test_ray_backend_runs_the_same_sweep(tmp_path):
 
 @pytest.mark.parametrize("experiment", ["contract", "rlhf"])
 def test_instance_experiments_validate_their_specs(experiment):
-    from leaders.experiments import experiment_module
+    from bilevel_bench.experiments import experiment_module
 
     module = experiment_module(experiment)
     make = module.contract_spec if experiment == "contract" else module.rlhf_spec

@@ -3,13 +3,11 @@
 import numpy as np
 import pytest
 
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import (
-    ExactSolver,
     TabularModel,
     evaluate_policy,
-    exact_hypergradient,
-    exact_objective,
     soft_policy_iteration,
     soft_value_iteration,
 )

@@ -8,14 +8,17 @@ import pytest
 
 import gymnasium as gym
 import bilevel_envs
-from bilevel_envs.envs import household as hh
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
-from bilevel_envs.envs.tax_design import (
-    GridPolicy, GridSoftVI, HouseholdEnv, HouseholdOracle, TaxDesign, TaxDesignTabular,
-    default_follower)
+from bilevel_envs.envs.tax_design import model as hh
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
+from bilevel_envs.envs.tax_design.followers import GridPolicy, GridSoftVI
+from bilevel_envs.envs.tax_design.envs import HouseholdEnv, default_follower
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.followers import FOLLOWERS, TabularPolicy
-from bilevel_envs.rollouts import GymOracle, Rollouts, TabularOracle, make_oracle
-from bilevel_envs.tabular import TabularModel, ExactSolver, exact_hypergradient, leader_values
+from bilevel_envs.oracles import GymOracle, TabularOracle, make_oracle
+from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.tabular import TabularModel, leader_values
+from bilevel_envs.exact import ExactSolver, exact_hypergradient
 from tests.conftest import check_env_strict
 from tests.test_household import chi_square_p, moments_agree
 

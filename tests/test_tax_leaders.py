@@ -9,11 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from bilevel_envs.envs.four_rooms import FourRoomsShaping
-from bilevel_envs.envs.tax_design import GridSoftVI, HouseholdOracle, TaxDesign, TaxDesignTabular
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
+from bilevel_envs.envs.tax_design.followers import GridSoftVI
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.followers import TabularPolicy
-from bilevel_envs.rollouts import TabularOracle
-from bilevel_envs.tabular import ExactSolver
+from bilevel_envs.oracles import TabularOracle
+from bilevel_envs.exact import ExactSolver
 from leaders.base import check_clip_groups, clip_by_norm
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
 from tests.conftest import z_score
@@ -179,7 +181,7 @@ def test_leader_checkpoint_keeps_clip_groups(tmp_path):
 # ---------------------------------------------------------------------------- bilevel-bench tax
 def test_tax_command_writes_summary_and_figures(tmp_path, capsys):
     """The command end to end on the tabular set-up, 3 iterations (seconds)."""
-    from leaders.cli import main
+    from bilevel_bench.cli import main
 
     out = tmp_path / "tax"
     assert main(["tax", "--setups", "tabular", "--iterations", "3", "--seeds", "1",
@@ -196,7 +198,7 @@ def test_tax_command_writes_summary_and_figures(tmp_path, capsys):
 def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
     """The soft-DQN set-up wired end to end (continuous assets, aggregated estimator)."""
     pytest.importorskip("stable_baselines3")
-    from leaders.experiments.tax import NEURAL_FOLLOWER, run_spec, tax_spec
+    from bilevel_bench.experiments.tax import NEURAL_FOLLOWER, run_spec, tax_spec
 
     tiny = {**NEURAL_FOLLOWER, "warmup_timesteps": 64, "total_timesteps": 32, "n_envs": 2,
             "algo_kwargs": {**NEURAL_FOLLOWER["algo_kwargs"], "learning_starts": 16,
@@ -213,7 +215,7 @@ def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
 @pytest.mark.parametrize("field, value", [("iterations", 0), ("learning_rate", -1.0),
                                           ("clip", "both"), ("setup", "gpu")])
 def test_malformed_tax_specs_are_rejected(field, value):
-    from leaders.experiments.tax import tax_spec, validate_spec
+    from bilevel_bench.experiments.tax import tax_spec, validate_spec
 
     spec = tax_spec("tabular", "hpgd", 0)
     validate_spec(spec)
@@ -227,7 +229,7 @@ def test_malformed_tax_specs_are_rejected(field, value):
 def test_tabular_setup_reproduces_the_papers_tax_trends():
     """HPGD with exact households, 2 seeds × 60 iterations: welfare +20 % or more, income tax
     up to ≈ 0.6, VAT on good 2 (most preferred) at 0, VAT on good 3 (least preferred) highest."""
-    from leaders.experiments.tax import run_spec, tax_spec
+    from bilevel_bench.experiments.tax import run_spec, tax_spec
 
     for seed in range(2):
         result = run_spec(tax_spec("tabular", "hpgd", seed, iterations=60))
@@ -237,7 +239,7 @@ def test_tabular_setup_reproduces_the_papers_tax_trends():
 
 
 def test_paper_budget_specs_carry_the_authors_scale():
-    from leaders.experiments.tax import PAPER_FOLLOWER, build_specs
+    from bilevel_bench.experiments.tax import PAPER_FOLLOWER, build_specs
 
     specs = build_specs(["tabular", "neural"], ["hpgd", "zero_order"], range(1),
                         paper_budget=True)

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 
 from bilevel_envs.envs.tabular_env import TabularMDPEnv
-from bilevel_envs.problem import BilevelProblem, contract
+from bilevel_envs.problem import BilevelProblem, weighted_sum
 from bilevel_envs.tabular import TabularModel
 
 
@@ -100,17 +100,17 @@ class GarnetProblem(BilevelProblem):
         return self.L0[self.context_index(context)][obs, actions] + self.L1[obs, actions] @ x
 
     def grad_follower_reward(self, x, context, obs, actions, next_obs, weights=None):
-        return contract(self.R1[obs, actions], weights)
+        return weighted_sum(self.R1[obs, actions], weights)
 
     def grad_leader_reward(self, x, context, obs, actions, next_obs, weights=None):
-        return contract(self.L1[obs, actions], weights)
+        return weighted_sum(self.L1[obs, actions], weights)
 
     def grad_log_transition(self, x, context, obs, actions, next_obs, weights=None):
         # Valid for transitions that continue; estimators weight terminal ones by V = 0.
         p_hat = _softmax(self.B[obs, actions] + self.C[obs, actions] @ x)
         mean_c = np.einsum("np,npd->nd", p_hat, self.C[obs, actions])
-        return contract(self.C[obs, actions, next_obs] - mean_c, weights)
+        return weighted_sum(self.C[obs, actions, next_obs] - mean_c, weights)
 
     def grad_log_initial(self, x, context, obs, weights=None):
         mu = _softmax(self.b + self.D @ x)
-        return contract(self.D[obs] - mu @ self.D, weights)
+        return weighted_sum(self.D[obs] - mu @ self.D, weights)

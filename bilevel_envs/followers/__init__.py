@@ -20,7 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bilevel_envs.followers.base import Follower, FollowerResponse, Policy, TabularPolicy
+from bilevel_envs.followers.base import Follower, FollowerResponse
+from bilevel_envs.policies import Policy, TabularPolicy
 
 #: name -> "module:Class"; modules are imported on first use (SB3/torch load lazily).
 FOLLOWERS: dict[str, str] = {

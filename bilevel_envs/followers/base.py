@@ -4,52 +4,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bilevel_envs.policies import Policy
+
 if TYPE_CHECKING:
     from bilevel_envs.problem import BilevelProblem
-
-
-@runtime_checkable
-class Policy(Protocol):
-    """A stochastic policy over ``n_actions`` discrete actions."""
-
-    n_actions: int
-
-    def action_probs(self, obs: Any) -> np.ndarray:
-        """``π(·|s)`` for a batch of observations: shape ``(batch, n_actions)``."""
-
-    def sample(self, obs: Any, rng: np.random.Generator) -> np.ndarray:
-        """One action per observation, drawn with ``rng``."""
-
-
-class TabularPolicy:
-    """A policy given by a probability table ``(n_states, n_actions)`` over integer observations.
-
-    Args:
-        table: row-stochastic array; row ``s`` is ``π(·|s)``.
-    """
-
-    def __init__(self, table: np.ndarray):
-        table = np.asarray(table, dtype=np.float64)
-        if table.ndim != 2:
-            raise ValueError(f"table must have shape (n_states, n_actions); got {table.shape}")
-        if not np.all(np.isfinite(table)):
-            raise FloatingPointError("policy table contains NaN or inf")
-        self.table = table
-        self.n_actions = table.shape[1]
-
-    def action_probs(self, obs: Any) -> np.ndarray:
-        return self.table[np.asarray(obs, dtype=np.int64)]
-
-    def sample(self, obs: Any, rng: np.random.Generator) -> np.ndarray:
-        probs = np.atleast_2d(self.action_probs(obs))
-        cdf = np.cumsum(probs, axis=-1)
-        u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
-        actions = np.minimum((u >= cdf).sum(-1), self.n_actions - 1)
-        return actions.reshape(np.shape(obs))
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bilevel_envs.followers._checks import check_int
+from bilevel_envs.validation import check_int
 from bilevel_envs.followers.base import Follower, FollowerResponse
-from bilevel_envs.rollouts import _sample_rows
+from bilevel_envs.policies import sample_rows
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -119,7 +119,7 @@ class SB3Policy:
     def sample(self, obs: Any, rng: np.random.Generator) -> np.ndarray:
         """One action per observation, drawn by inverse CDF with ``rng``."""
         probs = self.action_probs(obs)
-        return _sample_rows(probs, rng.random(probs.shape[0]))
+        return sample_rows(probs, rng.random(probs.shape[0]))
 
     def __repr__(self) -> str:
         return f"SB3Policy({type(self.policy).__name__}, n_actions={self.n_actions})"

@@ -25,9 +25,10 @@ import numba as nb
 import numpy as np
 
 from bilevel_envs._kernels import _first_above
-from bilevel_envs.followers._checks import check_int
-from bilevel_envs.followers.base import Follower, FollowerResponse, TabularPolicy
-from bilevel_envs.rollouts import sampling_tables
+from bilevel_envs.validation import check_int
+from bilevel_envs.followers.base import Follower, FollowerResponse
+from bilevel_envs.policies import TabularPolicy
+from bilevel_envs.oracles import sampling_tables
 from bilevel_envs.tabular import expected_next, soft_max_value, softmax_policy
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the env ids)
-from bilevel_envs.tabular import ExactSolver
+from bilevel_envs.exact import ExactSolver
 
 
 def run(follower: str, follower_kwargs: dict[str, Any] | None = None, leader_steps: int = 4,

@@ -6,7 +6,8 @@ import gymnasium as gym
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the env ids)
-from bilevel_envs.envs.contract_design import FAILURE, HIGH, LOW, SUCCESS, WORK, ContractDesign
+from bilevel_envs.envs.contract_design.model import FAILURE, HIGH, LOW, SUCCESS, WORK
+from bilevel_envs.envs.contract_design.problem import ContractDesign
 from leaders import HPGD
 
 PROBLEM_KWARGS = dict(instance="project", lam=0.05, cost_scales=(1.0, 1.5))

@@ -16,7 +16,8 @@ import gymnasium as gym
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the env ids)
-from bilevel_envs.envs.contract_design import FAILURE, HIGH, LOW, SUCCESS, WORK, ContractDesign
+from bilevel_envs.envs.contract_design.model import FAILURE, HIGH, LOW, SUCCESS, WORK
+from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.rollouts import Rollouts
 from leaders import HPGD
 from leaders.estimators import every_visit_estimate

@@ -4,7 +4,7 @@ Fill in every part marked ``# TODO``. Keep the names and signatures: the grader 
 Until you fill them in, the functions return placeholders, so the grader still runs and tells
 you what is missing:
 
-    python -m bilevel_envs.grading design examples/teaching/design/design.py
+    python -m bilevel_teaching design examples/teaching/design/design.py
 
 ``problem`` is a :class:`bilevel_envs.envs.contract_design.ContractDesign` of the ``"project"``
 instance. Useful attributes: ``problem.spec.P`` ``(S, A, S)``, ``problem.spec.costs`` ``(S, A)``
@@ -20,14 +20,14 @@ import gymnasium as gym
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the env ids)
-from bilevel_envs.envs.contract_design import (  # noqa: F401  (for your solution)
+from bilevel_envs.envs.contract_design.model import (  # noqa: F401  (for your solution)
     FAILURE,
     HIGH,
     LOW,
     SUCCESS,
     WORK,
-    ContractDesign,
 )
+from bilevel_envs.envs.contract_design.problem import ContractDesign
 from leaders import AMD, HPGD, ZeroOrder  # noqa: F401  (pick one)
 from leaders.base import Leader
 
@@ -76,8 +76,8 @@ def design_contract(seed: int) -> Leader:
 
 if __name__ == "__main__":
     # Your design and the agents' response (not graded; the numbers for your report, 1.4).
-    from bilevel_envs.envs.contract_design import project_optimum
-    from bilevel_envs.tabular import exact_objective
+    from bilevel_envs.envs.contract_design.closed_forms import project_optimum
+    from bilevel_envs.exact import exact_objective
 
     leader = design_contract(seed=0)
     problem = leader.problem

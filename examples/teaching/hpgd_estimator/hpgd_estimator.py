@@ -4,7 +4,7 @@ Fill in every part marked ``# TODO``. Keep the names and signatures: the grader 
 you fill them in, the functions return zeros, so the grader still runs and tells you what is
 missing:
 
-    python -m bilevel_envs.grading hpgd_estimator \
+    python -m bilevel_teaching hpgd_estimator \
         examples/teaching/hpgd_estimator/hpgd_estimator.py
 
 What you are given (see the sheet for the details):
@@ -130,7 +130,7 @@ def expected_sampled_transitions(gamma: float, leader_gamma: float) -> float:
 if __name__ == "__main__":
     # Try your estimator against the exact answer (not graded): the grader's setup gives you the
     # same problem, oracle and exact values it uses.
-    from bilevel_envs.grading.hpgd_estimator import setup
+    from bilevel_teaching.assignments.hpgd_estimator import setup
 
     su = setup(context=0)
     estimates = hypergradient_estimates(su.problem, su.x, su.context, su.oracle,

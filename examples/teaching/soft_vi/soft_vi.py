@@ -4,7 +4,7 @@ Fill in every part marked ``# TODO``. Keep the function names and signatures: th
 them. Until you fill them in, the functions return placeholders (zeros, uniform policies) so the
 grader can still run and tell you what is missing:
 
-    python -m bilevel_envs.grading soft_vi examples/teaching/soft_vi/soft_vi.py
+    python -m bilevel_teaching soft_vi examples/teaching/soft_vi/soft_vi.py
 
 Rules: NumPy only (no calls into ``bilevel_envs.tabular`` solvers, that is what you are writing);
 ``model`` is a :class:`bilevel_envs.tabular.TabularModel` with ``model.P`` ``(S, A, S)``,

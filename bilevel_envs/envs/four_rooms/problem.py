@@ -1,0 +1,151 @@
+"""Four-Rooms reward shaping as a :class:`~bilevel_envs.BilevelProblem` (paper §5.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from bilevel_envs.envs.four_rooms.model import (
+    DEFAULT_MOVE_PROB,
+    GOAL_STATES,
+    GOALS,
+    MAX_EPISODE_STEPS,
+    N_ACTIONS,
+    N_CELLS,
+    N_PARAMS,
+    PENALTY_SCALE,
+    START_STATE,
+    X_BOUND,
+    follower_state_reward,
+    leader_state_reward,
+    penalty_jacobian,
+    softmax,
+    total_penalty_grad,
+    transition_tensor,
+)
+from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.tabular import TabularModel
+
+class FourRoomsShaping(BilevelProblem):
+    """The Four-Rooms reward-shaping problem (paper §5.1) as a :class:`BilevelProblem`.
+
+    * ``x ∈ [−30, 30]^105``: softmax logits, one per free cell (state order) plus an unused-budget
+      slot; penalties ``r̃ = −0.2 softmax(x)[:104]`` (total budget 0.2).
+    * Contexts: the two goals ``(1, 9)`` and ``(11, 11)``, uniform.
+    * Follower reward ``r(s) = 1{s = G_ξ} + r̃(s) 1{s ≠ G_ξ}``, collected on the pre-step state; the
+      step taken from the goal ends the episode.
+    * Leader reward ``r̄(s) = 1{s = (8,4)} − β 1{s = G_ξ} Σ_c |r̃(c)|``.
+
+    Args:
+        lam: follower entropy weight λ.
+        beta: leader's weight β on the total penalty it implements.
+        move_prob: probability that the chosen move happens; the other three directions share
+            the rest (default 2/3; the paper's Table 3 numbers were produced with 0.56).
+        gamma: discount of both levels (0.99).
+    """
+
+    is_tabular = True
+    follower_env_id = "bilevel/FourRooms-v0"
+
+    def __init__(self, lam: float = 0.001, beta: float = 1.0,
+                 move_prob: float = DEFAULT_MOVE_PROB, gamma: float = 0.99):
+        if not (np.isfinite(lam) and lam > 0):
+            raise ValueError(f"lam must be a positive number; got {lam}")
+        if not (np.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a non-negative number; got {beta}")
+        if not 0.0 <= move_prob <= 1.0:
+            raise ValueError(f"move_prob must be in [0, 1]; got {move_prob}")
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1); got {gamma}")
+        self.lam, self.beta, self.move_prob = float(lam), float(beta), float(move_prob)
+        self.gamma = self.leader_gamma = float(gamma)
+        self.x_space = spaces.Box(-X_BOUND, X_BOUND, shape=(N_PARAMS,), dtype=np.float64)
+        self.follower_action_space = spaces.Discrete(N_ACTIONS)
+        self.follower_observation_space = spaces.Discrete(N_CELLS)
+        self.max_episode_steps = MAX_EPISODE_STEPS
+        self.context_values = GOALS
+        self.context_probs = np.full(len(GOALS), 1.0 / len(GOALS))
+        self._mu = np.zeros(N_CELLS)
+        self._mu[START_STATE] = 1.0
+        self._caches: dict[int, dict] = {i: {} for i in range(len(GOALS))}
+        self._last_model: dict[int, tuple[np.ndarray, TabularModel]] = {}
+
+    @property
+    def x_init(self) -> np.ndarray:
+        return np.zeros(N_PARAMS)
+
+    def sample_x_init(self, rng: np.random.Generator) -> np.ndarray:
+        """``N(0, 0.01²)`` logits, as in the authors' code (an almost uniform penalty)."""
+        return rng.normal(0.0, 0.01, size=N_PARAMS)
+
+    def context_name(self, context: Any) -> str:
+        i = self.context_index(context)
+        return f"G{i + 1} {GOALS[i]}"
+
+    # ------------------------------------------------------------------ models and envs
+    def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
+        ctx = self.context_index(context)
+        x = self.check_x(x)
+        # A leader step asks for the same (x, ξ) twice (follower solve, sampler): reuse it.
+        last = self._last_model.get(ctx)
+        if last is not None and np.array_equal(last[0], x):
+            return last[1]
+        model = self._build_model(x, ctx)
+        self._last_model[ctx] = (x, model)
+        return model
+
+    def _build_model(self, x: np.ndarray, ctx: int) -> TabularModel:
+        goal = GOAL_STATES[ctx]
+        sigma = softmax(x)
+        dr_state = penalty_jacobian(sigma)
+        dr_state[goal] = 0.0
+        dr_leader_state = np.zeros((N_CELLS, N_PARAMS))
+        dr_leader_state[goal] = -self.beta * total_penalty_grad(sigma)
+        shape = (N_CELLS, N_ACTIONS)
+        return TabularModel(
+            P=transition_tensor(self.move_prob, goal),
+            r=np.broadcast_to(follower_state_reward(sigma, goal)[:, None], shape),
+            r_leader=np.broadcast_to(leader_state_reward(sigma, goal, self.beta)[:, None], shape),
+            mu=self._mu, gamma=self.gamma, leader_gamma=self.leader_gamma,
+            dr=np.broadcast_to(dr_state[:, None, :], shape + (N_PARAMS,)),
+            dr_leader=np.broadcast_to(dr_leader_state[:, None, :], shape + (N_PARAMS,)),
+            cache=self._caches[ctx],
+        )
+
+    # ------------------------------------------------------------------ per-transition terms
+    def follower_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:
+        goal = GOAL_STATES[self.context_index(context)]
+        return follower_state_reward(softmax(x), goal)[np.asarray(obs)]
+
+    def leader_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:
+        goal = GOAL_STATES[self.context_index(context)]
+        return leader_state_reward(softmax(x), goal, self.beta)[np.asarray(obs)]
+
+    def grad_follower_reward(self, x, context, obs, actions, next_obs, weights=None):
+        goal = GOAL_STATES[self.context_index(context)]
+        sigma = softmax(x)
+        obs = np.asarray(obs)
+        if weights is None:
+            jac = penalty_jacobian(sigma)
+            jac[goal] = 0.0
+            return jac[obs]
+        # Σ_n w_n ∂r̃(s_n) = −0.2 (c ⊙ σ − (c·σ) σ) with c the weight per cell (goal excluded).
+        c = np.bincount(obs, weights=weights, minlength=N_CELLS)
+        c[goal] = 0.0
+        out = -PENALTY_SCALE * (c @ sigma[:N_CELLS]) * sigma
+        out[:N_CELLS] += PENALTY_SCALE * c * sigma[:N_CELLS]
+        return -out
+
+    def grad_leader_reward(self, x, context, obs, actions, next_obs, weights=None):
+        goal = GOAL_STATES[self.context_index(context)]
+        obs = np.asarray(obs)
+        g = -self.beta * total_penalty_grad(softmax(x))
+        if weights is None:
+            return np.where((obs == goal)[:, None], g[None, :], 0.0)
+        return float(np.sum(np.asarray(weights)[obs == goal])) * g
+
+    def __repr__(self) -> str:
+        return (f"FourRoomsShaping(lam={self.lam}, beta={self.beta}, "
+                f"move_prob={self.move_prob:.4g})")

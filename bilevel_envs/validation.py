@@ -1,0 +1,35 @@
+"""Argument checks shared across the library: a bad value gets an error naming the argument and
+the allowed range."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an ``int``.
+
+    Raises:
+        ValueError: naming ``name``, unless ``value`` is an integer ``>= minimum`` (a bool is not).
+    """
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_indices(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
+    """Validate an array of integer indices in ``0..n-1`` (e.g. start states) as ``int64``.
+
+    Raises:
+        ValueError: naming ``name`` and the range, for a non-integer dtype or an index outside it.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got range "
+                         f"[{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)

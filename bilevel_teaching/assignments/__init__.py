@@ -1,0 +1,1 @@
+"""Assignment definitions: one grader module per assignment of ``examples/teaching/``."""
