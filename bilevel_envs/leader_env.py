@@ -12,6 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from bilevel_envs.followers import FollowerResponse, make_follower
+from bilevel_envs.plain_data import to_plain_data
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.oracles import TrajectoryOracle, make_oracle
@@ -154,7 +155,7 @@ class LeaderEnv(gym.Env):
         are arrays (soft VI / soft Q tables). Other warm starts (e.g. SB3 models) are dropped:
         after :meth:`set_state` those followers restart cold.
         """
-        data: dict[str, Any] = {"t": self._t, "rng": _jsonable(self.np_random.bit_generator.state),
+        data: dict[str, Any] = {"t": self._t, "rng": to_plain_data(self.np_random.bit_generator.state),
                                 "warm_contexts": []}
         arrays: dict[str, np.ndarray] = {}
         for context, warm in self._warm.items():
@@ -226,16 +227,3 @@ class LeaderEnv(gym.Env):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.problem!r}, follower={self.follower!r}, "
                 f"contexts={self.context_mode!r})")
-
-
-def _jsonable(value: Any) -> Any:
-    """Bit-generator states contain numpy ints; make them plain JSON data."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value

@@ -7,7 +7,8 @@
 """
 
 from leaders.amd import AMD
-from leaders.base import Callback, CheckpointCallback, Leader
+from leaders.base import Leader
+from leaders.callbacks import Callback, CheckpointCallback
 from leaders.hpgd import HPGD
 from leaders.hpgd_rtq import HPGDRTQ
 from leaders.zero_order import ZeroOrder

@@ -1,9 +1,10 @@
 """`Leader`: projected gradient ascent on the leader objective J(x), shared by every algorithm.
 
-Subclasses supply one method, :meth:`Leader.estimate_gradient`; this module owns the rest:
-gradient-norm clipping (paper App. F.2.2), SGD or Adam steps, the projection onto ``X``, seeding,
-callbacks, a progress bar, CSV/TensorBoard logs, periodic exact evaluation on tabular problems,
-and checkpoints (``.npz`` with a JSON header; loading never executes code) with exact resume.
+Subclasses supply one method, :meth:`Leader.estimate_gradient`; this module owns the loop: the
+clipped ascent step (:mod:`leaders.optim`), the projection onto ``X``, seeding, the env's episodes,
+callbacks (:mod:`leaders.callbacks`), a progress bar, CSV/TensorBoard logs, periodic exact
+evaluation on tabular problems, and checkpoints (``.npz`` with a JSON header; loading never
+executes code) with exact resume.
 """
 
 from __future__ import annotations
@@ -13,143 +14,20 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.exact import ExactSolver, exact_objective
+from bilevel_envs.plain_data import to_plain_data
+from bilevel_envs.problem import BilevelProblem
+from leaders.callbacks import as_callbacks
+from leaders.optim import OPTIMIZERS, check_clip_groups, clip_by_norm
 
 FORMAT_VERSION = 1
-
-
-# ---------------------------------------------------------------------------- optimisers
-class Optimizer:
-    """Ascent step on ``x`` from a (clipped) gradient estimate. ``state`` is plain arrays."""
-
-    name = "sgd"
-
-    def __init__(self, learning_rate: float):
-        if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number; got {learning_rate}")
-        self.learning_rate = float(learning_rate)
-        self.state: dict[str, np.ndarray] = {}
-
-    def step(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        return x + self.learning_rate * grad
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba) for ascent, with bias correction."""
-
-    name = "adam"
-
-    def __init__(self, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8):
-        super().__init__(learning_rate)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-
-    def step(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        if not self.state:
-            self.state = {"m": np.zeros_like(x), "v": np.zeros_like(x), "t": np.zeros(())}
-        s = self.state
-        s["t"] = s["t"] + 1
-        s["m"] = self.beta1 * s["m"] + (1 - self.beta1) * grad
-        s["v"] = self.beta2 * s["v"] + (1 - self.beta2) * grad**2
-        m_hat = s["m"] / (1 - self.beta1 ** s["t"])
-        v_hat = s["v"] / (1 - self.beta2 ** s["t"])
-        return x + self.learning_rate * m_hat / (np.sqrt(v_hat) + self.eps)
-
-
-OPTIMIZERS = {"sgd": Optimizer, "adam": Adam}
-
-
-def clip_by_norm(grad: np.ndarray, max_norm: float | None,
-                 groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """Scale ``grad`` down to Euclidean norm ``max_norm`` if it is longer (``None``: no clip);
-    with ``groups`` (lists of flat indices), each group of coordinates separately."""
-    if max_norm is None:
-        return grad
-    if groups is not None:
-        out = np.array(grad, dtype=np.float64)
-        flat = out.reshape(-1)
-        for group in groups:
-            flat[list(group)] = clip_by_norm(flat[list(group)], max_norm)
-        return out
-    norm = float(np.linalg.norm(grad))
-    return grad * (max_norm / norm) if norm > max_norm else grad
-
-
-def check_clip_groups(groups: Any, size: int) -> list[list[int]] | None:
-    """Validate ``clip_groups``: disjoint lists of flat indices covering ``0..size−1``."""
-    if groups is None:
-        return None
-    try:
-        out = [[int(i) for i in group] for group in groups]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"clip_groups must be lists of integer indices; got {groups!r}") from exc
-    flat = sorted(i for group in out for i in group)
-    if flat != list(range(size)) or any(not group for group in out):
-        raise ValueError(f"clip_groups must split the {size} coordinates of x into non-empty, "
-                         f"disjoint groups covering each index once; got {groups!r}")
-    return out
-
-
-# ---------------------------------------------------------------------------- callbacks
-class Callback:
-    """SB3-style hook into :meth:`Leader.learn`. Return ``False`` from :meth:`on_step` to stop."""
-
-    def on_training_start(self, leader: Leader) -> None:
-        """Called once at the start of ``learn``."""
-
-    def on_step(self, leader: Leader, record: dict[str, Any]) -> bool:
-        """Called after every iteration with that iteration's history record."""
-        return True
-
-    def on_training_end(self, leader: Leader) -> None:
-        """Called once when ``learn`` ends (also after an early stop)."""
-
-
-class FunctionCallback(Callback):
-    """Wraps ``fn(leader, record) -> bool | None``."""
-
-    def __init__(self, fn: Callable[[Leader, dict[str, Any]], bool | None]):
-        self.fn = fn
-
-    def on_step(self, leader, record):
-        return self.fn(leader, record) is not False
-
-
-class CheckpointCallback(Callback):
-    """Save the leader every ``save_every`` iterations to ``path`` (atomically), and at the end."""
-
-    def __init__(self, path: str | os.PathLike, save_every: int):
-        if save_every < 1:
-            raise ValueError(f"save_every must be >= 1; got {save_every}")
-        self.path, self.save_every = Path(path), int(save_every)
-
-    def on_step(self, leader, record):
-        if leader.num_iterations % self.save_every == 0:
-            leader.save(self.path)
-        return True
-
-    def on_training_end(self, leader):
-        leader.save(self.path)
-
-
-def _as_callbacks(callback) -> list[Callback]:
-    if callback is None:
-        return []
-    if isinstance(callback, Callback):
-        return [callback]
-    if callable(callback):
-        return [FunctionCallback(callback)]
-    if isinstance(callback, Iterable):
-        return [c for cb in callback for c in _as_callbacks(cb)]
-    raise TypeError(f"callback must be a Callback, a function or a list of them; got {callback!r}")
 
 
 # ---------------------------------------------------------------------------- the leader
@@ -212,6 +90,7 @@ class Leader(abc.ABC):
         self.tensorboard, self.verbose, self.log_interval = tensorboard, verbose, log_interval
         self._records: list[dict[str, Any]] = []
         self._env_ready = False
+        self._env_resets = 0
         self._exact: ExactSolver | None = None
         self._writer = None
 
@@ -236,6 +115,15 @@ class Leader(abc.ABC):
         return np.clip(centre, low, high)
 
     # ------------------------------------------------------------------ algorithm hook
+    def query(self, x: np.ndarray) -> tuple[float, dict[str, Any]]:
+        """One oracle query: ``env.step(x)``; returns the reward (the env's estimate of ``J(x)``)
+        and the info dict. The env's episodes are the loop's business: when a step ends the
+        episode (the env's horizon), the next iteration starts a new one with ``reset``."""
+        _, reward, terminated, truncated, info = self.env.step(x)
+        if terminated or truncated:
+            self._env_ready = False
+        return float(reward), info
+
     @abc.abstractmethod
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Estimate ``dJ/dx`` at :attr:`x`; return it with plain-data diagnostics.
@@ -285,7 +173,7 @@ class Leader(abc.ABC):
                                      f"the iteration; got {eval_every!r}")
                 every = int(eval_every)
                 eval_every = lambda t: t % every == 0  # noqa: E731
-        callbacks = _as_callbacks(callback)
+        callbacks = as_callbacks(callback)
         bar = _progress_bar(n_iterations) if progress_bar else None
         for cb in callbacks:
             cb.on_training_start(self)
@@ -308,7 +196,9 @@ class Leader(abc.ABC):
 
     def _iterate(self, eval_every: Callable[[int], bool] | None) -> dict[str, Any]:
         if not self._env_ready:
-            self.env.reset(seed=self._env_seed)
+            # Seeded once; later episodes continue the env's random stream.
+            self.env.reset(seed=self._env_seed if self._env_resets == 0 else None)
+            self._env_resets += 1
             self._env_ready = True
         t = self.num_iterations
         x_t = self.x
@@ -335,8 +225,6 @@ class Leader(abc.ABC):
                 record[key] = value
         if "contexts" in info:
             record["contexts"] = list(info["contexts"])
-        if info.get("truncated"):
-            self._env_ready = False  # the env's episode (horizon) ended: reset next time
         self._records.append(record)
         return record
 
@@ -362,6 +250,12 @@ class Leader(abc.ABC):
         return np.asarray(self._exact.context_values(self.x if x is None else x).objective)
 
     # ------------------------------------------------------------------ history
+    @property
+    def records(self) -> tuple[dict[str, Any], ...]:
+        """One plain-data record per iteration (what :attr:`history` tabulates, plus the
+        ``"contexts"`` each iteration served)."""
+        return tuple(self._records)
+
     @property
     def history(self) -> dict[str, np.ndarray]:
         """Per-iteration records as arrays (``NaN`` where a value was not recorded)."""
@@ -429,8 +323,9 @@ class Leader(abc.ABC):
         header = {
             "format_version": FORMAT_VERSION, "class": type(self).__name__,
             "hyperparameters": self.hyperparameters(), "num_iterations": self.num_iterations,
-            "rng": _plain(self.rng.bit_generator.state), "env_seed": self._env_seed,
-            "env_ready": self._env_ready, "env": env_data, "extra": extra_data,
+            "rng": to_plain_data(self.rng.bit_generator.state), "env_seed": self._env_seed,
+            "env_ready": self._env_ready, "env_resets": self._env_resets, "env": env_data,
+            "extra": extra_data,
             "records": self._records,
         }
         arrays = {"x": self.x}
@@ -442,7 +337,7 @@ class Leader(abc.ABC):
         os.close(fd)
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, header=np.array(json.dumps(_plain(header))), **arrays)
+                np.savez(f, header=np.array(json.dumps(to_plain_data(header))), **arrays)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -471,11 +366,12 @@ class Leader(abc.ABC):
         leader.rng.bit_generator.state = header["rng"]
         leader._env_seed = int(header["env_seed"])
         leader._records = header["records"]
-        if header["env_ready"] and header["env"]:
+        leader._env_resets = int(header.get("env_resets", 0))
+        if header["env"] and (header["env_ready"] or leader._env_resets):
             env.reset()  # satisfies the wrappers' reset-before-step; the state is replaced next
             env.unwrapped.set_state(header["env"], {k[4:]: v for k, v in arrays.items()
                                                     if k.startswith("env_")})
-            leader._env_ready = True
+            leader._env_ready = bool(header["env_ready"])
         leader._set_extra_state(header["extra"], {k[6:]: v for k, v in arrays.items()
                                                   if k.startswith("extra_")})
         return leader
@@ -484,23 +380,6 @@ class Leader(abc.ABC):
         params = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items()
                            if k != "algorithm")
         return f"{type(self).__name__}({params})"
-
-
-def _plain(value: Any) -> Any:
-    """Make numpy scalars/arrays inside nested containers JSON-serialisable."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 def _progress_bar(total: int):

@@ -109,12 +109,11 @@ class HPGD(Leader):
 
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
         # The followers respond to x_t; we observe their trajectories (and the env's J estimate).
-        _, reward, _, truncated, info = self.env.step(self.x)
+        reward, info = self.query(self.x)
         grad = np.zeros(self.problem.n_params)
         for i, (context, weight) in enumerate(zip(info["contexts"], info["context_weights"])):
             grad += weight * self._follower_gradient(i, context, info)
-        return grad, {"objective_estimate": reward, "contexts": info["contexts"],
-                      "truncated": truncated}
+        return grad, {"objective_estimate": reward, "contexts": info["contexts"]}
 
     def _follower_gradient(self, i: int, context: int, info: dict[str, Any]) -> np.ndarray:
         """The estimate of ``dJ_ξ/dx`` from follower ``i`` of the last env step."""

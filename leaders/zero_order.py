@@ -58,11 +58,11 @@ class ZeroOrder(Leader):
         z = self.rng.standard_normal(self.x.shape)
         perturbed = np.clip(self.x + u * z, self.x_space.low, self.x_space.high)
         with self._paired_queries():
-            _, f0, _, truncated0, info = self.env.step(self.x)
-            _, f1, _, truncated1, _ = self.env.step(perturbed)
+            f0, info = self.query(self.x)
+            f1, _ = self.query(perturbed)
         grad = (f1 - f0) / u * z
-        return grad, {"objective_estimate": float(f0), "contexts": info.get("contexts", []),
-                      "truncated": bool(truncated0 or truncated1), "perturbation": u}
+        return grad, {"objective_estimate": f0, "contexts": info.get("contexts", []),
+                      "perturbation": u}
 
     def _paired_queries(self):
         crn = getattr(self.env.unwrapped, "common_random_numbers", None)

@@ -10,7 +10,7 @@ import pytest
 from bilevel_envs.envs.contract_design import closed_forms as cd
 from bilevel_envs.exact import ExactSolver
 from leaders import AMD
-from leaders.base import clip_by_norm
+from leaders.optim import clip_by_norm
 from bilevel_bench.cli import main as bench
 from bilevel_bench.experiments import contract
 

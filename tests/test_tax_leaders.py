@@ -16,7 +16,7 @@ from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
 from bilevel_envs.exact import ExactSolver
-from leaders.base import check_clip_groups, clip_by_norm
+from leaders.optim import check_clip_groups, clip_by_norm
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
 from tests.conftest import z_score
 

@@ -178,7 +178,7 @@ def make_leader(spec: dict[str, Any]):
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one spec, scoring the iterates every ``eval_every`` iterations with :func:`evaluate`
     (its own generator: the same evaluation pairs' randomness at every point of the curve)."""
-    from leaders.base import Callback
+    from leaders.callbacks import Callback
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     spec = {**DEFAULTS, **HYPERPARAMETERS[spec["algorithm"]], **spec}

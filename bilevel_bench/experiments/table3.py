@@ -136,7 +136,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     iterations = history["iteration"][evaluated]
     per_context = np.stack([history[f"exact_context_{i}"][evaluated]
                             for i in range(leader.problem.n_contexts)], axis=1)
-    sampled = np.array([record["contexts"][0] for record in leader._records])[evaluated]
+    sampled = np.array([record["contexts"][0] for record in leader.records])[evaluated]
     tail = iterations >= n - last
     return {
         "key": spec_key(spec), "spec": spec, "seconds": seconds, "cpu_seconds": cpu_seconds,

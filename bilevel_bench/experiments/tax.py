@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_envs.plain_data import to_plain_data
+
 from bilevel_bench.runner import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
                                add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
                                trailing_mean)
@@ -208,7 +210,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "key": spec_key(spec), "spec": spec, "seconds": seconds, "cpu_seconds": cpu_seconds,
         "eval_seconds": eval_seconds, "eval_cpu_seconds": eval_cpu_seconds,
-        "hyperparameters": _plain(leader.hyperparameters()),
+        "hyperparameters": to_plain_data(leader.hyperparameters()),
         "metrics": {
             "welfare_gain_exact": float(grid_welfare[-1] / grid_welfare[0] - 1),
             "welfare_gain_mc": mc_welfare_gain(mc),
@@ -247,12 +249,6 @@ def _one_torch_thread() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
-
-
-def _plain(value: Any) -> Any:
-    from leaders.base import _plain as plain
-
-    return plain(value)
 
 
 # ---------------------------------------------------------------------------- aggregation

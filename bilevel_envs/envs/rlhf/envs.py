@@ -11,7 +11,6 @@ from gymnasium import spaces
 
 from bilevel_envs.envs.rlhf.problem import PROBLEM_KWARGS, RLHFProblem
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.rollouts import Rollouts
 
 
 class PreferenceGridEnv(gym.Env):
