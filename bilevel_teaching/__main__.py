@@ -10,14 +10,15 @@ import argparse
 import json
 import sys
 
-from bilevel_teaching import ASSIGNMENTS, DEFAULT_TIMEOUT, check_timeout, grade
+from bilevel_teaching import ASSIGNMENTS, DEFAULT_TIMEOUT, MAX_TIMEOUT, check_timeout, grade
 
 
 def _seconds(text: str) -> float:
     try:
         return check_timeout(float(text))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace("timeout", "--timeout", 1)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout must be a number of seconds in (0, "
+                                         f"{MAX_TIMEOUT:g}]; got {text!r}") from None
 
 
 def _seed(text: str) -> int:

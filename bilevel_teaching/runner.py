@@ -55,6 +55,9 @@ DEFAULT_TIMEOUT = 120.0
 #: the environment variable that marks the processes of one grading (for the final sweep)
 TOKEN_VARIABLE = "BILEVEL_GRADING_TOKEN"
 _OUTPUT_TAIL = 1500  # characters of the submission's output shown when it crashes
+_MALFORMED = ("the grading process sent malformed output {when} ({error}), so nothing it sent "
+              "counts. Return your answers from your functions; do not write to the grader's "
+              "channels.")
 _LINK_LENGTH = 100  # characters of a cause's feedback quoted in a follow-on failure
 
 
@@ -313,9 +316,10 @@ class _Grading:
                 raise ImportFailure(f"the grading process exited (code {gone.code}) while "
                                     "importing your file." + shown) from None
             raise
-        except ProtocolError:
+        except ProtocolError as error:
             child.stop()
-            raise
+            raise ImportFailure(_MALFORMED.format(error=error, when="while importing your file")
+                                ) from None
         if isinstance(message, dict) and message.get("kind") == "import_error":
             child.stop()
             try:
@@ -326,7 +330,8 @@ class _Grading:
             raise ImportFailure(text)
         if not (isinstance(message, dict) and message.get("kind") == "ready"):
             child.stop()
-            raise ProtocolError("an unexpected first message")
+            raise ImportFailure(_MALFORMED.format(error="an unexpected first message",
+                                                  when="while importing your file"))
         return child
 
     def run_calls(self, index: int, plan: Plan) -> Results:
@@ -390,10 +395,8 @@ class _Grading:
                     "does your code call os._exit(), or run out of memory or CPU time?" + shown))
             except ProtocolError as error:
                 self.stop_child()
-                self.verdicts[index] = _Verdict("error", 0.0, (
-                    f"the grading process sent malformed output ({error}): the check gets no "
-                    "points. Return your answers from your functions; do not write to the "
-                    "grader's channels."))
+                self.verdicts[index] = _Verdict("error", 0.0, _MALFORMED.format(
+                    error=error, when="during this check"))
 
     def judge(self) -> None:
         """Judge every collected output (every child is gone by now)."""
