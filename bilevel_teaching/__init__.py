@@ -102,5 +102,13 @@ def grade(assignment: str, submission: str | Path, timeout: float = DEFAULT_TIME
                   results=results, written=module.WRITTEN)
 
 
-__all__ = ["ASSIGNMENTS", "CheckResult", "DEFAULT_TIMEOUT", "Limits", "Report",
-           "assignment_module", "check_timeout", "grade"]
+__all__ = [
+    "ASSIGNMENTS",
+    "DEFAULT_TIMEOUT",
+    "CheckResult",
+    "Limits",
+    "Report",
+    "assignment_module",
+    "check_timeout",
+    "grade",
+]

@@ -10,7 +10,13 @@ import argparse
 import json
 import sys
 
-from bilevel_teaching import ASSIGNMENTS, DEFAULT_TIMEOUT, MAX_TIMEOUT, check_timeout, grade
+from bilevel_teaching import (
+    ASSIGNMENTS,
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    check_timeout,
+    grade,
+)
 
 
 def _seconds(text: str) -> float:

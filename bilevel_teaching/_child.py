@@ -176,7 +176,7 @@ def main(argv: list[str]) -> None:
     os.chdir(setup["sandbox"])
     sandbox.die_with_parent(setup["parent"])
     sandbox.apply_limits(sandbox.Limits(**setup["limits"]))
-    filtered = sandbox.deny_processes()
+    sandbox.deny_processes()
     path = Path(setup["submission"]).resolve()
     frames = sandbox.SubmissionFrames(str(path.parent))
     sandbox.install_audit_policy(setup["sandbox"], frames)
@@ -188,7 +188,7 @@ def main(argv: list[str]) -> None:
     except BaseException as error:  # noqa: BLE001 - whatever the submission raises
         channel.send({"kind": "import_error", "error": describe_exception(error, path)})
         return
-    channel.send({"kind": "ready", "process_filter": filtered})
+    channel.send({"kind": "ready"})
     while (request := channel.receive()) is not None:
         channel.send({"kind": "results", "request": request["id"],
                       "results": run_calls(module, request["calls"], path)})

@@ -204,7 +204,7 @@ class Guard:
 
     # -- imports
     def guarded_import(self, real_import: Any) -> Any:
-        def __import__(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
+        def __import__(name, globals=None, locals=None, fromlist=(), level=0):
             module = real_import(name, globals, locals, fromlist, level)
             if not (isinstance(globals, dict)
                     and self.submission.owns(str(globals.get("__file__") or "<none>"))):

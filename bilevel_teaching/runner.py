@@ -47,7 +47,13 @@ from bilevel_teaching.core import (
     Plan,
     SubmissionError,
 )
-from bilevel_teaching.protocol import MAX_FRAME_BYTES, FrameBuffer, ProtocolError, decode, encode
+from bilevel_teaching.protocol import (
+    MAX_FRAME_BYTES,
+    FrameBuffer,
+    ProtocolError,
+    decode,
+    encode,
+)
 from bilevel_teaching.sandbox import Limits
 
 #: seconds a single check (or the import of the submission) may take
@@ -146,10 +152,7 @@ class ChildProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Timeout()
-            readers = [fd for fd, is_open in ((self.results, self._results_open),
-                                               (self.output, self._output_open)) if is_open]
-            writers = [self.requests] if pending else []
-            readable, writable, _ = select.select(readers, writers, [], remaining)
+            readable, writable = self._wait(remaining, write=bool(pending))
             for fd in readable:
                 self._read(fd)
             if writable:
@@ -159,6 +162,19 @@ class ChildProcess:
                     pass
                 except BrokenPipeError:
                     pending = memoryview(b"")  # the child is gone; its EOF will tell
+
+    def _wait(self, seconds: float, write: bool) -> tuple[list[int], bool]:
+        """The open channels with data to read, and whether requests can be written, after at
+        most ``seconds`` (a poll, not ``select``: descriptors may be numbered beyond 1024)."""
+        poll = select.poll()
+        for fd, is_open in ((self.results, self._results_open), (self.output, self._output_open)):
+            if is_open:
+                poll.register(fd, select.POLLIN)
+        if write:
+            poll.register(self.requests, select.POLLOUT)
+        events = poll.poll(max(seconds, 0.0) * 1000)
+        readable = [fd for fd, _ in events if fd != self.requests]
+        return readable, any(fd == self.requests for fd, _ in events)
 
     def _read(self, fd: int) -> None:
         try:
@@ -176,7 +192,7 @@ class ChildProcess:
         """The end of what the child printed (read for up to a second more)."""
         end = time.monotonic() + 1.0
         while self._output_open and time.monotonic() < end:
-            if not select.select([self.output], [], [], max(end - time.monotonic(), 0))[0]:
+            if self.output not in self._wait(end - time.monotonic(), write=False)[0]:
                 break
             self._read(self.output)
         return self._tail.strip()
@@ -206,14 +222,28 @@ class ChildProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        kill_leftovers(self.process.pid, self.token)  # while the unreaped child holds its pid
         self.process.wait()
-        kill_leftovers(self.process.pid, self.token)
         for fd in (self.requests, self.results, self.output):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        shutil.rmtree(self.sandbox, ignore_errors=True)
+        _remove_tree(self.sandbox)
+
+
+def _remove_tree(folder: str) -> None:
+    """Remove ``folder``, making what the child locked (``chmod 0``) writable first."""
+    def unlock(function: Any, path: str, _: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            function(path)
+        except OSError:
+            pass
+
+    shutil.rmtree(folder, onerror=unlock)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def kill_leftovers(session: int, token: str) -> int:
@@ -279,7 +309,7 @@ class _Grading:
         self.timeout, self.seed = timeout, seed
         self.end = time.monotonic() + total_timeout
         self.total_timeout = total_timeout
-        cpu = int(math.ceil(total_timeout)) + 30
+        cpu = math.ceil(total_timeout) + 30
         limits = limits or Limits(cpu_seconds=cpu)
         self.setup = {"assignment": assignment, "submission": str(submission),
                       "parent": os.getpid(), "limits": limits.to_plain(),

@@ -109,14 +109,15 @@ _EPERM, _ENOSYS = 1, 38
 _CLONE_THREAD = 0x00010000
 #: per architecture: audit arch value and syscall numbers
 _SYSCALLS = {
-    "x86_64": (0xC000003E, dict(fork=57, vfork=58, clone=56, clone3=435, kill=62, tkill=200,
-                                tgkill=234, rt_sigqueueinfo=129, rt_tgsigqueueinfo=297,
-                                ptrace=101, process_vm_readv=310, process_vm_writev=311,
-                                pidfd_send_signal=424, pidfd_getfd=438)),
-    "aarch64": (0xC00000B7, dict(clone=220, clone3=435, kill=129, tkill=130, tgkill=131,
-                                 rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, ptrace=117,
-                                 process_vm_readv=270, process_vm_writev=271,
-                                 pidfd_send_signal=424, pidfd_getfd=438)),
+    "x86_64": (0xC000003E, {"fork": 57, "vfork": 58, "clone": 56, "clone3": 435, "kill": 62,
+                            "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
+                            "rt_tgsigqueueinfo": 297, "ptrace": 101, "process_vm_readv": 310,
+                            "process_vm_writev": 311, "pidfd_send_signal": 424,
+                            "pidfd_getfd": 438}),
+    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "kill": 129, "tkill": 130,
+                             "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
+                             "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+                             "pidfd_send_signal": 424, "pidfd_getfd": 438}),
 }
 
 
@@ -326,12 +327,10 @@ def install_audit_policy(sandbox: str, submission: SubmissionFrames) -> Callable
             target = args[0] if args else None
             if target not in (own_pid, own_group, 0) and submission.on_stack(sys._getframe(1)):
                 refuse(f"signalling other processes ({event})")
-        elif event in _NETWORK_EVENTS:
-            if submission.on_stack(sys._getframe(1)):
-                refuse(f"network access ({event})")
-        elif event.startswith("ctypes."):
-            if submission.nearest_is_submission(sys._getframe(1)):
-                refuse(f"ctypes ({event})")
+        elif event in _NETWORK_EVENTS and submission.on_stack(sys._getframe(1)):
+            refuse(f"network access ({event})")
+        elif event.startswith("ctypes.") and submission.nearest_is_submission(sys._getframe(1)):
+            refuse(f"ctypes ({event})")
 
     sys.addaudithook(hook)
     return hook

@@ -221,7 +221,7 @@ def _prepare_hpgd() -> None:
     problem = GarnetProblem(n_states=3, n_actions=2, n_params=2)
     x = np.zeros(problem.n_params)
     pi = np.full((3, 2), 0.5)
-    view = oracle_view({"problem": dict(n_states=3, n_actions=2, n_params=2), "x": x,
+    view = oracle_view({"problem": {"n_states": 3, "n_actions": 2, "n_params": 2}, "x": x,
                         "context": 0, "pi": pi})
     rollouts = view.rollout(np.random.default_rng(0), 2, 3, lengths=np.array([3, 3]))
     ProblemView(problem).grad_follower_reward(x, 0, rollouts.obs[0], rollouts.actions[0],

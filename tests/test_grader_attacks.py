@@ -208,8 +208,8 @@ def test_memory_is_bounded(graded):
 
 @pytest.mark.parametrize("name, refused", [
     ("solver delegation", "bilevel_envs.tabular.evaluate_policy is not allowed"),
-    ("solver delegation (hpgd)", "bilevel_teaching is not allowed in the hpgd_estimator "
-                                 "assignment (it is the grader)"),
+    ("solver delegation (hpgd)",
+     "bilevel_teaching is not allowed in the hpgd_estimator assignment (it is the grader)"),
     ("solver delegation (design)", "is not allowed in the design assignment"),
     ("reference solution import", "tests is not allowed in the soft_vi assignment"),
 ])
@@ -309,7 +309,7 @@ def test_the_kernel_filter_refuses_processes_and_signals_but_not_threads():
         print(" ".join(out))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert done.returncode == 0, done.stderr
     if done.stdout.strip() == "unsupported":
         pytest.skip("no seccomp filter for this architecture")
@@ -340,7 +340,6 @@ def test_the_import_rules():
 
 def test_reference_solutions_are_not_part_of_the_package():
     import tomllib
-
     from setuptools import find_packages
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -17,13 +17,23 @@ the agents' exact response are computed here from the returned ``x``.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 
-from bilevel_envs.envs.contract_design.closed_forms import cheapest_effort_bonus, project_optimum
-from bilevel_envs.envs.contract_design.model import FAILURE, HIGH, LOW, SUCCESS, TWO_TYPES, WORK
+from bilevel_envs.envs.contract_design.closed_forms import (
+    cheapest_effort_bonus,
+    project_optimum,
+)
+from bilevel_envs.envs.contract_design.model import (
+    FAILURE,
+    HIGH,
+    LOW,
+    SUCCESS,
+    TWO_TYPES,
+    WORK,
+)
 from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_teaching.calls import Build, Call, Results, Unconvertible, as_array
@@ -73,7 +83,7 @@ SIGNATURES = {
 }
 
 #: the instance of the design question (the starter file repeats it)
-PROBLEM_KWARGS: dict[str, Any] = dict(instance="project", lam=0.05, cost_scales=TWO_TYPES)
+PROBLEM_KWARGS: dict[str, Any] = {"instance": "project", "lam": 0.05, "cost_scales": TWO_TYPES}
 #: full marks from this fraction of the optimum J*, half marks from PARTIAL_FRACTION
 TARGET_FRACTION = 0.98
 PARTIAL_FRACTION = 0.90
@@ -82,14 +92,14 @@ ATOL = 1e-8
 #: instances on which the closed forms are checked: (description, ContractDesign kwargs)
 INSTANCES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("the assignment's instance (two types, lambda = 0.05)", PROBLEM_KWARGS),
-    ("one type, lambda = 0.2", dict(instance="project", lam=0.2)),
-    ("types (1, 2), effort_probs (0.3, 0.7), effort_costs (0.1, 0.4), lambda = 0.1, gamma = "
-     "0.8", dict(instance="project", lam=0.1, gamma=0.8, cost_scales=(1.0, 2.0),
-                 effort_probs=(0.3, 0.7), effort_costs=(0.1, 0.4))),
+    ("one type, lambda = 0.2", {"instance": "project", "lam": 0.2}),
+    ("types (1, 2), effort_probs (0.3, 0.7), effort_costs (0.1, 0.4), lambda = 0.1, gamma = 0.8",
+     {"instance": "project", "lam": 0.1, "gamma": 0.8, "cost_scales": (1.0, 2.0),
+      "effort_probs": (0.3, 0.7), "effort_costs": (0.1, 0.4)}),
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _problem(index: int) -> ContractDesign:
     return ContractDesign(**INSTANCES[index][1])
 

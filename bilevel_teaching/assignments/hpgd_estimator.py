@@ -23,7 +23,7 @@ computed here, from those estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,15 @@ from bilevel_envs.tabular import (
 )
 from bilevel_teaching.calls import Build, Call, Results, Rng
 from bilevel_teaching.comparisons import unbiasedness
-from bilevel_teaching.core import Check, Context, Outcome, Plan, WrittenPart, failed, passed
+from bilevel_teaching.core import (
+    Check,
+    Context,
+    Outcome,
+    Plan,
+    WrittenPart,
+    failed,
+    passed,
+)
 from bilevel_teaching.import_guard import ImportPolicy
 from bilevel_teaching.student_objects import OracleView, ProblemView
 
@@ -68,9 +76,9 @@ WRITTEN = (
 )
 
 #: the problem of the assignment: x moves r, r_leader, P and mu; moderate variance
-PROBLEM_KWARGS: dict[str, Any] = dict(n_states=5, n_actions=2, n_params=3, n_contexts=2,
-                                      lam=0.5, gamma=0.6, leader_gamma=0.5, p_end=0.2,
-                                      transition_scale=0.5, initial_scale=0.5, seed=1)
+PROBLEM_KWARGS: dict[str, Any] = {"n_states": 5, "n_actions": 2, "n_params": 3, "n_contexts": 2,
+                                      "lam": 0.5, "gamma": 0.6, "leader_gamma": 0.5, "p_end": 0.2,
+                                      "transition_scale": 0.5, "initial_scale": 0.5, "seed": 1}
 #: the point x of each context at which everything is checked
 X_POINTS = ((-0.2, 1.42, 1.19), (1.03, -0.32, -0.02))
 
@@ -156,7 +164,7 @@ class Setup:
     exact: ExactTerms
 
 
-@lru_cache(maxsize=None)
+@cache
 def _problem(overrides: tuple[tuple[str, Any], ...] = ()) -> GarnetProblem:
     return GarnetProblem(**{**PROBLEM_KWARGS, **dict(overrides)})
 
@@ -180,7 +188,7 @@ def setup(context: int = 0, x: Any = None, **overrides: Any) -> Setup:
                  exact_terms(model, pi, problem.lam))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _graded_setup(context: int) -> Setup:
     return setup(context)
 

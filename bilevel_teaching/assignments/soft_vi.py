@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, partial
 
 import numpy as np
 
@@ -37,8 +37,16 @@ from bilevel_envs.tabular import (
 )
 from bilevel_teaching.calls import Build, Call, Ref, Results
 from bilevel_teaching.comparisons import compare
-from bilevel_teaching.core import Check, CheckFailed, Context, Outcome, Plan, WrittenPart, \
-    failed, passed
+from bilevel_teaching.core import (
+    Check,
+    CheckFailed,
+    Context,
+    Outcome,
+    Plan,
+    WrittenPart,
+    failed,
+    passed,
+)
 from bilevel_teaching.import_guard import ImportPolicy
 
 TITLE = "Assignment 1 - Soft value iteration: the follower (v1.0)"
@@ -83,12 +91,12 @@ class GradedModel:
     def build(self) -> Build:
         """The model as the child builds it for the submission (a fresh copy per check)."""
         m = self.model
-        return Build("tabular_model", dict(
-            P=m.P, r=m.r, r_leader=m.r_leader, mu=m.mu, gamma=m.gamma,
-            leader_gamma=m.leader_gamma, dr=m.dr, dr_leader=m.dr_leader), share=self.key)
+        arrays = {"P": m.P, "r": m.r, "r_leader": m.r_leader, "mu": m.mu, "gamma": m.gamma,
+                  "leader_gamma": m.leader_gamma, "dr": m.dr, "dr_leader": m.dr_leader}
+        return Build("tabular_model", arrays, share=self.key)
 
 
-@lru_cache(maxsize=None)
+@cache
 def garnet_model(context: int = 0, seed: int = 1, lam: float = 0.5, gamma: float = 0.9,
                  p_end: float = 0.05) -> GradedModel:
     """A Garnet follower MDP at ``x = 0.5·1``."""
@@ -101,7 +109,7 @@ def garnet_model(context: int = 0, seed: int = 1, lam: float = 0.5, gamma: float
         f"lambda={lam}, termination probability {p_end})"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def four_rooms_model() -> GradedModel:
     """Four-Rooms at ``x_init``: 104 states, γ = 0.99, λ = 0.001, an absorbing goal."""
     from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
@@ -116,7 +124,7 @@ def models() -> list[GradedModel]:
     return [garnet_model(0), garnet_model(1, seed=2, p_end=0.4), four_rooms_model()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _exact(test: GradedModel) -> SoftSolution:
     return soft_policy_iteration(test.model, test.lam, tol=EXACT_TOL)
 
