@@ -52,13 +52,12 @@ class ExactSolver:
         """The models of ``contexts`` at ``x`` and the followers' solutions (stacked)."""
         x = self.problem.check_x(x)
         idx = self._contexts(contexts)
-        models, solutions = [], []
-        for c in idx:
-            model = self.problem.tabular(x, c)
+        models = self.problem.tabular_models(x, idx)
+        solutions = []
+        for c, model in zip(idx, models):
             solution = solve_follower(model, self.problem.lam, tol=self.tol,
                                       warm_start=self._warm.get(c), method=self.method)
             self._warm[c] = solution.q
-            models.append(model)
             solutions.append(solution)
         stacked = SoftSolution(q=np.stack([s.q for s in solutions]),
                                v=np.stack([s.v for s in solutions]),

@@ -62,7 +62,8 @@ def test_slip_mismatch_example_samples_from_its_own_simulator():
     env = leader.env.unwrapped
     env.reset(seed=0)
     env.step(leader.x)
-    oracle, context = env.last_oracles[0], env.last_contexts[0]
+    follower = env.last_step.followers[0]
+    oracle, context = follower.oracle, follower.context
     simulator = FourRoomsShaping(lam=0.003, beta=1.0, move_prob=SIMULATOR_MOVE_PROB)
     for problem, same in ((simulator, True), (env.problem, False)):
         cdf = sampling_tables(problem.tabular(leader.x, context))[1]

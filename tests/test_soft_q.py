@@ -198,7 +198,7 @@ def test_leader_env_with_soft_q_follower_is_seeded_and_passes_the_checker():
         env.reset(seed=seed)
         steps = [env.step(np.zeros(105)) for _ in range(2)]
         return ([(s[1], s[4]["follower_stats"]) for s in steps],
-                env.unwrapped.last_responses[0].policy.table)
+                env.unwrapped.last_step.followers[0].response.policy.table)
 
     (steps_a, table_a), (steps_b, table_b) = run(1), run(1)
     assert steps_a == steps_b

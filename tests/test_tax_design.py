@@ -411,7 +411,7 @@ def test_leader_env_uses_the_simulator_and_is_seeded():
         env = gym.make("bilevel/TaxDesign-v0", **GRID, **SMALL)
         env.reset(seed=seed)
         out = [env.step(np.full(4, 0.3 + 0.1 * k)) for k in range(2)]
-        assert isinstance(env.unwrapped.last_oracles[0], HouseholdOracle)
+        assert isinstance(env.unwrapped.last_step.followers[0].oracle, HouseholdOracle)
         return out
 
     a, b, c = run(3), run(3), run(4)

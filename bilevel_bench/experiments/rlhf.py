@@ -97,7 +97,8 @@ def evaluate(problem, x: np.ndarray, n_pairs: int = 2000, seed: int = 0,
     ell, accuracy, regret = [], [], []
     for context in range(problem.n_contexts):
         oracle = TabularOracle(problem, x, context, policy)
-        traj0, traj1 = problem.pairs_from_rollouts(oracle.rollout(rng, 2 * n_pairs, H))
+        pairs = problem.trajectory_pairs(oracle.rollout(rng, 2 * n_pairs, H))
+        traj0, traj1 = pairs.traj0, pairs.traj1
         labels = problem.sample_labels(context, traj0, traj1, rng)
         ell.append(problem.pair_objective(x, context, traj0, traj1))
         accuracy.append(problem.preference_accuracy(x, context, traj0, traj1, labels))

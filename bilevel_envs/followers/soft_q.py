@@ -199,7 +199,7 @@ class SoftQLearning(Follower):
             stats = {"steps": t, "updates": t * self.n_chains, "episodes": int(episodes),
                      "min_visits": int(state.visits.min()), "bellman_residual": float(residual)}
             responses.append(FollowerResponse(policy=TabularPolicy(softmax_policy(q, lam)),
-                                              warm_start=state, stats=stats))
+                                              warm_start=state, stats=stats, model=model))
         return responses
 
     def __repr__(self) -> str:

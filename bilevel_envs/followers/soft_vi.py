@@ -46,7 +46,7 @@ class SoftValueIteration(Follower):
         stats: dict[str, Any] = {"iterations": solution.iterations,
                                  "residual": solution.residual}
         return FollowerResponse(policy=TabularPolicy(solution.pi), warm_start=solution.q,
-                                stats=stats)
+                                stats=stats, model=model)
 
     def __repr__(self) -> str:
         return f"SoftValueIteration(tol={self.tol:g}, method={self.method!r})"

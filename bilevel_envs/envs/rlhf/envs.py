@@ -173,7 +173,7 @@ class RLHFEnv(LeaderEnv):
     instance: ``bilevel_envs.tabular.exact_objective(env.unwrapped.problem, x)``.
     Leaders: ``HPGD`` estimates ``∇J`` from the rollouts' pairs with the trajectory-level
     score-function form (``leaders.estimators.trajectory_estimate``; the problem supplies
-    ``pair_objective``, ``grad_pair_objective``, ``pairs_from_rollouts``, ``pair_index``);
+    ``pair_objective``, ``grad_pair_objective``, ``trajectory_pairs``);
     ``ZeroOrder`` uses the reward; AMD does not apply (``J`` is not a sum of leader rewards).
 
     ## Episode End
@@ -225,18 +225,17 @@ class RLHFEnv(LeaderEnv):
         metrics = {"log_likelihood": [], "preference_accuracy": [], "true_regret": []}
         labels = []
         states = np.arange(problem.follower_observation_space.n)
-        for f, (context, response) in enumerate(zip(info["contexts"], self.last_responses)):
-            chains = slice(f * self.n_envs, (f + 1) * self.n_envs)
-            traj0, traj1 = problem.pairs_from_rollouts(
-                {k: v[chains] for k, v in info["rollouts"].items()})
-            label = problem.sample_labels(context, traj0, traj1, self.np_random)
+        for follower in self.last_step.followers:
+            context, pairs = follower.context, follower.pairs
+            label = problem.sample_labels(context, pairs.traj0, pairs.traj1, self.np_random)
             labels.append(label)
-            metrics["log_likelihood"].append(problem.log_likelihood(x, traj0, traj1, label).mean())
+            metrics["log_likelihood"].append(
+                problem.log_likelihood(x, pairs.traj0, pairs.traj1, label).mean())
             metrics["preference_accuracy"].append(
-                problem.preference_accuracy(x, context, traj0, traj1, label))
+                problem.preference_accuracy(x, context, pairs.traj0, pairs.traj1, label))
             metrics["true_regret"].append(
-                problem.true_regret(x, context, response.policy.action_probs(states)))
-        weights = np.asarray(info["context_weights"])
+                problem.true_regret(x, context, follower.response.policy.action_probs(states)))
+        weights = self.last_step.weights
         info.update({k: float(weights @ np.asarray(v)) for k, v in metrics.items()})
         info["labels"] = np.stack(labels)
         return x, reward, terminated, truncated, info

@@ -74,7 +74,7 @@ from bilevel_envs.envs.rlhf.model import (
     soft_policy_value,
     teacher_label_prob,
 )
-from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.problem import BilevelProblem, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel
 
@@ -178,8 +178,6 @@ class RLHFProblem(BilevelProblem):
         self.context_probs = probs
         self._augmented: dict[str, np.ndarray] = {}
         self._cache: dict = {}  # sampling tables of the time-augmented model
-        self._solved: tuple[bytes, Any] | None = None  # the last x and its follower solution
-        self._scores: tuple[bytes, np.ndarray] | None = None  # the last x and its score table
         self._true_optimum: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ construction helpers
@@ -273,34 +271,23 @@ class RLHFProblem(BilevelProblem):
 
     def solve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The follower's exact soft optimum ``(q (H,S,A), v (H+1,S), pi (H,S,A))`` for ``r_x``
-        (:func:`soft_backward_induction`; the last ``x`` is cached)."""
-        x = self.check_x(x)
-        key = x.tobytes()
-        if self._solved is None or self._solved[0] != key:
-            solution = soft_backward_induction(self.P, self.reward(x), self.gamma, self.lam,
-                                               self.trajectory_length)
-            for array in solution:
-                array.setflags(write=False)  # shared with later callers at the same x
-            self._solved = (key, solution)
-        return self._solved[1]
+        (:func:`~bilevel_envs.envs.rlhf.model.soft_backward_induction`)."""
+        return soft_backward_induction(self.P, self.reward(self.check_x(x)), self.gamma, self.lam,
+                                       self.trajectory_length)
 
     def policy(self, x: np.ndarray) -> np.ndarray:
         """``π*_x`` per time step, ``(H, S, A)``; ``.reshape(H·S, A)`` indexes it by the follower
         env's observations."""
         return self.solve(x)[2]
 
-    def score_table(self, x: np.ndarray) -> np.ndarray:
+    def score_table(self, x: np.ndarray, pi: np.ndarray | None = None) -> np.ndarray:
         """``∇_x log π*_{x,t}(a|s) = ∂_x A_t(s, a)/λ``, shape ``(H, S, A, d)`` (exact).
 
-        ``.reshape(H·S, A, d)[obs, action]`` indexes it with the follower env's observations.
+        ``pi``: ``π*_x`` if the caller has it (:meth:`policy`). ``.reshape(H·S, A, d)[obs,
+        action]`` indexes the table with the follower env's observations.
         """
-        key = self.check_x(x).tobytes()
-        if self._scores is None or self._scores[0] != key:
-            table = advantage_gradient(self.P, self.policy(x), self.features, self.gamma)
-            table /= self.lam
-            table.setflags(write=False)
-            self._scores = (key, table)
-        return self._scores[1]
+        pi = self.policy(x) if pi is None else pi
+        return advantage_gradient(self.P, pi, self.features, self.gamma) / self.lam
 
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
         """The time-augmented MDP: state ``t·S + s``, termination after ``H`` steps; follower
@@ -378,32 +365,28 @@ class RLHFProblem(BilevelProblem):
         return TrajectoryBatch(rollouts.obs[chain[:, None], cols] % self.n_states,
                                rollouts.actions[chain[:, None], cols])
 
-    def pairs_from_rollouts(self, rollouts: Rollouts | dict
-                            ) -> tuple[TrajectoryBatch, TrajectoryBatch]:
-        """Consecutive complete episodes paired up: ``(τ_0, τ_1), (τ_2, τ_3), ...``."""
-        traj = self.trajectories_from_rollouts(rollouts)
-        n = len(traj) // 2
-        if n == 0:
-            raise ValueError(f"the rollouts hold {len(traj)} complete episodes of "
-                             f"{self.trajectory_length} steps; a pair needs two")
-        return traj[0:2 * n:2], traj[1:2 * n:2]
+    def trajectory_pairs(self, rollouts: Rollouts | dict) -> TrajectoryPairs:
+        """The labelled pairs of ``rollouts``: consecutive complete length-``H`` episodes paired up,
+        ``(τ_0, τ_1), (τ_2, τ_3), ...`` (in chain, then time order), and the ``(n_envs, T)``
+        index of the pair each transition belongs to (``−1`` outside every pair). HPGD's
+        trajectory estimator restarts the follower's oracle from the ``(obs, action)`` of every
+        paired transition (:func:`leaders.estimators.trajectory_estimate`).
 
-    def pair_index(self, rollouts: Rollouts | dict) -> np.ndarray:
-        """``(n_envs, T)`` int: the pair (of :meth:`pairs_from_rollouts`) each transition of
-        ``rollouts`` belongs to, ``−1`` for transitions outside every pair. HPGD's trajectory
-        estimator restarts the follower's oracle from the ``(obs, action)`` of every labelled
-        transition (:func:`leaders.estimators.trajectory_estimate`)."""
+        Raises:
+            ValueError: if the rollouts hold fewer than two complete episodes.
+        """
         if isinstance(rollouts, dict):
             rollouts = Rollouts.from_dict(rollouts)
         chain, cols = self._complete_episodes(rollouts)
-        n_paired = 2 * (len(chain) // 2)
-        if n_paired == 0:
+        n = len(chain) // 2
+        if n == 0:
             raise ValueError(f"the rollouts hold {len(chain)} complete episodes of "
                              f"{self.trajectory_length} steps; a pair needs two")
+        traj = TrajectoryBatch(rollouts.obs[chain[:, None], cols] % self.n_states,
+                               rollouts.actions[chain[:, None], cols])
         index = np.full(rollouts.mask.shape, -1, dtype=np.int64)
-        pair = np.arange(n_paired) // 2
-        index[chain[:n_paired, None], cols[:n_paired]] = pair[:, None]
-        return index
+        index[chain[:2 * n, None], cols[:2 * n]] = (np.arange(2 * n) // 2)[:, None]
+        return TrajectoryPairs(traj[0:2 * n:2], traj[1:2 * n:2], index)
 
     def _check_pair(self, traj0: TrajectoryBatch, traj1: TrajectoryBatch) -> None:
         shape = traj0.states.shape
@@ -495,9 +478,11 @@ class RLHFProblem(BilevelProblem):
         score = np.where(predicted == 0, 0.5, (predicted == preferred).astype(np.float64))
         return float(score[decided].mean())
 
-    def trajectory_score(self, x: np.ndarray, traj: TrajectoryBatch) -> np.ndarray:
-        """``∇_x log p_x(τ) = Σ_t ∂_x A_t(s_t, a_t)/λ`` (exact), ``(N, d)``."""
-        table = self.score_table(x)
+    def trajectory_score(self, x: np.ndarray, traj: TrajectoryBatch,
+                         table: np.ndarray | None = None) -> np.ndarray:
+        """``∇_x log p_x(τ) = Σ_t ∂_x A_t(s_t, a_t)/λ`` (exact), ``(N, d)``; ``table``:
+        :meth:`score_table` at ``x`` if the caller has it."""
+        table = self.score_table(x) if table is None else table
         return table[np.arange(self.trajectory_length), traj.states, traj.actions].sum(axis=1)
 
     def hypergradient_samples(self, x: np.ndarray, context: Any, traj0: TrajectoryBatch,
@@ -505,7 +490,8 @@ class RLHFProblem(BilevelProblem):
         """Unbiased per-pair estimates of ``∇J_ξ`` for pairs drawn from ``π*_x``, ``(N, d)``:
         ``∂_x ℓ + (ℓ − b)(∇ log p_x(τ0) + ∇ log p_x(τ1))`` with the exact score."""
         ell = self.pair_objective(x, context, traj0, traj1) - baseline
-        scores = self.trajectory_score(x, traj0) + self.trajectory_score(x, traj1)
+        table = self.score_table(x)
+        scores = self.trajectory_score(x, traj0, table) + self.trajectory_score(x, traj1, table)
         return self.grad_pair_objective(x, context, traj0, traj1) + ell[:, None] * scores
 
     # ------------------------------------------------------------------ exact quantities
@@ -527,12 +513,12 @@ class RLHFProblem(BilevelProblem):
         idx = (list(range(self.n_contexts)) if contexts is None
                else [self.context_index(c) for c in contexts])
         w = self.context_probs[idx] / self.context_probs[idx].sum()
-        states, actions, p = enumerate_trajectories(self.P, self.mu, self.policy(x),
-                                                    max_trajectories)
+        pi = self.policy(x)
+        states, actions, p = enumerate_trajectories(self.P, self.mu, pi, max_trajectories)
         traj = TrajectoryBatch(states, actions)
         phi = traj.discounted_sum(self.features, self.gamma)  # (n, d)
         R = phi @ x
-        score = self.trajectory_score(x, traj)
+        score = self.trajectory_score(x, traj, self.score_table(x, pi))
         value, grad = 0.0, np.zeros(self.n_params)
         for weight, ctx in zip(w, idx):
             a = self.annotators[ctx]
@@ -583,13 +569,6 @@ class RLHFProblem(BilevelProblem):
         pi = self.policy(x) if policy is None else np.asarray(policy, np.float64).reshape(shape)
         v_pi = soft_policy_value(self.P, pi, reward, self.gamma, self.lam)
         return float(self.mu @ (self._true_optimum[ctx] - v_pi))
-
-    # ------------------------------------------------------------------ the LeaderEnv hook
-    def estimate_objective(self, x: np.ndarray, context: int, rollouts: Rollouts,
-                           rng: np.random.Generator) -> float:
-        """Mean ``ℓ_ξ`` over the pairs of consecutive complete episodes (labels averaged out)."""
-        traj0, traj1 = self.pairs_from_rollouts(rollouts)
-        return float(self.pair_objective(x, context, traj0, traj1).mean())
 
     def __repr__(self) -> str:
         return (f"RLHFProblem(instance={self.instance!r}, trajectory_length="
