@@ -60,13 +60,14 @@ from bilevel_envs.envs.rlhf.model import (
     INSTANCE_DEFS,
     INSTANCES,
     MAX_ENUMERATED_TRAJECTORIES,
-    MOVE_COST,
     REWARD_MODELS,
-    STAY,
-    Annotator,
-    InstanceDef,
     TrajectoryBatch,
     advantage_gradient,
+    complete_episodes,
+    enumerated_likelihood,
+    make_annotators,
+    return_scale,
+    reward_features,
     enumerate_trajectories,
     expected_log_likelihood,
     sigmoid,
@@ -156,9 +157,13 @@ class RLHFProblem(BilevelProblem):
         self.P = gridworld_transitions(spec.layout, spec.moves, spec.slip, move_prob)
         self.mu = (self.cell_chars == "S").astype(np.float64)
         S, A = self.P.shape[:2]
-        self.features = self._features(spec, features)
-        self.annotators = self._annotators(spec, annotators, beta, epsilon)
-        self.return_scales = np.array([self._return_scale(a.reward) for a in self.annotators])
+        self.features = reward_features(reward_model, spec, self.cell_chars, self.P.shape[1],
+                                        features)
+        self.annotators = make_annotators(annotators, spec, self.cell_chars, self.P.shape[1],
+                                          beta, epsilon)
+        self.return_scales = np.array([
+            return_scale(a.reward, self.gamma, self.trajectory_length) if self.normalise else 1.0
+            for a in self.annotators])
         for array in (self.P, self.mu, self.features):
             array.setflags(write=False)
 
@@ -189,75 +194,6 @@ class RLHFProblem(BilevelProblem):
     @property
     def n_actions(self) -> int:
         return self.P.shape[1]
-
-    def _features(self, spec: InstanceDef, features) -> np.ndarray:
-        S, A = self.P.shape[:2]
-        if self.reward_model == "state_action":
-            return np.eye(S * A).reshape(S, A, S * A)
-        if self.reward_model == "state":
-            return np.broadcast_to(np.eye(S)[:, None, :], (S, A, S)).copy()
-        if features is None:
-            kinds = sorted(set(spec.values) | set(spec.alt_values))
-            moving = np.array([m != STAY for m in self.moves], dtype=np.float64)
-            cell = (self.cell_chars[:, None] == np.array(kinds)[None, :]).astype(np.float64)
-            return np.concatenate([np.broadcast_to(cell[:, None, :], (S, A, len(kinds))),
-                                   np.broadcast_to(moving[None, :, None], (S, A, 1))], axis=-1)
-        phi = np.asarray(features, dtype=np.float64)
-        if phi.ndim == 2 and phi.shape[0] == S:
-            phi = np.broadcast_to(phi[:, None, :], (S, A, phi.shape[1]))
-        if phi.ndim != 3 or phi.shape[:2] != (S, A) or not np.all(np.isfinite(phi)):
-            raise ValueError(f"features must be a finite array of shape ({S}, {A}, d) or "
-                             f"({S}, d); got shape {np.shape(features)}")
-        return np.array(phi)
-
-    def _cell_reward(self, values: dict, move_cost: float) -> np.ndarray:
-        per_cell = np.array([values.get(ch, 0.0) for ch in self.cell_chars])
-        moving = np.array([m != STAY for m in self.moves], dtype=np.float64)
-        return per_cell[:, None] - move_cost * moving[None, :]
-
-    def _annotators(self, spec: InstanceDef, annotators, beta, epsilon) -> tuple[Annotator, ...]:
-        if not (np.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a non-negative number; got {beta!r}")
-        if not 0.0 <= epsilon <= 0.5:
-            raise ValueError(f"epsilon must be in [0, 0.5]; got {epsilon!r}")
-        if isinstance(annotators, str):
-            if annotators not in ("one", "two"):
-                raise ValueError(f"annotators must be 'one', 'two' or a sequence of Annotator; "
-                                 f"got {annotators!r}")
-            first = Annotator(self._cell_reward(spec.values, MOVE_COST), beta, epsilon,
-                              "annotator0")
-            if annotators == "one":
-                return (first,)
-            second = Annotator(self._cell_reward(spec.alt_values, 0.0), beta / 2,
-                               min(epsilon + 0.1, 0.5), "annotator1")
-            return first, second
-        out = []
-        S, A = self.P.shape[:2]
-        for i, a in enumerate(annotators):
-            if not isinstance(a, Annotator):
-                raise ValueError(f"annotators[{i}] must be an Annotator; got {type(a).__name__}")
-            reward = np.asarray(a.reward, dtype=np.float64)
-            if reward.shape == (S,):
-                reward = np.broadcast_to(reward[:, None], (S, A))
-            if reward.shape != (S, A) or not np.all(np.isfinite(reward)):
-                raise ValueError(f"annotators[{i}].reward must be finite with shape ({S}, {A}) "
-                                 f"or ({S},); got shape {np.shape(a.reward)}")
-            if not (np.isfinite(a.beta) and a.beta >= 0 and 0 <= a.epsilon <= 0.5):
-                raise ValueError(f"annotators[{i}] needs beta >= 0 and epsilon in [0, 0.5]")
-            out.append(Annotator(np.array(reward), float(a.beta), float(a.epsilon),
-                                 a.name if a.name != "annotator" else f"annotator{i}"))
-        if not out:
-            raise ValueError("annotators must not be empty")
-        if len({a.name for a in out}) < len(out):
-            raise ValueError(f"annotator names must be unique; got {[a.name for a in out]}")
-        return tuple(out)
-
-    def _return_scale(self, reward: np.ndarray) -> float:
-        if not self.normalise:
-            return 1.0
-        spread = float(reward.max() - reward.min())
-        discount = float(np.sum(self.gamma ** np.arange(self.trajectory_length)))
-        return spread * discount if spread > 0 else 1.0
 
     @property
     def x_init(self) -> np.ndarray:
@@ -338,30 +274,11 @@ class RLHFProblem(BilevelProblem):
         return self._zero_grads(len(obs), weights)
 
     # ------------------------------------------------------------------ trajectories and pairs
-    def _complete_episodes(self, rollouts: Rollouts) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the complete length-``H`` episodes of ``rollouts``, in chain, then time
-        order: ``chain (n,)`` and ``cols (n, H)`` (the episode's steps in its chain)."""
-        H, S = self.trajectory_length, self.n_states
-        T = rollouts.n_steps
-        if T < H:
-            return np.zeros(0, np.int64), np.zeros((0, H), np.int64)
-        starts = rollouts.mask & (rollouts.episode_step == 0)
-        starts[:, T - H + 1:] = False
-        chain, t0 = np.nonzero(starts)
-        cols = t0[:, None] + np.arange(H)
-        complete = rollouts.mask[chain[:, None], cols].all(1) & rollouts.ends[chain, t0 + H - 1]
-        chain, cols = chain[complete], cols[complete]
-        obs = rollouts.obs[chain[:, None], cols]
-        if not np.array_equal(obs // S, np.broadcast_to(np.arange(H), obs.shape)):
-            raise ValueError("rollouts are not time-augmented episodes of this problem "
-                             f"(observation // {S} must count 0..{H - 1})")
-        return chain, cols
-
     def trajectories_from_rollouts(self, rollouts: Rollouts | dict) -> TrajectoryBatch:
         """The complete length-``H`` episodes of ``rollouts`` (in chain, then time order)."""
         if isinstance(rollouts, dict):
             rollouts = Rollouts.from_dict(rollouts)
-        chain, cols = self._complete_episodes(rollouts)
+        chain, cols = complete_episodes(rollouts, self.trajectory_length, self.n_states)
         return TrajectoryBatch(rollouts.obs[chain[:, None], cols] % self.n_states,
                                rollouts.actions[chain[:, None], cols])
 
@@ -377,7 +294,7 @@ class RLHFProblem(BilevelProblem):
         """
         if isinstance(rollouts, dict):
             rollouts = Rollouts.from_dict(rollouts)
-        chain, cols = self._complete_episodes(rollouts)
+        chain, cols = complete_episodes(rollouts, self.trajectory_length, self.n_states)
         n = len(chain) // 2
         if n == 0:
             raise ValueError(f"the rollouts hold {len(chain)} complete episodes of "
@@ -516,29 +433,13 @@ class RLHFProblem(BilevelProblem):
         pi = self.policy(x)
         states, actions, p = enumerate_trajectories(self.P, self.mu, pi, max_trajectories)
         traj = TrajectoryBatch(states, actions)
-        phi = traj.discounted_sum(self.features, self.gamma)  # (n, d)
-        R = phi @ x
         score = self.trajectory_score(x, traj, self.score_table(x, pi))
         value, grad = 0.0, np.zeros(self.n_params)
         for weight, ctx in zip(w, idx):
-            a = self.annotators[ctx]
-            G = self.true_returns(ctx, traj)
-            row_w, col_w = np.zeros(len(p)), np.zeros(len(p))  # Σ_j W_ij, Σ_i W_ij
-            row_l, col_l = np.zeros(len(p)), np.zeros(len(p))  # Σ_j p_j ℓ_ij, Σ_i p_i ℓ_ij
-            for start in range(0, len(p), block):
-                rows = slice(start, start + block)
-                delta = R[None, :] - R[rows, None]
-                q = teacher_label_prob(G[rows, None], G[None, :], a.beta, a.epsilon,
-                                       self.return_scales[ctx])
-                ell = expected_log_likelihood(delta, q)
-                pw = p[rows, None] * p[None, :]
-                W = pw * (q - sigmoid(delta))
-                row_w[rows] = W.sum(1)
-                col_w += W.sum(0)
-                row_l[rows] = ell @ p
-                col_l += p[rows] @ ell
-            value += weight * float(p @ row_l)
-            grad += weight * ((col_w - row_w) @ phi + (p * (row_l + col_l)) @ score)
+            v, g = enumerated_likelihood(x, traj, p, score, self.features, self.gamma,
+                                         self.annotators[ctx], self.return_scales[ctx], block)
+            value += weight * v
+            grad += weight * g
         return value, grad
 
     def exact_objective(self, x: np.ndarray, contexts=None) -> float:
