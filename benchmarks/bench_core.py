@@ -14,9 +14,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping  # noqa: E402
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.followers import TabularPolicy  # noqa: E402
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import soft_policy_iteration
 
 

@@ -16,16 +16,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_core import timeit  # noqa: E402  (python benchmarks/bench_tax.py)
 
 import bilevel_envs  # noqa: E402, F401
 from bilevel_envs.envs.tax_design.followers import GridSoftVI  # noqa: E402
-from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import TabularPolicy  # noqa: E402
 from bilevel_envs.oracles import GymOracle, TabularOracle
-from bilevel_envs.exact import ExactSolver
-
-from bench_core import timeit  # noqa: E402  (python benchmarks/bench_tax.py)
 
 
 def main() -> None:

@@ -11,8 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import (DEFAULT_TOL, LeaderValues, SoftSolution, TabularModel,
-                                  leader_values, solve_follower)
+from bilevel_envs.tabular import (
+    DEFAULT_TOL,
+    LeaderValues,
+    SoftSolution,
+    TabularModel,
+    leader_values,
+    solve_follower,
+)
 
 
 class ExactSolver:

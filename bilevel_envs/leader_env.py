@@ -18,6 +18,7 @@ from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPa
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.step_record import FollowerStep, LeaderStep
 from bilevel_envs.tabular import TabularModel, leader_values
+from bilevel_envs.validation import check_int
 
 CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
@@ -49,7 +50,8 @@ class LeaderEnv(gym.Env):
 
     Args:
         problem: the bilevel problem.
-        follower: a follower name (``"soft_vi"``, ...) or a :class:`~bilevel_envs.followers.Follower`.
+        follower: a follower name (``"soft_vi"``, ...) or a
+            :class:`~bilevel_envs.followers.Follower`.
         follower_kwargs: keyword arguments of the named follower (plain data).
         contexts: ``"sample"`` — ``n_followers`` contexts drawn from ``P_ξ`` at every step (weights
             ``1/n_followers``); ``"all"`` — one follower per context of the support, weighted by
@@ -81,9 +83,7 @@ class LeaderEnv(gym.Env):
         for name, value, minimum in (("n_followers", n_followers, 1), ("n_envs", n_envs, 1),
                                      ("n_rollout_steps", n_rollout_steps, 0),
                                      ("horizon", horizon, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-                    or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+            check_int(name, value, minimum)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
         if objective == "exact" and not (problem.is_tabular and problem.decomposable):
@@ -178,7 +178,8 @@ class LeaderEnv(gym.Env):
         are arrays (soft VI / soft Q tables). Other warm starts (e.g. SB3 models) are dropped:
         after :meth:`set_state` those followers restart cold.
         """
-        data: dict[str, Any] = {"t": self._t, "rng": to_plain_data(self.np_random.bit_generator.state),
+        data: dict[str, Any] = {"t": self._t,
+                                "rng": to_plain_data(self.np_random.bit_generator.state),
                                 "warm_contexts": []}
         arrays: dict[str, np.ndarray] = {}
         for context, warm in self._warm.items():

@@ -19,9 +19,9 @@ from multiprocessing import Pool
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the ids)
+from bilevel_bench.experiments import table3
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.oracles import TabularOracle
-from bilevel_bench.experiments import table3
 
 #: the Table 3 cells where our HPGD (one model throughout) differs from the paper
 CELLS = ((0.003, 1.0), (0.003, 3.0), (0.003, 5.0), (0.001, 5.0), (0.005, 1.0))

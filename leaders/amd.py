@@ -34,6 +34,7 @@ from bilevel_envs.tabular import (
     soft_policy_iteration,
     softmax_policy,
 )
+from bilevel_envs.validation import check_int
 from leaders.base import Leader
 
 INNER_MODES = ("sweeps", "exact")
@@ -118,10 +119,8 @@ class AMD(Leader):
                              "estimator) or ZeroOrder")
         if inner not in INNER_MODES:
             raise ValueError(f"inner must be one of {INNER_MODES}; got {inner!r}")
-        if not isinstance(inner_iterations, (int, np.integer)) or inner_iterations < 1:
-            raise ValueError(f"inner_iterations must be a positive integer; got "
-                             f"{inner_iterations!r}")
-        self.inner, self.inner_iterations = inner, int(inner_iterations)
+        self.inner = inner
+        self.inner_iterations = check_int("inner_iterations", inner_iterations, 1)
         self.tables: dict[int, AMDTables] = {}
         self._warm_q: dict[int, np.ndarray] = {}
 

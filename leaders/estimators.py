@@ -2,7 +2,8 @@
 
 Both estimate the decomposable hypergradient (paper Prop. 1, Eq. 8, written for maximisation)::
 
-    dJ/dx = E_ξ E_{π*} Σ_t γ̄^t [ ∂A(s_t,a_t) Ā(s_t,a_t) / λ + ∂r̄_t + γ̄ ∂log P(s_{t+1}|s_t,a_t) V̄(s_{t+1}) ]
+    dJ/dx = E_ξ E_{π*} Σ_t γ̄^t [ ∂A(s_t,a_t) Ā(s_t,a_t) / λ + ∂r̄_t
+                                 + γ̄ ∂log P(s_{t+1}|s_t,a_t) V̄(s_{t+1}) ]
             + E[∂log μ(s_0) V̄(s_0)]
 
 with ``∂Q(s,a) = E Σ_t γ^t [∂r_t + γ ∂log P_{t+1} V_λ(s_{t+1})]`` (Thm 2) and ``∂A = ∂Q − ∂V``.
@@ -35,9 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bilevel_envs._kernels import discounted_returns, every_visit_weights
+from bilevel_envs.oracles import TrajectoryOracle
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.oracles import TrajectoryOracle
 
 ESTIMATORS = ("paper", "every_visit", "every_visit_loo", "trajectory")
 #: the estimators of a decomposable J computed from the env's on-policy batch (no restarts)

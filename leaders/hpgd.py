@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bilevel_envs.step_record import FollowerStep
+from bilevel_envs.validation import check_int
 from leaders.base import Leader
 from leaders.estimators import (
     BATCH_ESTIMATORS,
@@ -96,10 +97,9 @@ class HPGD(Leader):
             raise ValueError(f"estimator={estimator!r} needs discrete follower observations "
                              "or a state aggregation (problem.observation_index); use "
                              "estimator='paper' for this problem")
-        for name, value in (("n_samples", n_samples), ("n_inner", n_inner)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        self.estimator, self.n_samples, self.n_inner = estimator, int(n_samples), int(n_inner)
+        self.estimator = estimator
+        self.n_samples, self.n_inner = check_int("n_samples", n_samples, 1), check_int(
+            "n_inner", n_inner, 1)
         self.coupled_restarts = bool(coupled_restarts)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.oracles import make_oracle
+from bilevel_envs.validation import check_int
 from leaders.base import Leader
 from leaders.estimators import paper_estimate
 
@@ -64,9 +65,9 @@ class HPGDRTQ(Leader):
                              f"{type(self.problem).__name__} has none")
         for name, value, minimum in (("levels", levels, 2), ("steps_scale", steps_scale, 1),
                                      ("n_samples", n_samples, 1)):
-            if not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-        self.levels, self.steps_scale, self.n_samples = int(levels), int(steps_scale), int(n_samples)
+            check_int(name, value, minimum)
+        self.levels, self.steps_scale = int(levels), int(steps_scale)
+        self.n_samples = int(n_samples)
         self.soft_q_kwargs = dict(soft_q_kwargs or {})
         self.soft_q = SoftQLearning(**self.soft_q_kwargs)
         self.coupled_restarts = bool(coupled_restarts)

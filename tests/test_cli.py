@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bilevel_bench.cli import build_parser, main
-from bilevel_bench.experiments.table3 import (ALGORITHMS, TABLE3_CELLS, cell_name, load_selection)
+from bilevel_bench.experiments.table3 import ALGORITHMS, TABLE3_CELLS, cell_name, load_selection
 
 
 @pytest.fixture
@@ -53,10 +53,10 @@ def test_slip_mismatch_example_samples_from_its_own_simulator():
     the env's trajectories come from it, the follower and J from the 0.56 model."""
     import numpy as np
 
+    from bilevel_bench.experiments.table3 import table3_spec
     from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
     from bilevel_envs.oracles import sampling_tables
     from examples.table3_slip_mismatch import SIMULATOR_MOVE_PROB, mismatched_leader
-    from bilevel_bench.experiments.table3 import table3_spec
 
     leader = mismatched_leader(table3_spec("hpgd", 0.003, 1.0, 0, 0.5))
     env = leader.env.unwrapped

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from bilevel_bench.cli import main as bench
+from bilevel_bench.experiments import contract
 from bilevel_envs.envs.contract_design import closed_forms as cd
 from bilevel_envs.exact import ExactSolver
 from leaders import AMD
 from leaders.optim import clip_by_norm
-from bilevel_bench.cli import main as bench
-from bilevel_bench.experiments import contract
 
 #: iterations per leader: HPGD's estimates average both types before clipping and converge
 #: fast; AMD (one sampled type per step) and zero-order (one random direction per step) need

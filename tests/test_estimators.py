@@ -6,9 +6,9 @@ import pytest
 
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilevel_teaching import ASSIGNMENTS, assignment_module, grade
-from bilevel_teaching import core
+from bilevel_teaching import ASSIGNMENTS, assignment_module, core, grade
 from bilevel_teaching.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,9 +241,9 @@ def test_statistical_checks_are_reproducible(monkeypatch):
 
 @pytest.mark.parametrize("context", [0, 1])
 def test_exact_terms_sum_to_the_library_hypergradient(context):
-    from bilevel_teaching.assignments import hpgd_estimator as g
     from bilevel_envs.exact import ExactSolver
     from bilevel_envs.tabular import leader_values
+    from bilevel_teaching.assignments import hpgd_estimator as g
 
     su = g.setup(context)
     problem = g._problem()

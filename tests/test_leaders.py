@@ -7,8 +7,8 @@ import pytest
 import bilevel_envs  # noqa: F401
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
-from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.exact import ExactSolver
+from bilevel_envs.leader_env import LeaderEnv
 from leaders import AMD, HPGD, Callback, CheckpointCallback, ZeroOrder
 from leaders.amd import AMDTables, amd_gradient, amd_sweep
 
@@ -182,7 +182,7 @@ def test_iterates_stay_in_the_box():
     (lambda: HPGD(four_rooms(), estimator="magic"), r"estimator must be one of"),
     (lambda: HPGD(four_rooms(), learning_rate=-1.0), r"learning_rate must be a positive"),
     (lambda: HPGD(four_rooms(), optimizer="lbfgs"), r"optimizer must be one of"),
-    (lambda: HPGD(four_rooms(), n_samples=0), r"n_samples must be a positive integer"),
+    (lambda: HPGD(four_rooms(), n_samples=0), r"n_samples must be an integer >= 1"),
     (lambda: AMD(four_rooms(), inner="magic"), r"inner must be one of"),
     (lambda: ZeroOrder(four_rooms(), perturbation_constant=0.0), r"perturbation_constant"),
     (lambda: HPGD(four_rooms(), x0=np.zeros(3)), r"x0 must have shape \(105,\)"),

@@ -1,26 +1,26 @@
 """RLHF as bilevel RL: follower solver, score table, exact J and ∇J by enumeration, estimators,
 metrics, env vs model, checkers."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from scipy import stats
 
-import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
 from bilevel_envs.envs.four_rooms import model as fr
 from bilevel_envs.envs.rlhf.envs import PreferenceGridEnv
 from bilevel_envs.envs.rlhf.model import (
-    Annotator,
     INSTANCES,
+    Annotator,
     TrajectoryBatch,
     enumerate_trajectories,
     log_sigmoid,
     teacher_label_prob,
 )
 from bilevel_envs.envs.rlhf.problem import RLHFProblem
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import expected_next, policy_transitions, soft_policy_iteration
 from tests.conftest import check_env_strict, z_score
 
@@ -485,8 +485,8 @@ def test_follower_env_rejects_bad_x_context_and_state():
     with pytest.raises(KeyError, match=r"unknown context 2; expected an index in 0..1"):
         PreferenceGridEnv(context=2, annotators="two")
     env = PreferenceGridEnv()
-    with pytest.raises(ValueError, match=r"options\['state'\] must be an index t·S \+ s in "
-                                         r"0..127"):
+    with pytest.raises(ValueError, match=r"options\['state'\] \(an index t·S \+ s\) must be an "
+                                         r"integer in 0..127"):
         env.reset(options={"state": 128})
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_envs.envs.rlhf import problem as rlhf
 from bilevel_envs.envs.contract_design.problem import ContractDesign
+from bilevel_envs.envs.rlhf import problem as rlhf
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.oracles import TabularOracle

@@ -9,8 +9,7 @@ import pytest
 import bilevel_envs  # noqa: F401  (registers the env ids)
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
-from bilevel_envs.followers import make_follower
-from bilevel_envs.followers import soft_q
+from bilevel_envs.followers import make_follower, soft_q
 from bilevel_envs.followers.soft_q import SoftQLearning, SoftQState, soft_q_steps
 from bilevel_envs.tabular import soft_max_value, soft_policy_iteration, softmax_policy
 from tests.conftest import check_env_strict

@@ -3,22 +3,22 @@ Gymnasium env), the vectorised simulator, the registered envs and bad input."""
 
 import pickle
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-import gymnasium as gym
 import bilevel_envs
-from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
-from bilevel_envs.envs.tax_design.followers import GridPolicy, GridSoftVI
+from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.envs import HouseholdEnv, default_follower
-from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.envs.tax_design.followers import GridPolicy, GridSoftVI
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.exact import ExactSolver, exact_hypergradient
 from bilevel_envs.followers import FOLLOWERS, TabularPolicy
 from bilevel_envs.oracles import GymOracle, TabularOracle, make_oracle
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel, leader_values
-from bilevel_envs.exact import ExactSolver, exact_hypergradient
 from tests.conftest import check_env_strict
 from tests.test_household import chi_square_p, moments_agree
 
@@ -519,7 +519,7 @@ def test_bad_constructor_arguments(make, error, pattern):
 @pytest.mark.parametrize("kwargs, state, pattern", [
     ({}, 150.0, r"options\['state'\] must be one asset level in \[-100, 100\]; got 150.0"),
     ({}, np.nan, r"options\['state'\] must be one asset level"),
-    ({"asset_cells": 41}, 41, r"options\['state'\] must be an asset cell index in 0..40"),
+    ({"asset_cells": 41}, 41, r"options\['state'\] \(an asset cell\) must be an integer in 0..40"),
 ])
 def test_reset_state_option_is_validated(kwargs, state, pattern):
     env = gym.make("bilevel/Household-v0", **kwargs)

@@ -20,9 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from bilevel_bench.runner import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
-                               add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
-                               trailing_mean)
+from bilevel_bench.runner import (
+    ALGORITHM_COLOURS,
+    ALGORITHM_LABELS,
+    FieldCheck,
+    add_runner_arguments,
+    check_fields,
+    pyplot,
+    save_figure,
+    spec_key,
+    trailing_mean,
+)
 
 NAME = "table3"
 ENV_ID = "bilevel/FourRoomsShaping-v0"
@@ -386,7 +394,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         NAME, help="reproduce the paper's Four-Rooms Table 3 (with Fig. 1b and Fig. 2)",
         description="Runs the 9 (λ, β) cells × HPGD, AMD, zero-order × seeds at the selected "
-                    "learning rates (shipped in bilevel_bench/data/table3_selected.json, or found with "
+                    "learning rates (shipped in bilevel_bench/data/table3_selected.json, or found "
+                    "with "
                     "--grid), then writes table3.md/json, learning curves and penalty maps.")
     p.add_argument("--seeds", type=int, default=10, help="seeds per cell (default 10)")
     p.add_argument("--iterations", type=int, default=None,

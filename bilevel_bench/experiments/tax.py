@@ -34,11 +34,18 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_bench.runner import (
+    ALGORITHM_COLOURS,
+    ALGORITHM_LABELS,
+    FieldCheck,
+    add_runner_arguments,
+    check_fields,
+    pyplot,
+    save_figure,
+    spec_key,
+    trailing_mean,
+)
 from bilevel_envs.plain_data import to_plain_data
-
-from bilevel_bench.runner import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
-                               add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
-                               trailing_mean)
 
 NAME = "tax"
 ENV_ID = "bilevel/TaxDesign-v0"
@@ -441,10 +448,9 @@ def build_specs(setups: list[str], algorithms: list[str], seeds: range,
 
 
 def main(args) -> int:
-    from bilevel_envs.followers import FOLLOWERS
-    from bilevel_bench.runner import run_specs, write_summary
-
     import bilevel_envs  # noqa: F401  (registers grid_soft_vi)
+    from bilevel_bench.runner import run_specs, write_summary
+    from bilevel_envs.followers import FOLLOWERS
 
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]

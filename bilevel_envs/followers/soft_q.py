@@ -25,11 +25,11 @@ import numba as nb
 import numpy as np
 
 from bilevel_envs._kernels import _first_above
-from bilevel_envs.validation import check_int
 from bilevel_envs.followers.base import Follower, FollowerResponse
-from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.oracles import sampling_tables
+from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import expected_next, soft_max_value, softmax_policy
+from bilevel_envs.validation import check_int
 
 if TYPE_CHECKING:
     from bilevel_envs.problem import BilevelProblem

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, solve_follower

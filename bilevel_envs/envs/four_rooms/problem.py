@@ -28,6 +28,7 @@ from bilevel_envs.envs.four_rooms.model import (
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import TabularModel
 
+
 class FourRoomsShaping(BilevelProblem):
     """The Four-Rooms reward-shaping problem (paper §5.1) as a :class:`BilevelProblem`.
 

@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from bilevel_envs.envs.rlhf.problem import PROBLEM_KWARGS, RLHFProblem
 from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.validation import check_int
 
 
 class PreferenceGridEnv(gym.Env):
@@ -106,11 +107,8 @@ class PreferenceGridEnv(gym.Env):
         super().reset(seed=seed)
         S, n = self.problem.n_states, self.observation_space.n
         if options and "state" in options:
-            state = options["state"]
-            if not (isinstance(state, (int, np.integer)) and 0 <= int(state) < n):
-                raise ValueError(f"options['state'] must be an index t·S + s in 0..{n - 1}; "
-                                 f"got {state!r}")
-            self.t, self.s = divmod(int(state), S)
+            state = check_int("options['state'] (an index t·S + s)", options["state"], 0, n - 1)
+            self.t, self.s = divmod(state, S)
         else:
             self.t = 0
             self.s = int(np.searchsorted(self._mu_cdf, self.np_random.random(), side="right"))
@@ -211,8 +209,7 @@ class RLHFEnv(LeaderEnv):
         for name in ("n_envs", "n_rollout_steps"):
             if name in kwargs:
                 raise ValueError(f"{name} is set by n_pairs (each pair is two chains of H steps)")
-        if not (isinstance(n_pairs, (int, np.integer)) and n_pairs >= 1):
-            raise ValueError(f"n_pairs must be an integer >= 1; got {n_pairs!r}")
+        check_int("n_pairs", n_pairs, 1)
         problem_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in PROBLEM_KWARGS}
         problem = RLHFProblem(instance=instance, lam=lam, **problem_kwargs)
         self.n_pairs = int(n_pairs)

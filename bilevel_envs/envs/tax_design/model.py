@@ -65,6 +65,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from bilevel_envs.validation import check_int
+
 VARIANTS = ("code", "paper")
 DEBT_UTILITIES = ("linear", "zero")
 NOISE_MODELS = ("truncated", "censored")
@@ -438,9 +440,8 @@ def sample_initial_assets(u: np.ndarray, params: HouseholdParams) -> np.ndarray:
 # ---------------------------------------------------------------------------- asset grid
 def uniform_asset_edges(n_cells: int, params: HouseholdParams) -> np.ndarray:
     """``n_cells + 1`` equally spaced cell edges covering ``[−L, L]``."""
-    if not (isinstance(n_cells, (int, np.integer)) and n_cells >= 2):
-        raise ValueError(f"asset_cells must be an integer >= 2; got {n_cells!r}")
-    return np.linspace(-params.asset_bound, params.asset_bound, int(n_cells) + 1)
+    n_cells = check_int("asset_cells", n_cells, 2)
+    return np.linspace(-params.asset_bound, params.asset_bound, n_cells + 1)
 
 
 def cell_of(assets: np.ndarray, edges: np.ndarray) -> np.ndarray:

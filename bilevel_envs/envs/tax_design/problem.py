@@ -24,6 +24,7 @@ from bilevel_envs.oracles import TrajectoryOracle
 from bilevel_envs.policies import Policy
 from bilevel_envs.problem import BilevelProblem, weighted_sum
 from bilevel_envs.tabular import TabularModel
+from bilevel_envs.validation import check_int
 
 #: Default size of the asset grid of the tabular variant (odd: a cell is centred on 0).
 DEFAULT_ASSET_CELLS = 41
@@ -229,7 +230,8 @@ class TaxDesignTabular(TaxDesign):
         P(k'|k, a) = (Φ(β_k') − Φ(α_k')) / Z,   α, β = (cell edges − m)/ς
 
     (outer cells extended to the truncation bounds, see
-    :func:`~bilevel_envs.envs.tax_design.model.cell_probabilities`), ``μ(k) = P(s_0 ∈ cell k)``. Rewards
+    :func:`~bilevel_envs.envs.tax_design.model.cell_probabilities`),
+    ``μ(k) = P(s_0 ∈ cell k)``. Rewards
     use ``s = g_k``. ``dP[..., 0] = ∂P/∂m · ∂m/∂x_inc``; the VAT columns of ``dP`` are zero but the
     array is dense ``(S, A, S, 1+M)`` (``S = 41``, ``A = 1250``: 67 MB per context).
 
@@ -261,10 +263,7 @@ class TaxDesignTabular(TaxDesign):
         return hh.cell_of(assets, self.edges)
 
     def check_obs(self, obs: Any, name: str = "state") -> int:
-        if not (isinstance(obs, (int, np.integer)) and 0 <= int(obs) < self.n_cells):
-            raise ValueError(f"{name} must be an asset cell index in 0..{self.n_cells - 1}; got "
-                             f"{obs!r}")
-        return int(obs)
+        return check_int(f"{name} (an asset cell)", obs, 0, self.n_cells - 1)
 
     @property
     def n_observation_cells(self) -> int:
