@@ -1,6 +1,6 @@
 """The paper's Four-Rooms Table 3 (and Fig. 1b, Fig. 2): specs, runs, aggregation, figures.
 
-Table 3 metric (reference notes §4, our decision in shared/reference/README.md): per run, the
+Table 3 metric (docs/reference.md §4 and §8): per run, the
 mean of the exact context-averaged ``J(x_t)`` over the last 1,000 pre-update iterates; per cell
 and algorithm, the best learning rate (and C) of the paper's grid by mean score; mean over seeds
 ± standard error with ``ddof=0``. The authors' variant (the sampled context's exact value only)
@@ -50,7 +50,7 @@ PAPER_TABLE3 = {
     (0.005, 3.0): {"hpgd": (1.01, 0.002), "amd": (1.13, 0.004), "zero_order": (1.02, 0.027)},
     (0.005, 5.0): {"hpgd": (0.87, 0.003), "amd": (0.97, 0.009), "zero_order": (0.79, 0.027)},
 }
-#: Everything else of a Table 3 run (paper App. F.2, reference notes §2–3).
+#: Everything else of a Table 3 run (paper App. F.2, docs/reference.md §2–3).
 TABLE3_DEFAULTS: dict[str, Any] = {
     "experiment": "table3", "move_prob": 0.56, "iterations": 10_000, "n_envs": 5,
     "n_rollout_steps": 2_000, "estimator": "every_visit", "amd_inner": "exact",
