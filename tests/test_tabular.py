@@ -21,8 +21,9 @@ def test_sanity_values_from_reference_notes(lam):
     problem = FourRoomsShaping(lam=lam, beta=1.0, move_prob=0.56)
     values = ExactSolver(problem, tol=1e-12).per_context(np.zeros(105)).objective
     g1, g2 = SANITY[lam]
-    # G1 is insensitive to the reference's random N(0, 0.01²) init; G2's policy is near a tie
-    # between two routes, so the authors' value (docs/reference.md §1.6) at a random init differs in the third decimal.
+    # G1 is insensitive to the authors' random N(0, 0.01²) init; G2's policy is near a tie
+    # between two routes, so the authors' value (docs/reference.md §1.6) at a random init
+    # differs in the third decimal.
     assert values[0] == pytest.approx(g1, abs=5e-4)
     assert values[1] == pytest.approx(g2, abs=0.01)
     if lam == 0.001:  # the issue's statement: about −0.147 and 0.72
