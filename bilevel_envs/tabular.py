@@ -10,7 +10,8 @@ all contexts are solved at once with batched LAPACK calls.
 
 Conventions (paper §2–3, maximisation):
 
-* Follower: ``Q(s,a) = r(s,a) + γ Σ_s' P(s'|s,a) V(s')``, ``V(s) = Σ_a π(a|s)(Q(s,a) − λ log π(a|s))``;
+* Follower: ``Q(s,a) = r(s,a) + γ Σ_s' P(s'|s,a) V(s')``,
+  ``V(s) = Σ_a π(a|s)(Q(s,a) − λ log π(a|s))``;
   the optimum is ``π* = softmax(Q*/λ)`` and ``V* = λ logΣexp(Q*/λ)``.
 * Termination: rows of ``P`` may sum to less than one; the missing mass is the probability that
   the episode ends after ``(s, a)`` (an absorbing goal is a zero row — zero continuation).

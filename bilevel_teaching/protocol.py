@@ -3,7 +3,7 @@
 A message is a JSON value in which NumPy arrays appear as ``{"$array": i}``, the index of a
 ``.npy`` blob sent after the JSON (never pickle). On the wire a message is one *frame*::
 
-    b"BLVG" | payload length (uint64, big-endian) | JSON length (uint32) | JSON | blob 0 | blob 1 ...
+    b"BLVG" | payload length (uint64, big-endian) | JSON length (uint32) | JSON | blobs ...
 
 The parent decodes what the child sends as untrusted input: the frame, the JSON and every blob
 are size-checked before anything is allocated, arrays must be plain numbers (bool, integer or

@@ -337,7 +337,8 @@ class _Grading:
             if first:
                 raise ImportFailure(
                     f"importing your file took more than {self.timeout:g} s. Does it run "
-                    "experiments at import time? Put them under `if __name__ == \"__main__\":`.")
+                    "experiments at import time? Put them under `if __name__ == \"__main__\":`."
+                ) from None
             raise
         except ChildGone as gone:
             child.stop()
