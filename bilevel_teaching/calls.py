@@ -218,9 +218,13 @@ class Results:
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CheckFailed(f"{what} must return a number; got {type(value).__name__}")
-        if not np.isfinite(value):
-            raise CheckFailed(f"{what} returned {value}, not a finite number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = float("inf")
+        if not np.isfinite(number):
+            raise CheckFailed(f"{what} returned {number}, not a finite number")
+        return number
 
     def pair(self, i: int, shapes: tuple[tuple[int, ...], tuple[int, ...]], names: tuple[str, str],
              what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -413,10 +413,11 @@ class _Grading:
                 return
             except Timeout:
                 self.stop_child()
-                limit = min(self.timeout, self.total_timeout)
                 self.verdicts[index] = _Verdict("timeout", 0.0, (
-                    f"stopped after {limit:g} s (the time limit of one check). Look for an "
-                    "infinite loop or a missing stopping rule; a correct solution needs a few "
+                    f"stopped when the whole grading reached its time limit "
+                    f"({self.total_timeout:g} s)." if time.monotonic() >= self.end else
+                    f"stopped after {self.timeout:g} s (the time limit of one check). Look for "
+                    "an infinite loop or a missing stopping rule; a correct solution needs a few "
                     "seconds at most."))
             except ChildGone as gone:
                 self.stop_child()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,22 @@ def test_a_hanging_check_is_stopped_and_the_others_still_run(tmp_path):
     assert results["2.1a"].status == "timeout" and "stopped after 3 s" in results["2.1a"].feedback
     assert results["2.1b"].status == "passed"  # the next check ran in a fresh process
     assert all(r.status in ("failed", "passed") for r in report.results[1:])
+
+
+def test_the_whole_grading_has_a_time_limit_too(tmp_path):
+    path = _submission(tmp_path, SOFT_VI_ZEROS + """
+    def soft_max_value(q, lam):
+        while True:
+            pass
+    """)
+    start = time.monotonic()
+    report = grade("soft_vi", path, timeout=30, total_timeout=4)
+    assert time.monotonic() - start < 15
+    results = by_question(report)
+    assert results["2.1a"].status == "timeout"
+    assert "the whole grading reached its time limit (4 s)" in results["2.1a"].feedback
+    assert {r.status for r in report.results[1:]} == {"not run"}
+    assert "the time limit of the whole grading (4 s) was reached" in results["2.5b"].feedback
 
 
 def test_an_unstable_soft_max_gets_the_stability_hint(tmp_path):
