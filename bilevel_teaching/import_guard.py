@@ -249,15 +249,19 @@ class _Facade(types.ModuleType):
             return guard.facade(value)
         return value
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def _real_for_change(self, name: str) -> types.ModuleType:
+        """The real module, unless the submission itself (the caller's caller) asks."""
         guard: Guard = object.__getattribute__(self, "_Facade__guard")
-        if guard.submission.owns(sys._getframe(1).f_code.co_filename):
+        if guard.submission.owns(sys._getframe(2).f_code.co_filename):
             raise PermissionError(f"changing the library ({self.__name__}.{name}) is not "
                                   "allowed while grading")
-        setattr(guard.real(self), name, value)
+        return guard.real(self)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._real_for_change(name), name, value)
 
     def __delattr__(self, name: str) -> None:
-        self.__setattr__(name, None)
+        delattr(self._real_for_change(name), name)
 
     def __dir__(self) -> list[str]:
         guard: Guard = object.__getattribute__(self, "_Facade__guard")

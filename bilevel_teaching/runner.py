@@ -109,6 +109,11 @@ class ChildProcess:
                 stdin=subprocess.DEVNULL, stdout=output_write, stderr=output_write,
                 pass_fds=(request_read, result_write), start_new_session=True,
                 cwd=self.sandbox, env=_child_environment(self.sandbox, self.token))
+        except BaseException:
+            for fd in (self.requests, self.results, self.output):
+                os.close(fd)
+            _remove_tree(self.sandbox)
+            raise
         finally:
             for fd in (request_read, result_write, output_write):
                 os.close(fd)
