@@ -183,6 +183,7 @@ def main(argv: list[str]) -> None:
     PREPARE[setup["assignment"]]()
     import_guard.install(import_guard.ImportPolicy.from_plain(setup["policy"]),
                          setup["assignment"], frames, own_modules(path.parent))
+    channel.send({"kind": "prepared"})  # the submission's time starts now
     try:
         module = import_submission(path)
     except BaseException as error:  # noqa: BLE001 - whatever the submission raises

@@ -3,9 +3,10 @@
 For each check the parent plans the calls (:class:`~bilevel_teaching.core.Plan`), sends them
 to a child process (``python -m bilevel_teaching._child``) and reads back the raw outputs. The
 child runs confined (:mod:`.sandbox`, :mod:`.import_guard`) in a fresh temporary folder, in a
-session of its own. The parent owns every deadline: a check's calls must be answered within
-``timeout`` seconds of the request, and the whole grading within ``total_timeout``; nothing the
-child sends changes them. Every message is size-checked and validated (:mod:`.protocol`,
+session of its own. The parent owns every deadline: the import of the submission and each
+check's calls must be done within ``timeout`` seconds (from the moment the child has prepared,
+before any of the submission's code ran, and from the request), and the whole grading within
+``total_timeout``; nothing the child sends changes them. Every message is size-checked and validated (:mod:`.protocol`,
 :func:`~bilevel_teaching.calls.parse_result`); a malformed one is that check's error.
 
 If a check overruns its time or the child dies, the parent kills the child's process group,
@@ -58,6 +59,9 @@ from bilevel_teaching.sandbox import Limits
 
 #: seconds a single check (or the import of the submission) may take
 DEFAULT_TIMEOUT = 120.0
+#: seconds the grading child may take to start, before the submission is imported (the
+#: grader's own imports and preparation: not counted in the submission's time)
+STARTUP_LIMIT = 120.0
 #: the environment variable that marks the processes of one grading (for the final sweep)
 TOKEN_VARIABLE = "BILEVEL_GRADING_TOKEN"
 _OUTPUT_TAIL = 1500  # characters of the submission's output shown when it crashes
@@ -333,8 +337,23 @@ class _Grading:
         not (the first time), or another exception of :meth:`ChildProcess.exchange`."""
         first = self.started == 0
         self.started += 1
+        startup = min(time.monotonic() + STARTUP_LIMIT, self.end)
+        child = ChildProcess(self.setup, startup)
+        try:
+            prepared = child.receive(startup)
+            why = "" if isinstance(prepared, dict) and prepared.get("kind") == "prepared" else \
+                "an unexpected first message"
+        except Timeout:
+            why = f"it took more than {STARTUP_LIMIT:g} s"
+        except ChildGone as gone:
+            why = f"it exited with code {gone.code}; its output ended with:\n{gone.output}"
+        except ProtocolError as error:
+            why = str(error)
+        if why:
+            child.stop()
+            raise ImportFailure(f"the grading process did not start ({why}). This is not your "
+                                "code's fault: please tell your instructor.")
         deadline = self.deadline()
-        child = ChildProcess(self.setup, deadline)
         try:
             message = child.receive(deadline)
         except Timeout:
@@ -366,7 +385,7 @@ class _Grading:
             raise ImportFailure(text)
         if not (isinstance(message, dict) and message.get("kind") == "ready"):
             child.stop()
-            raise ImportFailure(_MALFORMED.format(error="an unexpected first message",
+            raise ImportFailure(_MALFORMED.format(error="an unexpected message",
                                                   when="while importing your file"))
         return child
 
