@@ -74,6 +74,15 @@ class GridSoftVI(Follower):
     def supports(self, problem: BilevelProblem) -> bool:
         return isinstance(problem, TaxDesign)
 
+    def check_warm_start(self, problem, context, warm_start):
+        """A soft Q-function of the problem's discretised model: finite, of shape ``(S, A)``."""
+        shape = (self.asset_cells, problem.follower_action_space.n)
+        q = np.asarray(warm_start)
+        if q.shape != shape or q.dtype.kind not in "iuf" or not np.all(np.isfinite(q)):
+            raise ValueError(f"the warm start of context {context} must be a finite soft "
+                             f"Q-function of shape {shape}; got {q.dtype} {q.shape}")
+        return np.array(q, dtype=np.float64)
+
     def respond(self, problem, x, context, seed=None, warm_start=None) -> FollowerResponse:
         if not isinstance(problem, TaxDesign):
             raise ValueError(f"follower 'grid_soft_vi' solves tax-design problems only; got "
