@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, solve_follower
-from bilevel_envs.validation import check_choice, check_float
+from bilevel_envs.validation import check_array, check_choice, check_float
 
 
 class SoftValueIteration(Follower):
@@ -36,12 +34,8 @@ class SoftValueIteration(Follower):
 
     def check_warm_start(self, problem, context, warm_start):
         """A soft Q-function of the problem's model: finite, of shape ``(S, A)``."""
-        shape = (problem.follower_observation_space.n, problem.follower_action_space.n)
-        q = np.asarray(warm_start)
-        if q.shape != shape or q.dtype.kind not in "iuf" or not np.all(np.isfinite(q)):
-            raise ValueError(f"the warm start of context {context} must be a finite soft "
-                             f"Q-function of shape {shape}; got {q.dtype} {q.shape}")
-        return np.array(q, dtype=np.float64)
+        return check_array(f"the warm start of context {context}", warm_start,
+                           (problem.follower_observation_space.n, problem.follower_action_space.n))
 
     def respond(self, problem, x, context, seed=None, warm_start=None) -> FollowerResponse:
         if not problem.is_tabular:

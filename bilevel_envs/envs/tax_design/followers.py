@@ -13,6 +13,7 @@ from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, policy_entropy, solve_follower
+from bilevel_envs.validation import check_array
 
 
 class GridPolicy:
@@ -76,12 +77,8 @@ class GridSoftVI(Follower):
 
     def check_warm_start(self, problem, context, warm_start):
         """A soft Q-function of the problem's discretised model: finite, of shape ``(S, A)``."""
-        shape = (self.asset_cells, problem.follower_action_space.n)
-        q = np.asarray(warm_start)
-        if q.shape != shape or q.dtype.kind not in "iuf" or not np.all(np.isfinite(q)):
-            raise ValueError(f"the warm start of context {context} must be a finite soft "
-                             f"Q-function of shape {shape}; got {q.dtype} {q.shape}")
-        return np.array(q, dtype=np.float64)
+        return check_array(f"the warm start of context {context}", warm_start,
+                           (self.asset_cells, problem.follower_action_space.n))
 
     def respond(self, problem, x, context, seed=None, warm_start=None) -> FollowerResponse:
         if not isinstance(problem, TaxDesign):
