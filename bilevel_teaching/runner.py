@@ -6,8 +6,9 @@ child runs confined (:mod:`.sandbox`, :mod:`.import_guard`) in a fresh temporary
 session of its own. The parent owns every deadline: the import of the submission and each
 check's calls must be done within ``timeout`` seconds (from the moment the child has prepared,
 before any of the submission's code ran, and from the request), and the whole grading within
-``total_timeout``; nothing the child sends changes them. Every message is size-checked and validated (:mod:`.protocol`,
-:func:`~bilevel_teaching.calls.parse_result`); a malformed one is that check's error.
+``total_timeout``; nothing the child sends changes them. Every message is size-checked and
+validated (:mod:`.protocol`, :func:`~bilevel_teaching.calls.parse_result`); a malformed one is
+that check's error.
 
 If a check overruns its time or the child dies, the parent kills the child's process group,
 records that check as ``timeout`` / ``error`` and starts a fresh child for the next check: one
