@@ -25,6 +25,15 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 Outcome = Any  # a run's result (a dict) or the exception it raised
 
 
+class Finished:
+    """The handle of a run that already finished (in this process): its outcome."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+
+
 class InProcess:
     """Run each spec in this process, one at a time (``--workers 1``)."""
 
@@ -33,14 +42,14 @@ class InProcess:
     def __init__(self, run: Callable[[Any], Any]):
         self.run = run
 
-    def submit(self, spec: Any) -> list:
+    def submit(self, spec: Any) -> Finished:
         try:
-            return [self.run(spec)]
+            return Finished(self.run(spec))
         except Exception as exc:  # handed to the scheduler, which names the spec
-            return [exc]
+            return Finished(exc)
 
     def wait(self, handles: Collection, timeout: float | None) -> list[tuple[Any, Outcome]]:
-        return [(handle, handle[0]) for handle in handles]
+        return [(handle, handle.outcome) for handle in handles]
 
     def close(self, abort: bool) -> None:
         pass
