@@ -60,6 +60,18 @@ def test_unknown_subcommand_is_rejected(capsys):
     assert "invalid choice: 'table4'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_subcommand_documents_its_flags_with_ranges(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    for flag in ("--seeds", "--algorithms", "--quick", "--iterations", "--out", "--workers",
+                 "--dry-run"):
+        assert flag in text
+    assert "an integer in [1, 1000000]" in text  # --iterations, from its spec field's check
+
+
 def dry_run(argv, capsys):
     """``main(argv + --dry-run)``: (exit status, stdout, stderr)."""
     try:

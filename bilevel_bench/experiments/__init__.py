@@ -1,10 +1,11 @@
-"""The experiments behind ``bilevel-bench``, one module each.
+"""The experiments behind ``bilevel-bench``, one subpackage each.
 
-Every module defines ``EXPERIMENT``, an :class:`bilevel_bench.experiment.Experiment` (its spec
-class, how the command's arguments become specs, how one spec runs, how results are
-summarised); :mod:`bilevel_bench.cli` builds one subcommand per entry of :data:`EXPERIMENTS`.
-A new experiment is a module with an ``EXPERIMENT`` and one line here (or, from another
-package, ``EXPERIMENTS["name"] = "package.module"`` before :func:`bilevel_bench.cli.main`).
+Each subpackage has a ``spec`` module (the experiment's :class:`~bilevel_bench.specs.Spec`), a
+``run`` module (``run_spec(spec) -> dict``), a ``report`` module (tables and figures) and a
+``command`` module defining ``EXPERIMENT``, an :class:`bilevel_bench.experiment.Experiment`;
+:mod:`bilevel_bench.cli` builds one subcommand per entry of :data:`EXPERIMENTS`. A new
+experiment is such a subpackage and one line here (or, from another package,
+``EXPERIMENTS["name"] = "package.module"`` before :func:`bilevel_bench.cli.main`).
 """
 
 from __future__ import annotations
