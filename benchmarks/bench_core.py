@@ -1,6 +1,6 @@
 """Speed of the core layer on Four-Rooms (106-dim x, both contexts).
 
-Targets (issue 2): exact objective + hypergradient ≤ 20 ms; warm-started soft solve after a small
+Targets: exact objective + hypergradient ≤ 20 ms; warm-started soft solve after a small
 step ≤ 2 ms; tabular sampling ≥ 5 M transitions/s on one core.
 """
 

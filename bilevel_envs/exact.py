@@ -72,7 +72,7 @@ class ExactSolver:
                                residual=max(s.residual for s in solutions))
         return models, stacked, idx
 
-    def context_values(self, x: np.ndarray, contexts=None, with_gradient: bool = False
+    def per_context(self, x: np.ndarray, contexts=None, with_gradient: bool = False
                        ) -> LeaderValues:
         """Per-context exact leader values (and gradients), in context order."""
         models, solution, _ = self.solve(x, contexts)
@@ -90,12 +90,12 @@ class ExactSolver:
 
     def objective(self, x: np.ndarray, contexts=None) -> float:
         """``J(x) = Σ_ξ P(ξ) μ·V̄_ξ`` (renormalised over ``contexts`` if given)."""
-        values = self.context_values(x, contexts)
+        values = self.per_context(x, contexts)
         return float(self._weights(contexts) @ values.objective)
 
     def value_and_grad(self, x: np.ndarray, contexts=None) -> tuple[float, np.ndarray]:
         """``(J(x), dJ/dx)`` (renormalised over ``contexts`` if given)."""
-        values = self.context_values(x, contexts, with_gradient=True)
+        values = self.per_context(x, contexts, with_gradient=True)
         w = self._weights(contexts)
         grad = (w @ values.gradient.reshape(len(w), -1)).reshape(self.problem.x_space.shape)
         return float(w @ values.objective), grad

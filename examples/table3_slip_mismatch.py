@@ -2,7 +2,7 @@
 
 The authors' HPGD sampled its trajectories from a Four-Rooms simulator that slips with
 probability 1/3 (move_prob 0.67), while their follower solved, and their evaluation scored, the
-0.56 model (docs/table3.md). The library never mixes models by default; this script does it
+0.56 model (docs/reference.md §7.1). The library never mixes models by default; this script does it
 on purpose through the problem's ``make_oracle`` hook — the place to plug any simulator into a
 leader env — and runs the paper's learning-rate grid on held-out seeds, then the selected rate
 on seeds 0–9, for the Table 3 cells where our HPGD differs from the paper.

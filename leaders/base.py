@@ -244,7 +244,7 @@ class Leader(abc.ABC):
                              "per-context leader values; use exact_objective()")
         if self._exact is None:
             self._exact = ExactSolver(self.problem)
-        return np.asarray(self._exact.context_values(self.x if x is None else x).objective)
+        return np.asarray(self._exact.per_context(self.x if x is None else x).objective)
 
     # ------------------------------------------------------------------ history
     @property

@@ -10,7 +10,7 @@ with ``∂Q(s,a) = E Σ_t γ^t [∂r_t + γ ∂log P_{t+1} V_λ(s_{t+1})]`` (Thm
 
 * :func:`paper_estimate` — paper Alg. 5 with Alg. 2 inside: geometric horizons, √γ-weighted tails,
   restarts of the follower's oracle from ``(s_T, a_T)``. Unbiased.
-* :func:`every_visit_estimate` — the authors' batch estimator (reference notes §2.2): every-visit
+* :func:`every_visit_estimate` — the authors' batch estimator (docs/reference.md §2.2): every-visit
   Monte-Carlo tables of ``∂Q``, ``∂V``, ``Q̄``, ``V̄`` from one on-policy batch. Slightly biased
   (tables and weights share the batch; returns cut at the batch end) but low variance. Tables
   live on the problem's observation cells (state aggregation for continuous observations);
@@ -215,7 +215,7 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
 # ---------------------------------------------------------------------------- every-visit batch
 def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
                          rollouts: Rollouts, leave_one_out: bool = False) -> WeightedTerms:
-    """The authors' batch estimator (reference notes §2.2, generalised to ∂log P and ∂log μ).
+    """The authors' batch estimator (docs/reference.md §2.2, generalised to ∂log P and ∂log μ).
 
     From one on-policy batch (chains with auto-reset): every-visit tables ``Q̄̂(s,a)``, ``V̄̂(s)``
     of the leader's discounted returns and ``∂Q̂(s,a)``, ``∂V̂(s)`` of the follower's reward-

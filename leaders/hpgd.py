@@ -52,7 +52,7 @@ class HPGD(Leader):
             visit weighting its own future — large with many actions, e.g. tax design's 1,250) or
             ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any problem, but its noise is
             ~10³–10⁴ × the gradient per sample on Four-Rooms because ``∂Â`` is scaled by
-            ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the measurements). For a
+            ``1/(λ(1−γ̄))`` — measurements in docs/table3.md). For a
             trajectory-level ``J`` (``problem.decomposable`` False, e.g. RLHF): ``"trajectory"``
             (the default there; the score-function form over the pairs of the env's rollouts,
             :func:`~leaders.estimators.trajectory_estimate`). ``None``: the default for the

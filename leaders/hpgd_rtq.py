@@ -88,22 +88,22 @@ class HPGDRTQ(Leader):
         return float(self.truncation_probs @ np.array(self.schedule[1:]))
 
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
-        xi = self.problem.sample_context(self.rng)
+        context = self.problem.sample_context(self.rng)
         k = 1 + int(self.rng.choice(self.levels - 1, p=self.truncation_probs))
         t1, tk, tk1 = self.schedule[0], self.schedule[k - 1], self.schedule[k]
         seed = int(self.rng.integers(0, 2**31 - 1))
         pi_1, pi_k, pi_k1 = (r.policy for r in self.soft_q.learn_iterates(
-            self.problem, self.x, xi, [t1, tk, tk1], seed=seed))
+            self.problem, self.x, context, [t1, tk, tk1], seed=seed))
 
-        g_1 = self._alg5_mean(xi, pi_1, self.n_samples)
+        g_1 = self._alg5_mean(context, pi_1, self.n_samples)
         n = 2**k * self.n_samples
         shared = self.rng.bit_generator.state
-        g_k1 = self._alg5_mean(xi, pi_k1, n)
+        g_k1 = self._alg5_mean(context, pi_k1, n)
         self.rng.bit_generator.state = shared  # common random numbers for the pair
-        g_k = self._alg5_mean(xi, pi_k, n)
+        g_k = self._alg5_mean(context, pi_k, n)
         grad = g_1 + (g_k1 - g_k) / self.truncation_probs[k - 1]
-        return grad, {"objective_estimate": self._objective_estimate(xi, pi_k1),
-                      "contexts": [xi], "truncation_level": k, "lower_level_steps": tk1}
+        return grad, {"objective_estimate": self._objective_estimate(context, pi_k1),
+                      "contexts": [context], "truncation_level": k, "lower_level_steps": tk1}
 
     def _objective_estimate(self, context: int, policy, n_envs: int = 16) -> float:
         """Monte-Carlo ``J_ξ`` of the finest policy: ``n_envs`` episodes of at most
@@ -116,11 +116,11 @@ class HPGDRTQ(Leader):
     def vanilla_estimate(self) -> tuple[np.ndarray, int]:
         """The estimate of HPGD with vanilla soft Q-learning at ``t_K`` (paper Alg. 7) and its
         lower-level step count, for comparison with RT-Q (Table 2)."""
-        xi = self.problem.sample_context(self.rng)
+        context = self.problem.sample_context(self.rng)
         seed = int(self.rng.integers(0, 2**31 - 1))
-        (response,) = self.soft_q.learn_iterates(self.problem, self.x, xi, [self.schedule[-1]],
+        (response,) = self.soft_q.learn_iterates(self.problem, self.x, context, [self.schedule[-1]],
                                                  seed=seed)
-        return self._alg5_mean(xi, response.policy, self.n_samples), self.schedule[-1]
+        return self._alg5_mean(context, response.policy, self.n_samples), self.schedule[-1]
 
     def _alg5_mean(self, context: int, policy, n: int) -> np.ndarray:
         oracle = make_oracle(self.problem, self.x, context, policy)

@@ -65,7 +65,7 @@ def test_clipping_sampled_type_gradients_moves_the_fixed_point():
     gamma = problem.gamma
 
     def slopes(u):
-        g = solver.context_values(np.array([u, 0.0, 0.0, 0.0]), with_gradient=True).gradient
+        g = solver.per_context(np.array([u, 0.0, 0.0, 0.0]), with_gradient=True).gradient
         clipped = np.mean([clip_by_norm(gi, 1.0) for gi in g], axis=0)
         full = problem.context_probs @ g
         return clipped[0] + gamma * clipped[2], full[0] + gamma * full[2]

@@ -16,7 +16,7 @@ def _estimates(problem, x, n_samples, seed, drop=None):
     """``(n_samples, d)`` context-weighted Alg. 5 estimates and the exact ``dJ/dx``."""
     solver = ExactSolver(problem, tol=1e-12)
     _, solution, _ = solver.solve(x)
-    values = solver.context_values(x, with_gradient=True)
+    values = solver.per_context(x, with_gradient=True)
     weights = problem.context_probs
     rng = np.random.default_rng(seed)
     per_sample = 0.0

@@ -248,7 +248,7 @@ def test_exact_terms_sum_to_the_library_hypergradient(context):
     su = g.setup(context)
     problem = g._problem()
     solver = ExactSolver(problem, tol=1e-13)
-    values = solver.context_values(su.x, [context], with_gradient=True)
+    values = solver.per_context(su.x, [context], with_gradient=True)
     np.testing.assert_allclose(su.exact.gradient, values.gradient[0], rtol=1e-9, atol=1e-12)
     # ∂V = Σ_a π ∂Q and Σ_a π ∂A = 0 (policy held fixed)
     np.testing.assert_allclose(np.einsum("sa,sad->sd", su.exact.pi, su.exact.da), 0, atol=1e-12)

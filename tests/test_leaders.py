@@ -30,7 +30,7 @@ def test_amd_sweeps_converge_to_the_exact_hypergradient(problem, sweeps):
         for _ in range(sweeps):
             tables = amd_sweep(model, tables, problem.lam)
         value, grad = amd_gradient(model, tables, problem.lam)
-        exact = ExactSolver(problem, tol=1e-13).context_values(x, [context], with_gradient=True)
+        exact = ExactSolver(problem, tol=1e-13).per_context(x, [context], with_gradient=True)
         assert value == pytest.approx(float(exact.objective[0]), abs=1e-9)
         np.testing.assert_allclose(grad, exact.gradient[0], atol=1e-6, rtol=0)
 
@@ -40,7 +40,7 @@ def test_amd_exact_inner_solve_equals_exact_hypergradient():
     leader = AMD(env, inner="exact", seed=0)
     grad, info = leader.estimate_gradient()
     xi = info["contexts"][0]
-    exact = ExactSolver(leader.problem).context_values(leader.x, [xi], with_gradient=True)
+    exact = ExactSolver(leader.problem).per_context(leader.x, [xi], with_gradient=True)
     np.testing.assert_allclose(grad, exact.gradient[0], atol=1e-8)
 
 

@@ -2,6 +2,8 @@
 Gymnasium env), the vectorised simulator, the registered envs and bad input."""
 
 import pickle
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +17,7 @@ from bilevel_envs.envs.tax_design.followers import GridPolicy, GridSoftVI
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
 from bilevel_envs.exact import ExactSolver, exact_hypergradient
-from bilevel_envs.followers import FOLLOWERS, TabularPolicy
+from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import GymOracle, TabularOracle, make_oracle
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel, leader_values
@@ -360,12 +362,22 @@ def test_grid_policy_reads_continuous_assets_by_cell():
     np.testing.assert_array_equal(policy.cells(np.array([[edges[3] + 0.01], [100.0]])), [3, 20])
 
 
-def test_default_followers(monkeypatch):
+def test_default_followers():
     assert default_follower(True) == "soft_vi"
-    monkeypatch.delitem(FOLLOWERS, "soft_dqn", raising=False)
-    assert default_follower(False) == "grid_soft_vi"
-    monkeypatch.setitem(FOLLOWERS, "soft_dqn", "some.module:SoftDQN")
-    assert default_follower(False) == "soft_dqn"
+    assert default_follower(False) == "soft_dqn"  # the sb3 extra is installed here
+
+
+def test_default_follower_without_the_sb3_extra():
+    # A fresh interpreter where stable_baselines3 cannot be imported (an install without the
+    # extra): the continuous-asset default falls back to the exact grid follower.
+    code = ("import sys; sys.modules['stable_baselines3'] = None\n"
+            "from bilevel_envs.envs.tax_design.envs import default_follower\n"
+            "from bilevel_envs.followers import follower_available\n"
+            "print(default_follower(False), follower_available('soft_dqn'), "
+            "follower_available('soft_vi'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["grid_soft_vi", "False", "True"]
 
 
 # ---------------------------------------------------------------------------- registered envs

@@ -13,7 +13,7 @@ Tolerances: the closed forms are exact, so the comparisons allow the exact solve
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 

@@ -19,7 +19,7 @@ the one the submission's means agree with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 

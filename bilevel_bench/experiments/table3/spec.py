@@ -1,6 +1,6 @@
 """What one Table 3 run is: the spec and the constants of the paper's set-up (App. F.2).
 
-Table 3 metric (``docs/table3.md``): per run, the mean of the exact context-averaged
+Table 3 metric (docs/reference.md §4 and §8): per run, the mean of the exact context-averaged
 ``J(x_t)`` over the last ``eval_last`` pre-update iterates; per cell and algorithm, the best
 learning rate (and C) of the paper's grid by mean score; mean over seeds ± standard error with
 ``ddof = 0``. The authors' variant (the sampled context's exact value only) is reported beside
@@ -29,7 +29,7 @@ MAX_TRANSITIONS = 10**7  # HPGD's sampled transitions per gradient, n_envs × n_
 class Table3Spec(Spec):
     """One Table 3 run: a leader on ``bilevel/FourRoomsShaping-v0`` (soft-VI followers, one
     sampled context per iteration), scored by the exact ``J`` of its last iterates. Defaults:
-    the paper's set-up (App. F.2)."""
+    the paper's set-up (App. F.2, docs/reference.md §2–3)."""
 
     EXPERIMENT: ClassVar[str] = "table3"
     VERSION: ClassVar[int] = 2

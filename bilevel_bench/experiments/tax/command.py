@@ -4,7 +4,6 @@ the summary (welfare gains, final taxes), Fig. 3a and Fig. 3b."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 from bilevel_bench.arguments import add_list_argument
 from bilevel_bench.experiment import Experiment, Quick, Request, Sweep, Timing, UsageError
@@ -27,21 +26,17 @@ from bilevel_bench.experiments.tax.spec import (
 from bilevel_bench.storage import write_summary
 
 DEFAULT_SETUPS = ("tabular", "neural")
-#: third-party modules a follower needs beyond the registry entry
-FOLLOWER_REQUIREMENTS = {"soft_dqn": ("torch", "stable_baselines3"),
-                         "sb3": ("torch", "stable_baselines3")}
 QUICK_NOTE = ("--quick gives the soft-DQN households 10,000 transitions, then 1,000 per leader "
               "step: a plumbing check of that set-up, not a result (the full command's budget: "
               "docs/tax_design.md).")
 
 
 def follower_installed(name: str) -> bool:
-    """Whether follower ``name`` is registered and the modules it needs can be imported."""
+    """Whether follower ``name`` is registered and the packages of its extra are importable."""
     import bilevel_envs  # noqa: F401  (registers grid_soft_vi)
-    from bilevel_envs.followers import FOLLOWERS
+    from bilevel_envs.followers import follower_available
 
-    return name in FOLLOWERS and all(importlib.util.find_spec(module) is not None
-                                     for module in FOLLOWER_REQUIREMENTS.get(name, ()))
+    return follower_available(name)
 
 
 def build_specs(setups: list[str], algorithms: list[str], seeds: range,

@@ -81,8 +81,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         "² the authors' ratio: mean of the last 10 over the first 10 Monte-Carlo welfare "
         "estimates of the run (10 % of the iterations for runs shorter than 100; sampled "
         "preference group, the follower's own policy). "
-        "³ the authors' code: ≈600 s per leader iteration with their follower budget "
-        "(docs/tax_design.md).",
+        "³ docs/reference.md §6: ≈600 s per leader iteration with their follower budget.",
     ]
     return "\n".join(lines)
 

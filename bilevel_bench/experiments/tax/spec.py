@@ -13,8 +13,8 @@ registered follower can be swapped in):
   (``"grid_soft_vi"``): a cheap continuous-asset check of the estimator.
 
 :data:`PAPER_BUDGET` is the authors' full budget (3 M follower transitions per leader step,
-1,000 iterations) as a configuration. Deviations from the authors' code and why:
-``docs/tax_design.md``.
+1,000 iterations) as a configuration. Deviations from the authors' code (docs/reference.md §5
+and §7.15–21) and why: ``docs/tax_design.md``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ NEURAL_FOLLOWER: dict[str, Any] = {
                     "target_update_interval": 500, "exploration_initial_eps": 0.1,
                     "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse"},
 }
-#: The authors' follower budget (docs/tax_design.md): 3 M transitions per solve (10 envs),
+#: The authors' follower budget (docs/reference.md §5.2): 3 M transitions per solve (10 envs),
 #: replay 10,000, batch 1,000 every 10 transitions, target copy every 5,000, Adam 5e-5 clipped
 #: at 1.0, ε 1 → 0.1 over the first third. (Warm-started here; they restarted from scratch.)
 PAPER_FOLLOWER: dict[str, Any] = {
