@@ -14,7 +14,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from bilevel_bench.experiments.table3 import make_leader  # noqa: E402
+from bilevel_bench.experiments.table3.run import make_leader  # noqa: E402
+from bilevel_bench.experiments.table3.spec import Table3Spec  # noqa: E402
 
 
 def main(iterations: int = 1000) -> None:
@@ -22,8 +23,8 @@ def main(iterations: int = 1000) -> None:
           "CPU time of this process, and wall time (inflated if other processes share the CPU):")
     for algorithm in ("hpgd", "amd", "zero_order"):
         for lam in (0.001, 0.005):
-            spec = {"algorithm": algorithm, "lam": lam, "beta": 1.0, "learning_rate": 0.5,
-                    "perturbation_constant": 0.5, "seed": 0}
+            spec = Table3Spec(algorithm=algorithm, lam=lam, beta=1.0, learning_rate=0.5, seed=0,
+                              perturbation_constant=0.5 if algorithm == "zero_order" else None)
             leader = make_leader(spec)
             leader.learn(50)
             start, cpu = time.perf_counter(), time.process_time()
@@ -31,7 +32,7 @@ def main(iterations: int = 1000) -> None:
             wall = (time.perf_counter() - start) / iterations * 1e3
             cpu = (time.process_time() - cpu) / iterations * 1e3
             print(f"  {algorithm:>10}  lambda={lam}: {cpu:6.3f} ms CPU  ({wall:6.3f} ms wall)")
-    spec = {"algorithm": "amd", "lam": 0.003, "beta": 1.0, "learning_rate": 0.5, "seed": 0}
+    spec = Table3Spec(algorithm="amd", lam=0.003, beta=1.0, learning_rate=0.5, seed=0)
     leader = make_leader(spec)
     xs = [leader.x + 0.01 * np.random.default_rng(i).normal(size=105) for i in range(200)]
     leader.exact_objective(xs[0])

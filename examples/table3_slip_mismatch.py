@@ -19,7 +19,9 @@ from multiprocessing import Pool
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_bench.experiments import table3
+from bilevel_bench.experiments.table3.report import PAPER_TABLE3
+from bilevel_bench.experiments.table3.run import make_leader, run_spec
+from bilevel_bench.experiments.table3.spec import LEARNING_RATES, Table3Spec
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.oracles import TabularOracle
 
@@ -27,14 +29,12 @@ from bilevel_envs.oracles import TabularOracle
 CELLS = ((0.003, 1.0), (0.003, 3.0), (0.003, 5.0), (0.001, 5.0), (0.005, 1.0))
 SIMULATOR_MOVE_PROB = 0.67  # the authors' trajectory simulator; follower and evaluation: 0.56
 
-_table3_leader = table3.make_leader
 
-
-def mismatched_leader(spec: dict):
+def mismatched_leader(spec: Table3Spec):
     """The Table 3 leader of ``spec``, whose env samples trajectories from the 0.67 model."""
-    leader = _table3_leader(spec)
+    leader = make_leader(spec)
     problem = leader.env.unwrapped.problem
-    simulator = FourRoomsShaping(lam=problem.lam, beta=spec["beta"],
+    simulator = FourRoomsShaping(lam=problem.lam, beta=spec.beta,
                                  move_prob=SIMULATOR_MOVE_PROB)
     # The LeaderEnv asks problem.make_oracle first (rollouts.make_oracle, backend "auto").
     problem.make_oracle = lambda x, context, policy, **kwargs: TabularOracle(
@@ -42,34 +42,38 @@ def mismatched_leader(spec: dict):
     return leader
 
 
-def run(spec: dict) -> float:
+def run(spec: Table3Spec) -> float:
     """One Table 3 HPGD run with the mismatched simulator; its score (exact J, last 1,000)."""
-    table3.make_leader = mismatched_leader
-    return table3.run_spec(spec)["metrics"]["score"]
+    return run_spec(spec, build=mismatched_leader)["metrics"]["score"]
+
+
+def hpgd_spec(lam: float, beta: float, seed: int, learning_rate: float, **fields) -> Table3Spec:
+    return Table3Spec(algorithm="hpgd", lam=lam, beta=beta, seed=seed,
+                      learning_rate=learning_rate, **fields)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--learning-rates", type=float, nargs="+",
-                        default=list(table3.LEARNING_RATES))
+                        default=list(LEARNING_RATES))
     parser.add_argument("--grid-seeds", type=int, default=3, help="held-out seeds 100, 101, ...")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    short = {"iterations": args.iterations, "eval_last": min(1_000, args.iterations // 10)}
+    short = {"iterations": args.iterations, "eval_last": max(1, min(1_000, args.iterations // 10))}
 
     grid = [(lam, beta, lr, seed) for lam, beta in CELLS for lr in args.learning_rates
             for seed in range(100, 100 + args.grid_seeds)]
     with Pool(args.workers) as pool:
-        scores = pool.map(run, [table3.table3_spec("hpgd", lam, beta, seed, lr, **short)
+        scores = pool.map(run, [hpgd_spec(lam, beta, seed, lr, **short)
                                 for lam, beta, lr, seed in grid])
     by_cell: dict[tuple, dict[float, list[float]]] = {}
     for (lam, beta, lr, _), score in zip(grid, scores):
         by_cell.setdefault((lam, beta), {}).setdefault(lr, []).append(score)
     best = {cell: max(rates, key=lambda lr: np.mean(rates[lr])) for cell, rates in by_cell.items()}
 
-    specs = [table3.table3_spec("hpgd", lam, beta, seed, best[(lam, beta)], **short)
+    specs = [hpgd_spec(lam, beta, seed, best[(lam, beta)], **short)
              for lam, beta in CELLS for seed in range(args.seeds)]
     with Pool(args.workers) as pool:
         scores = np.array(pool.map(run, specs)).reshape(len(CELLS), args.seeds)
@@ -77,7 +81,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for (lam, beta), values in zip(CELLS, scores):
         rates = ", ".join(f"{lr:g}: {np.mean(v):.2f}" for lr, v in by_cell[(lam, beta)].items())
-        paper = table3.PAPER_TABLE3[(lam, beta)]["hpgd"][0]
+        paper = PAPER_TABLE3[(lam, beta)]["hpgd"][0]
         print(f"| {lam:g} | {beta:g} | {best[(lam, beta)]:g} ({rates}) | "
               f"{values.mean():.2f} ± {values.std() / np.sqrt(values.size):.3f} | {paper:.2f} |")
 

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from bilevel_bench.checks import SpecError
 from bilevel_bench.cli import main as bench
-from bilevel_bench.experiments import contract
+from bilevel_bench.experiments.contract import run as contract
+from bilevel_bench.experiments.contract.spec import ALGORITHMS, ContractSpec, contract_spec
 from bilevel_envs.envs.contract_design import closed_forms as cd
 from bilevel_envs.exact import ExactSolver
 from leaders import AMD
@@ -21,17 +23,16 @@ ITERATIONS = {"hpgd": 300, "amd": 3000, "zero_order": 3000}
 PROJECT_CASES = ("project_lam0.1", "project_lam0.02", "project_2types")
 
 
-@pytest.mark.parametrize("algorithm", contract.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("instance", PROJECT_CASES)
 def test_each_leader_reaches_one_percent_of_the_exact_project_optimum(instance, algorithm):
     """J of the final contract within 1 % of J* from the exact 1-d search (the optimum is unique
     in J, not in x: a ridge along x(work→success) + γ x(success→work)). The bench settings."""
-    spec = contract.contract_spec(instance, algorithm, seed=0,
-                                  iterations=ITERATIONS[algorithm])
+    spec = contract_spec(instance, algorithm, seed=0, iterations=ITERATIONS[algorithm])
     leader = contract.make_leader(spec)
     optimum = cd.project_optimum(leader.problem)
     assert leader.exact_objective() < 0.95 * optimum.objective  # the start is far off
-    leader.learn(spec["iterations"])
+    leader.learn(spec.iterations)
     J = ExactSolver(leader.problem).objective(leader.x)
     assert J <= optimum.objective + 1e-9
     assert J >= 0.99 * optimum.objective, f"{100 * (1 - J / optimum.objective):.2f} % below J*"
@@ -45,7 +46,7 @@ def test_no_payments_is_a_spurious_local_optimum_of_the_project():
     x0 = np.zeros(problem.n_params)
     _, grad = ExactSolver(problem).value_and_grad(x0)
     assert np.all(grad < 0)
-    env = contract.make_leader(contract.contract_spec("project_lam0.02", "amd", 0)).env
+    env = contract.make_leader(contract_spec("project_lam0.02", "amd", 0)).env
     leader = AMD(env, learning_rate=0.002, max_grad_norm=None, inner="exact", x0=x0, seed=0)
     leader.learn(300)
     optimum = cd.project_optimum(problem)
@@ -87,14 +88,21 @@ def test_reference_optimum():
 
 
 def test_specs_are_plain_data_and_validated():
-    spec = contract.contract_spec("tree", "amd", 3, iterations=10)
-    assert json.loads(json.dumps(spec)) == spec and spec["max_grad_norm"] is None
-    with pytest.raises(ValueError, match="unknown instance 'moon'"):
-        contract.contract_spec("moon", "amd", 0)
-    with pytest.raises(ValueError, match="algorithm must be one of"):
-        contract.contract_spec("tree", "sgd", 0)
-    with pytest.raises(ValueError, match=r"unknown spec fields \['colour'\]"):
-        contract.contract_spec("tree", "amd", 0, colour=1)
+    spec = contract_spec("tree", "amd", 3, iterations=10)
+    data = spec.to_dict()
+    assert json.loads(json.dumps(data)) == data and spec.max_grad_norm is None
+    assert ContractSpec.from_dict(data) == spec and data["estimator"] is None
+    with pytest.raises(SpecError, match="instance must be one of 'project_lam0.1', .*; got "
+                                        "'moon'"):
+        contract_spec("moon", "amd", 0)
+    with pytest.raises(SpecError, match="algorithm must be one of 'hpgd', 'amd', 'zero_order'"):
+        contract_spec("tree", "sgd", 0)
+    with pytest.raises(SpecError, match=r"spec has no field\(s\) \['colour'\]"):
+        contract_spec("tree", "amd", 0, colour=1)
+    with pytest.raises(SpecError, match="n_envs applies to hpgd only"):
+        contract_spec("tree", "amd", 0, n_envs=5)
+    with pytest.raises(SpecError, match="estimator is required for hpgd"):
+        contract_spec("tree", "hpgd", 0, estimator=None)
     with pytest.raises(ValueError, match="share must be in"):
         contract.revenue_share(contract.make_problem("grid"), 1.5)
 

@@ -159,7 +159,7 @@ def test_hpgd_improves_likelihood_and_accuracy_on_the_default_grid():
     """The default RLHF grid (state-action reward model, β = 1), 200 iterations: the expected
     log-likelihood and the preference accuracy on 4,000 fresh pairs from π*_x both improve by
     more than 10 standard errors."""
-    from bilevel_bench.experiments.rlhf import evaluate
+    from bilevel_bench.experiments.rlhf.run import evaluate
 
     env = gym.make("bilevel/RLHF-v0")
     leader = HPGD(env, learning_rate=0.03, coupled_restarts=True, seed=0)
@@ -228,7 +228,7 @@ def test_bench_rlhf_smoke(tmp_path):
 
 
 def test_evaluate_is_seeded_and_scores_the_true_reward_model_perfectly_on_regret():
-    from bilevel_bench.experiments.rlhf import evaluate, make_problem, true_reward_model
+    from bilevel_bench.experiments.rlhf.run import evaluate, make_problem, true_reward_model
 
     problem = make_problem("grid_features")
     x_true = true_reward_model(problem)

@@ -198,7 +198,8 @@ def test_tax_command_writes_summary_and_figures(tmp_path, capsys):
 def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
     """The soft-DQN set-up wired end to end (continuous assets, aggregated estimator)."""
     pytest.importorskip("stable_baselines3")
-    from bilevel_bench.experiments.tax import NEURAL_FOLLOWER, run_spec, tax_spec
+    from bilevel_bench.experiments.tax.run import run_spec
+    from bilevel_bench.experiments.tax.spec import NEURAL_FOLLOWER, tax_spec
 
     tiny = {**NEURAL_FOLLOWER, "warmup_timesteps": 64, "total_timesteps": 32, "n_envs": 2,
             "algo_kwargs": {**NEURAL_FOLLOWER["algo_kwargs"], "learning_starts": 16,
@@ -213,23 +214,26 @@ def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
 
 
 @pytest.mark.parametrize("field, value", [("iterations", 0), ("learning_rate", -1.0),
-                                          ("clip", "both"), ("setup", "gpu")])
+                                          ("clip", "both"), ("setup", "gpu"),
+                                          ("observation_cells", 41), ("estimator", None)])
 def test_malformed_tax_specs_are_rejected(field, value):
-    from bilevel_bench.experiments.tax import tax_spec, validate_spec
+    from bilevel_bench.checks import SpecError
+    from bilevel_bench.experiments.tax.spec import TaxSpec, tax_spec
 
     spec = tax_spec("tabular", "hpgd", 0)
-    validate_spec(spec)
-    with pytest.raises(ValueError, match=field):
-        validate_spec({**spec, field: value})
-    with pytest.raises(ValueError, match="unknown"):
-        validate_spec({**spec, "typo": 1})
+    assert TaxSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(SpecError, match=field):
+        spec.replace(**{field: value})
+    with pytest.raises(SpecError, match="unknown"):
+        TaxSpec.from_dict({**spec.to_dict(), "typo": 1})
 
 
 @pytest.mark.slow
 def test_tabular_setup_reproduces_the_papers_tax_trends():
     """HPGD with exact households, 2 seeds × 60 iterations: welfare +20 % or more, income tax
     up to ≈ 0.6, VAT on good 2 (most preferred) at 0, VAT on good 3 (least preferred) highest."""
-    from bilevel_bench.experiments.tax import run_spec, tax_spec
+    from bilevel_bench.experiments.tax.run import run_spec
+    from bilevel_bench.experiments.tax.spec import tax_spec
 
     for seed in range(2):
         result = run_spec(tax_spec("tabular", "hpgd", seed, iterations=60))
@@ -239,11 +243,40 @@ def test_tabular_setup_reproduces_the_papers_tax_trends():
 
 
 def test_paper_budget_specs_carry_the_authors_scale():
-    from bilevel_bench.experiments.tax import PAPER_FOLLOWER, build_specs
+    from bilevel_bench.experiments.tax.command import build_specs
+    from bilevel_bench.experiments.tax.spec import PAPER_FOLLOWER
 
     specs = build_specs(["tabular", "neural"], ["hpgd", "zero_order"], range(1),
                         paper_budget=True)
-    assert {s["iterations"] for s in specs} == {1_000}
-    neural = [s for s in specs if s["setup"] == "neural"]
-    assert all(s["follower_kwargs"] == PAPER_FOLLOWER for s in neural)
+    assert {s.iterations for s in specs} == {1_000}
+    neural = [s for s in specs if s.setup == "neural"]
+    assert all(s.follower_kwargs == PAPER_FOLLOWER for s in neural)
     assert PAPER_FOLLOWER["total_timesteps"] == 3_000_000
+
+
+HIDDEN_SB3 = """
+import sys
+sys.modules["stable_baselines3"] = None  # as on an install without the sb3 extra
+from bilevel_bench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_sb3_the_neural_setup_is_skipped_by_default_and_refused_when_asked(tmp_path):
+    """The soft-DQN follower is registered either way; the command looks for its modules
+    (here hidden from the import system, no monkeypatching of the registry)."""
+    import os
+    import subprocess
+    import sys
+
+    def bench(*args):
+        return subprocess.run([sys.executable, "-c", HIDDEN_SB3, "tax", *args, "--dry-run",
+                               "--out", str(tmp_path)], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=os.getcwd()))
+
+    default = bench()
+    assert default.returncode == 0, default.stderr
+    assert "skipping set-up 'neural'" in default.stdout and "(tabular × " in default.stdout
+    asked = bench("--setups", "neural")
+    assert asked.returncode == 2 and "argument --setups: set-up(s) ['neural'] need a " \
+                                     "follower that is not installed" in asked.stderr

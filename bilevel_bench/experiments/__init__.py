@@ -1,48 +1,40 @@
-"""The experiments behind ``bilevel-bench``, one module each.
+"""The experiments behind ``bilevel-bench``, one subpackage each.
 
-Every module defines ``NAME``, ``validate_spec(spec)`` (raises ``ValueError`` for a malformed
-spec), ``run_spec(spec) -> result`` (a module-level function, so local processes and Ray workers
-can import it) and ``register(subparsers)`` for its subcommand. Specs carry
-``"experiment": NAME`` so the sweep runner finds the right module.
+Each subpackage has a ``spec`` module (the experiment's :class:`~bilevel_bench.specs.Spec`), a
+``run`` module (``run_spec(spec) -> dict``), a ``report`` module (tables and figures) and a
+``command`` module defining ``EXPERIMENT``, an :class:`bilevel_bench.experiment.Experiment`;
+:mod:`bilevel_bench.cli` builds one subcommand per entry of :data:`EXPERIMENTS`. A new
+experiment is such a subpackage and one line here (or, from another package,
+``EXPERIMENTS["name"] = "package.module"`` before :func:`bilevel_bench.cli.main`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
 
-#: experiment name -> module
+if TYPE_CHECKING:
+    from bilevel_bench.experiment import Experiment
+
+#: experiment name -> module defining ``EXPERIMENT``
 EXPERIMENTS: dict[str, str] = {
-    "table3": "bilevel_bench.experiments.table3",
-    "contract": "bilevel_bench.experiments.contract",
-    "rlhf": "bilevel_bench.experiments.rlhf",
-    "tax": "bilevel_bench.experiments.tax",
+    "table3": "bilevel_bench.experiments.table3.command",
+    "contract": "bilevel_bench.experiments.contract.command",
+    "rlhf": "bilevel_bench.experiments.rlhf.command",
+    "tax": "bilevel_bench.experiments.tax.command",
 }
 
 
-def experiment_module(name: str) -> ModuleType:
-    """The module of a registered experiment."""
-    try:
-        return importlib.import_module(EXPERIMENTS[name])
-    except KeyError:
-        raise KeyError(f"unknown experiment {name!r}; expected one of {sorted(EXPERIMENTS)}"
-                       ) from None
-
-
-def runner_for(specs: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The ``run_spec`` of the experiment all ``specs`` name, after validating every spec.
+def get_experiment(name: str) -> Experiment:
+    """The declaration of a registered experiment.
 
     Raises:
-        ValueError: if the specs name no or several experiments, or one spec is malformed.
-        KeyError: for an unknown experiment name.
+        KeyError: naming the registered experiments, for an unknown name.
     """
-    names = {spec.get("experiment") if isinstance(spec, dict) else None for spec in specs}
-    if len(names) != 1 or None in names:
-        raise ValueError(f"every spec must be a dict naming one experiment (spec['experiment']);"
-                         f" got {sorted(map(str, names))}")
-    module = experiment_module(names.pop())
-    for spec in specs:
-        module.validate_spec(spec)
-    return module.run_spec
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; expected one of {sorted(EXPERIMENTS)}")
+    experiment = importlib.import_module(EXPERIMENTS[name]).EXPERIMENT
+    if experiment.name != name:
+        raise KeyError(f"module {EXPERIMENTS[name]} declares experiment {experiment.name!r}, "
+                       f"registered as {name!r}")
+    return experiment
