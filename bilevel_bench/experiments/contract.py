@@ -77,11 +77,7 @@ def make_problem(instance: str):
 def revenue_share(problem, share: float) -> np.ndarray:
     """The contract paying ``share`` of the principal's revenue ``r(s, s')`` on each payable
     transition (clipped to ``x_max``): a leader's starting point."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share must be in [0, 1]; got {share!r}")
-    spec = problem.spec
-    return np.minimum(share * spec.revenue[spec.payments[:, 0], spec.payments[:, 1]],
-                      problem.x_max)
+    return problem.revenue_share(share)
 
 
 def reference_optimum(instance: str, starts: int = REFERENCE_STARTS) -> dict[str, Any]:
@@ -132,13 +128,14 @@ def make_leader(spec: dict[str, Any]):
     algorithm = spec["algorithm"]
     if algorithm == "hpgd":
         env = gym.make(ENV_ID, contexts="all", n_envs=spec["n_envs"],
-                       n_rollout_steps=spec["n_rollout_steps"], horizon=10**9, **problem_kwargs)
+                       n_rollout_steps=spec["n_rollout_steps"], max_episode_steps=10**9,
+                       **problem_kwargs)
         return HPGD(env, estimator=spec["estimator"], **common)
     if algorithm == "amd":
-        return AMD(gym.make(ENV_ID, horizon=10**9, **problem_kwargs), inner=spec["inner"],
-                   **common)
-    env = gym.make(ENV_ID, contexts="all", objective="exact", n_rollout_steps=0, horizon=10**9,
-                   **problem_kwargs)
+        return AMD(gym.make(ENV_ID, max_episode_steps=10**9, **problem_kwargs),
+                   inner=spec["inner"], **common)
+    env = gym.make(ENV_ID, contexts="all", objective="exact", n_rollout_steps=0,
+                   max_episode_steps=10**9, **problem_kwargs)
     return ZeroOrder(env, perturbation_constant=spec["perturbation_constant"], **common)
 
 
