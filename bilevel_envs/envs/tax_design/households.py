@@ -267,7 +267,8 @@ class HouseholdsParallelEnv(ParallelEnv):
 
     def _observation(self, i: int) -> Any:
         state = self._state[i]
-        return int(state) if self.problem.is_tabular else np.array(state, dtype=np.float64)
+        # NumPy values as Discrete.sample() gives them (PettingZoo's checker reads their dtype)
+        return np.int64(state) if self.problem.is_tabular else np.array(state, dtype=np.float64)
 
     def state(self) -> np.ndarray:
         """Every household's assets, in the order of ``possible_agents`` (``state_space``)."""
