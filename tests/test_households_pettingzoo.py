@@ -246,3 +246,18 @@ def test_households_learn_through_the_parallel_env():
         optimum = model.mu @ soft_value_iteration(model, 0.2).v
         random = model.mu @ evaluate_policy(model, uniform, lam=0.2)
         assert optimum - learned < 0.1 * (optimum - random), (learned, optimum, random)
+
+
+def test_supersuit_sb3_example_trains_households_through_the_vector_env():
+    """The example's pipeline (agent indicator, SuperSuit vector env, VecNormalize, PPO) runs:
+    PPO collects its steps from all four households and acts in the PettingZoo env."""
+    pytest.importorskip("supersuit")
+    pytest.importorskip("stable_baselines3")
+    from examples.households_supersuit_sb3 import evaluate, train
+
+    model, vec_env = train(total_timesteps=256, seed=0)
+    assert vec_env.num_envs == 4 and model.num_timesteps == 4 * 256
+    utility, welfare = evaluate(
+        lambda agent, obs, rng: int(model.predict(vec_env.normalize_obs(obs[None]))[0][0]),
+        episodes=1, seed=0)
+    assert np.isfinite(utility) and np.isfinite(welfare)
