@@ -2,8 +2,6 @@
 Gymnasium env), the vectorised simulator, the registered envs and bad input."""
 
 import pickle
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.contract_design.model import (
     DEFAULT_GAMMA,
     DEFAULT_X_MAX,
@@ -16,7 +17,6 @@ from bilevel_envs.envs.contract_design.model import (
     INSTANCE_KWARGS,
     payment_matrix,
 )
-from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.validation import check_int
@@ -218,7 +218,8 @@ class ContractDesignEnv(LeaderEnv):
     gym.make("bilevel/ContractDesign-v0", instance="project", lam=0.05, gamma=0.9,
              cost_scales=(1.0,), type_probs=None, x_max=5.0, follower="soft_vi",
              contexts="sample", n_followers=1, n_envs=5, n_rollout_steps=2000,
-             objective="monte_carlo", render_mode=None)  # + instance kwargs: depth=3, seed=0 (tree), ...
+             objective="monte_carlo", render_mode=None)
+    # + instance kwargs: depth=3, seed=0 (tree), ...
     ```
 
     ## References

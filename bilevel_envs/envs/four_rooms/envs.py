@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.four_rooms.model import (
     CELLS,
     DEFAULT_MOVE_PROB,
@@ -27,7 +28,6 @@ from bilevel_envs.envs.four_rooms.model import (
     render_text,
     softmax,
 )
-from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.validation import check_int
