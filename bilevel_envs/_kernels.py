@@ -2,6 +2,10 @@
 
 They are deterministic: all randomness arrives as arrays of uniforms drawn by the caller's
 ``numpy.random.Generator``, so the same seed gives the same trajectories bit for bit.
+
+Compiled code does not check array bounds, so every public entry point here is a Python wrapper
+that validates shapes, dtypes and index ranges (raising ``ValueError``) before it calls the
+compiled ``_…`` implementation: no input can reach an out-of-bounds access.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
-def _first_above(cdf, u):
+def first_above(cdf, u):
     """Index of the first entry of ``cdf`` strictly above ``u`` (``len(cdf)`` if none)."""
     k = 0
     while k < cdf.shape[0] and u >= cdf[k]:
@@ -20,7 +24,7 @@ def _first_above(cdf, u):
 
 
 @nb.njit(cache=True, nogil=True)
-def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
+def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                           lengths, max_episode_steps, auto_reset, u_init, u,
                           obs, actions, next_obs, terminated, truncated, episode_step, mask):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy.
@@ -48,12 +52,12 @@ def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, s
             if t == 0 and start_actions[e] >= 0:
                 a = start_actions[e]
             else:
-                a = _first_above(pi_cdf[s], u[e, t, 0])
+                a = first_above(pi_cdf[s], u[e, t, 0])
             mask[e, t] = True
             obs[e, t] = s
             actions[e, t] = a
             episode_step[e, t] = tau
-            k = _first_above(next_cdf[s, a], u[e, t, 1])
+            k = first_above(next_cdf[s, a], u[e, t, 1])
             ended = False
             if k == next_cdf.shape[2]:
                 terminated[e, t] = True
@@ -75,7 +79,7 @@ def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, s
 
 
 @nb.njit(cache=True, nogil=True)
-def discounted_returns(values, ends, gamma):
+def _discounted_returns(values, ends, gamma):
     """``G_t = v_t + γ (1 − end_t) G_{t+1}`` per chain (no bootstrap after the last step)."""
     n, T = values.shape
     out = np.zeros_like(values)
@@ -90,7 +94,7 @@ def discounted_returns(values, ends, gamma):
 
 
 @nb.njit(cache=True, nogil=True)
-def discounted_accumulation(weights, ends, gamma):
+def _discounted_accumulation(weights, ends, gamma):
     """``W_t = w_t + γ (1 − end_{t−1}) W_{t−1}`` per chain: the adjoint of
     :func:`discounted_returns`.
 
@@ -109,7 +113,7 @@ def discounted_accumulation(weights, ends, gamma):
 
 
 @nb.njit(cache=True, nogil=True)
-def every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, n_states,
+def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, n_states,
                         n_actions, gamma, leader_gamma, lam, leave_one_out=False):
     """The authors' batch HPGD estimator as per-step weights (see ``leaders.estimators``).
 
@@ -207,7 +211,7 @@ def _bandwidth(P):
 
 
 @nb.njit(cache=True, nogil=True)
-def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
+def _solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
     """Solve ``(I − γ P_π) y = rhs`` (transposed if ``transpose``) for a batch of banded ``P_π``.
 
     ``P_pi``: ``(B, S, S)``; ``rhs``: ``(B, S, k)``. ``I − γ P_π`` is strictly diagonally
@@ -258,7 +262,7 @@ def _banded_solve_inplace(A, y, lo, up, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
+def _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
                                  lo, up):
     """Soft policy iteration on a sparse model with banded ``P_π`` (see ``tabular.py``).
 
@@ -320,3 +324,121 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
             break
         previous = residual
     return it, residual
+
+
+# ---------------------------------------------------------------------------- validated entries
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _shape(name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
+    """``array`` has ``shape`` (``None`` entries free) and dtype kind ``kind`` (e.g. ``"f"``)."""
+    ok = array.ndim == len(shape) and all(n is None or n == m
+                                          for n, m in zip(shape, array.shape))
+    _require(ok and array.dtype.kind in kind,
+             f"{name} must be a {'float' if kind == 'f' else 'integer'} array of shape "
+             f"{tuple('·' if n is None else n for n in shape)}; got {array.dtype} {array.shape}")
+
+
+def _indices(name: str, array: np.ndarray, low: int, high: int) -> None:
+    """Every entry of the integer ``array`` lies in ``low..high``."""
+    if array.size:
+        _require(int(array.min()) >= low and int(array.max()) <= high,
+                 f"{name} must hold indices in {low}..{high}; got range "
+                 f"[{int(array.min())}, {int(array.max())}]")
+
+
+def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
+                          lengths, max_episode_steps, auto_reset, u_init, u,
+                          obs, actions, next_obs, terminated, truncated, episode_step, mask):
+    """Step ``n_envs`` chains of a finite MDP under a tabular policy (validated; see
+    :func:`_sample_tabular_chains` for the arguments)."""
+    S, A, K = next_states.shape
+    n_envs, T = obs.shape
+    _shape("pi_cdf", pi_cdf, (S, A), "f")
+    _shape("next_states", next_states, (S, A, K), "iu")
+    _shape("next_cdf", next_cdf, (S, A, K), "f")
+    _shape("mu_cdf", mu_cdf, (S,), "f")
+    _require(S > 0 and A > 0 and K > 0, "the model needs at least one state, action, successor")
+    _indices("next_states", next_states, 0, S - 1)
+    for name, array, high in (("start_states", start_states, S - 1),
+                              ("start_actions", start_actions, A - 1)):
+        _shape(name, array, (n_envs,), "iu")
+        _indices(name, array, -1, high)
+    _shape("lengths", lengths, (n_envs,), "iu")
+    _indices("lengths", lengths, 0, T)
+    _shape("u_init", u_init, (n_envs,), "f")
+    _shape("u", u, (n_envs, T, 3), "f")
+    for name, array, kind in (("obs", obs, "iu"), ("actions", actions, "iu"),
+                              ("next_obs", next_obs, "iu"), ("terminated", terminated, "b"),
+                              ("truncated", truncated, "b"), ("episode_step", episode_step, "iu"),
+                              ("mask", mask, "b")):
+        _shape(name, array, (n_envs, T), kind)
+    # Draws land inside [0, S) and [0, A) only if the CDFs end at 1 (u < 1).
+    _require(bool(np.all(mu_cdf[-1:] >= 1.0)) and bool(np.all(pi_cdf[:, -1] >= 1.0)),
+             "mu_cdf and pi_cdf must be cumulative distributions ending at 1")
+    _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
+                           lengths, max_episode_steps, auto_reset, u_init, u, obs, actions,
+                           next_obs, terminated, truncated, episode_step, mask)
+
+
+def discounted_returns(values, ends, gamma):
+    """``G_t = v_t + γ (1 − end_t) G_{t+1}`` per chain (no bootstrap after the last step)."""
+    _shape("values", values, (None, None), "f")
+    _shape("ends", ends, values.shape, "b")
+    return _discounted_returns(values, ends, gamma)
+
+
+def discounted_accumulation(weights, ends, gamma):
+    """``W_t = w_t + γ (1 − end_{t−1}) W_{t−1}`` per chain: the adjoint of
+    :func:`discounted_returns` (``Σ_t W_t g_t = Σ_t w_t G_t``)."""
+    _shape("weights", weights, (None, None), "f")
+    _shape("ends", ends, weights.shape, "b")
+    return _discounted_accumulation(weights, ends, gamma)
+
+
+def every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step, n_states,
+                        n_actions, gamma, leader_gamma, lam, leave_one_out=False):
+    """The authors' batch HPGD estimator as per-step weights (validated; see
+    :func:`_every_visit_weights`)."""
+    _shape("obs (observation cells)", obs, (None, None), "iu")
+    shape = obs.shape
+    for name, array, kind in (("actions", actions, "iu"), ("mask", mask, "b"),
+                              ("ends", ends, "b"), ("leader_rewards", leader_rewards, "f"),
+                              ("episode_step", episode_step, "iu")):
+        _shape(name, array, shape, kind)
+    _indices("obs (observation cells)", obs, 0, n_states - 1)
+    _indices("actions", actions, 0, n_actions - 1)
+    _indices("episode_step", episode_step, 0, np.iinfo(np.int64).max)
+    return _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
+                                n_states, n_actions, gamma, leader_gamma, lam, leave_one_out)
+
+
+def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
+    """Banded solve of ``(I − γ P_π) y = rhs`` for a batch (validated; see
+    :func:`_solve_bellman_banded`)."""
+    _shape("P_pi", P_pi, (None, None, None), "f")
+    B, S, S2 = P_pi.shape
+    _require(S == S2, f"P_pi must be square in its last two axes; got {P_pi.shape}")
+    _shape("rhs", rhs, (B, S, None), "f")
+    return _solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band)
+
+
+def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
+                                 lo, up):
+    """Soft policy iteration on a sparse banded model (validated; see
+    :func:`_soft_policy_iteration_sparse`)."""
+    _shape("next_states", next_states, (None, None, None), "iu")
+    S, A, K = next_states.shape
+    _shape("probs", probs, (S, A, K), "f")
+    _shape("r", r, (S, A), "f")
+    _shape("q (warm start)", q, (S, A), "f")
+    _indices("next_states", next_states, 0, S - 1)
+    rows = np.arange(S)[:, None, None]
+    offsets = np.where(probs != 0.0, next_states - rows, 0)
+    _require(lo >= 0 and up >= 0 and (offsets.size == 0 or (
+        int(offsets.min()) >= -lo and int(offsets.max()) <= up)),
+        f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
+    return _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
+                                         max_iter, lo, up)

@@ -13,12 +13,14 @@ import numpy as np
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import (
     DEFAULT_TOL,
+    SOLVERS,
     LeaderValues,
     SoftSolution,
     TabularModel,
     leader_values,
     solve_follower,
 )
+from bilevel_envs.validation import check_choice, check_float
 
 
 class ExactSolver:
@@ -44,8 +46,8 @@ class ExactSolver:
             raise ValueError(f"{type(problem).__name__} has a trajectory-level objective; use "
                              "exact_objective(problem, x) / exact_hypergradient(problem, x)")
         self.problem = problem
-        self.tol = tol
-        self.method = method
+        self.tol = check_float("tol", tol, 0.0, low_open=True)
+        self.method = check_choice("method", method, sorted(SOLVERS))
         self._warm: dict[int, np.ndarray] = {}
 
     def _contexts(self, contexts) -> list[int]:
@@ -108,6 +110,7 @@ def exact_objective(problem: BilevelProblem, x: np.ndarray, tol: float = DEFAULT
     themselves: this calls ``problem.exact_objective(x)``.
     """
     if not problem.decomposable:
+        check_float("tol", tol, 0.0, low_open=True)  # enumeration is exact: tol has no use
         return _trajectory_level(problem, "exact_objective")(x)
     return ExactSolver(problem, tol=tol).objective(x)
 
@@ -119,6 +122,7 @@ def exact_hypergradient(problem: BilevelProblem, x: np.ndarray,
     For a trajectory-level objective this calls ``problem.exact_hypergradient(x)``.
     """
     if not problem.decomposable:
+        check_float("tol", tol, 0.0, low_open=True)  # enumeration is exact: tol has no use
         return _trajectory_level(problem, "exact_hypergradient")(x)
     return ExactSolver(problem, tol=tol).value_and_grad(x)[1]
 

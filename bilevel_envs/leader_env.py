@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -13,13 +14,13 @@ from gymnasium import spaces
 
 from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.followers import FollowerResponse, make_follower
-from bilevel_envs.oracles import make_oracle
+from bilevel_envs.oracles import ORACLE_BACKENDS, make_oracle
 from bilevel_envs.plain_data import to_plain_data
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.step_record import FollowerStep, LeaderStep
 from bilevel_envs.tabular import TabularModel, leader_values
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_allocation, check_choice, check_int
 
 CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
@@ -90,6 +91,9 @@ class LeaderEnv(BilevelEnvBase):
         if not isinstance(problem, BilevelProblem):
             raise TypeError(f"problem must be a BilevelProblem; got {type(problem).__name__}")
         self.problem = problem
+        if follower_kwargs is not None and not isinstance(follower_kwargs, dict):
+            raise ValueError(f"follower_kwargs must be a dict of keyword arguments or None; got "
+                             f"{follower_kwargs!r}")
         self.follower = make_follower(follower, **(follower_kwargs or {}))
         if not self.follower.supports(problem):
             raise ValueError(f"follower {follower!r} cannot solve {problem!r}")
@@ -97,8 +101,15 @@ class LeaderEnv(BilevelEnvBase):
         for name, value, minimum in (("n_followers", n_followers, 1), ("n_envs", n_envs, 1),
                                      ("n_rollout_steps", n_rollout_steps, 0)):
             check_int(name, value, minimum)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+        check_choice("objective", objective, OBJECTIVES)
+        check_choice("oracle", oracle, ORACLE_BACKENDS)
+        if oracle == "tabular" and not problem.is_tabular:
+            raise ValueError(f"oracle='tabular' needs a tabular problem; {problem!r} has no model")
+        followers_per_step = (problem.n_contexts if self.context_mode == "all" else
+                              len(self.fixed_contexts) if self.context_mode == "fixed"
+                              else n_followers)
+        check_allocation("n_followers × n_envs × n_rollout_steps",
+                         followers_per_step * n_envs * n_rollout_steps)
         if objective == "exact" and not (problem.is_tabular and problem.decomposable):
             raise ValueError("objective='exact' needs a tabular problem with a decomposable "
                              "objective (a discounted sum of leader rewards)")
@@ -258,12 +269,50 @@ class LeaderEnv(BilevelEnvBase):
         return data, arrays
 
     def set_state(self, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Restore a state from :meth:`get_state`."""
+        """Restore a state from :meth:`get_state` (e.g. read from a checkpoint file).
+
+        Raises:
+            ValueError: naming the field, for anything that does not fit this env: unknown or
+                missing fields, a step counter that is not an integer ``>= 0``, a generator state
+                of another kind, a warm start of a context the problem does not have or that its
+                follower refuses (wrong shape, NaN).
+        """
+        if not isinstance(data, dict) or set(data) != {"t", "rng", "warm_contexts"}:
+            raise ValueError(f"env state must hold 't', 'rng' and 'warm_contexts'; got "
+                             f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
+        t = check_int("env state 't'", data["t"], 0)
+        contexts = data["warm_contexts"]
+        if not isinstance(contexts, list) or len(set(map(str, contexts))) != len(contexts):
+            raise ValueError(f"env state 'warm_contexts' must be a list of distinct contexts; "
+                             f"got {contexts!r}")
+        warm = {}
+        for context in contexts:
+            index = check_int("a warm-start context", context, 0, self.problem.n_contexts - 1)
+            if f"warm_{index}" not in arrays:
+                raise ValueError(f"the warm start of context {index} is missing")
+            warm[index] = self.follower.check_warm_start(self.problem, index,
+                                                         arrays[f"warm_{index}"])
         if self._np_random is None:
             self.reset()
-        self.np_random.bit_generator.state = data["rng"]
-        self._t = int(data["t"])
-        self._warm = {c: np.array(arrays[f"warm_{c}"]) for c in data["warm_contexts"]}
+        generator = self.np_random.bit_generator
+        previous = generator.state
+        try:
+            generator.state = data["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            generator.state = previous
+            raise ValueError(f"env state 'rng' is not a {type(generator).__name__} state: "
+                             f"{exc}") from None
+        self._t, self._warm = t, warm
+
+    def fingerprint(self) -> str:
+        """A short hash of what defines this env's steps: the problem
+        (:meth:`~bilevel_envs.problem.BilevelProblem.fingerprint`), the follower and its
+        arguments, the contexts, the rollout sizes, the objective and the oracle. Leader
+        checkpoints record it."""
+        settings = (self.problem.fingerprint(), repr(self.follower), self.context_mode,
+                    tuple(self.fixed_contexts), self.n_followers, self.n_envs,
+                    self.n_rollout_steps, self.objective, self.oracle_backend)
+        return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager

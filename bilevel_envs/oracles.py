@@ -24,7 +24,7 @@ from bilevel_envs.policies import Policy, normalised_cdf, sample_rows
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel, policy_entropy, sparse_transitions
-from bilevel_envs.validation import check_indices
+from bilevel_envs.validation import check_allocation, check_indices, check_int
 
 
 # ---------------------------------------------------------------------------- oracles
@@ -66,10 +66,17 @@ class TrajectoryOracle(abc.ABC):
             time_limit: apply :attr:`max_episode_steps` (truncation).
         """
 
-    def _prepare(self, n_envs: int, n_steps: int, start_states, start_actions, lengths,
-                 n_states: int | None):
-        if n_envs < 1 or n_steps < 0:
-            raise ValueError(f"n_envs must be >= 1 and n_steps >= 0; got {n_envs}, {n_steps}")
+    def check_rollout_arguments(self, n_envs: int, n_steps: int, start_states, start_actions,
+                                lengths, n_states: int | None
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate :meth:`rollout`'s arguments (for implementations of it): returns the start
+        states, first actions (``-1``: draw) and chain lengths as ``(n_envs,)`` int64 arrays.
+
+        Raises:
+            ValueError: naming the argument, for sizes or indices out of range.
+        """
+        n_envs, n_steps = check_int("n_envs", n_envs, 1), check_int("n_steps", n_steps, 0)
+        check_allocation("n_envs × n_steps", n_envs * n_steps)
         n_actions = self.problem.follower_action_space.n
 
         def per_env(values, n, name, default):
@@ -107,8 +114,8 @@ class TabularOracle(TrajectoryOracle):
                 lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
         from bilevel_envs._kernels import sample_tabular_chains
 
-        starts, first_actions, lens = self._prepare(n_envs, n_steps, start_states, start_actions,
-                                                    lengths, self.n_states)
+        starts, first_actions, lens = self.check_rollout_arguments(
+            n_envs, n_steps, start_states, start_actions, lengths, self.n_states)
         u_init = rng.random(n_envs)
         u = rng.random((n_envs, n_steps, 3))
         shape = (n_envs, n_steps)
@@ -135,8 +142,8 @@ class GymOracle(TrajectoryOracle):
     def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
                 lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
         # Start states of a generic env may be continuous: all given, or all drawn from μ.
-        _, first_actions, lens = self._prepare(n_envs, n_steps, None, start_actions, lengths,
-                                               None)
+        _, first_actions, lens = self.check_rollout_arguments(n_envs, n_steps, None,
+                                                              start_actions, lengths, None)
         if start_states is not None and len(start_states) != n_envs:
             raise ValueError(f"start_states must hold {n_envs} states; got {len(start_states)}")
         envs = [self._make_env(time_limit) for _ in range(n_envs)]
@@ -196,6 +203,10 @@ class GymOracle(TrajectoryOracle):
         return env
 
 
+#: the ways a leader env can sample rollouts (see :func:`make_oracle`)
+ORACLE_BACKENDS = ("auto", "native", "tabular", "gym")
+
+
 def make_oracle(problem: BilevelProblem, x: np.ndarray, context: Any, policy: Policy,
                 backend: str = "auto", model: TabularModel | None = None,
                 **kwargs: Any) -> TrajectoryOracle:
@@ -221,7 +232,7 @@ def make_oracle(problem: BilevelProblem, x: np.ndarray, context: Any, policy: Po
         return TabularOracle(problem, x, context, policy, model=model, **kwargs)
     if backend == "gym":
         return GymOracle(problem, x, context, policy, **kwargs)
-    raise ValueError(f"backend must be 'auto', 'native', 'tabular' or 'gym'; got {backend!r}")
+    raise ValueError(f"backend must be one of {list(ORACLE_BACKENDS)}; got {backend!r}")
 
 
 # ---------------------------------------------------------------------------- helpers

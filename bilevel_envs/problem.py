@@ -16,6 +16,8 @@ that problems can compute far faster than materialising the ``(N, d)`` array.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -279,6 +281,19 @@ class BilevelProblem(abc.ABC):
             return np.zeros((n, self.n_params))
         return np.zeros(self.n_params)
 
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> str:
+        """A short hash of what defines the problem: its class and every public attribute that is
+        plain data (numbers, strings, arrays, spaces, dataclasses of those) — λ, γ, the context
+        support and probabilities, the bounds of ``X``, an application's own parameters.
+        Checkpoints record it so that a run is never resumed on a different problem."""
+        digest = hashlib.sha256(type(self).__qualname__.encode())
+        for name in sorted(vars(self)):
+            if not name.startswith("_"):
+                digest.update(name.encode())
+                _digest_value(digest, getattr(self, name))
+        return digest.hexdigest()[:16]
+
     # ------------------------------------------------------------------ display
     def context_name(self, context: Any) -> str:
         """A short human-readable label of a context (used in plots and logs)."""
@@ -330,6 +345,36 @@ class PairwiseObjective(Protocol):
                             weights: np.ndarray | None = None) -> np.ndarray:
         """``∂_x ℓ_ξ`` at fixed trajectories: ``(N, d)``, or ``(d,)`` contracted with weights."""
         ...
+
+
+def _digest_value(digest: Any, value: Any) -> None:
+    """Feed a plain-data description of ``value`` into ``digest`` (objects of other kinds count
+    by their type only)."""
+    if isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        digest.update(repr(value).encode())
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _digest_value(digest, item)
+    elif isinstance(value, dict):
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _digest_value(digest, value[key])
+    elif isinstance(value, spaces.Space):
+        digest.update(repr(value).encode())
+        for bound in ("low", "high"):
+            if hasattr(value, bound):
+                _digest_value(digest, getattr(value, bound))
+    elif dataclasses.is_dataclass(value):
+        digest.update(type(value).__qualname__.encode())
+        for field in dataclasses.fields(value):
+            digest.update(field.name.encode())
+            _digest_value(digest, getattr(value, field.name))
+    else:
+        digest.update(type(value).__qualname__.encode())
 
 
 def _same_context(a: Any, b: Any) -> bool:

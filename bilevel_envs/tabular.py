@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_envs.validation import check_choice, check_float, check_int
+
 #: Default accuracy of the soft solvers: a bound on ``‖V − V*‖∞``.
 DEFAULT_TOL = 1e-10
 
@@ -265,10 +267,10 @@ def soft_value_iteration(
     Note: a contraction with modulus γ; at γ = 0.99 it needs thousands of sweeps for a tight
     ``tol``. :func:`soft_policy_iteration` reaches the same fixed point in a handful of steps.
     """
-    _check_lam(lam)
+    lam, tol, max_iter = _check_solver_arguments(lam, tol, max_iter)
     gamma = model.gamma
     v = (np.zeros(model.batch_shape + (model.n_states,)) if warm_start is None
-         else soft_max_value(warm_start, lam))
+         else soft_max_value(check_warm_start(model, warm_start), lam))
     threshold = tol * (1 - gamma) / max(gamma, 1e-12)
     delta = np.inf
     it = 0
@@ -305,10 +307,10 @@ def soft_policy_iteration(
         warm_start: a previous soft Q-function ``(..., S, A)`` (e.g. at a nearby ``x``).
         max_iter: safety cap on the number of improvement steps.
     """
-    _check_lam(lam)
+    lam, tol, max_iter = _check_solver_arguments(lam, tol, max_iter)
     gamma = model.gamma
     q = (np.zeros(model.batch_shape + (model.n_states, model.n_actions)) if warm_start is None
-         else np.array(warm_start, dtype=np.float64))
+         else check_warm_start(model, warm_start))
     threshold = tol * (1 - gamma)
     if not model.batch_shape:
         next_states, probs, lo, up = sparse_transitions(model)
@@ -357,10 +359,7 @@ def solve_follower(model: TabularModel, lam: float, tol: float = DEFAULT_TOL,
                    warm_start: np.ndarray | None = None,
                    method: str = "policy_iteration") -> SoftSolution:
     """Solve the follower's regularised MDP with the named method (see :data:`SOLVERS`)."""
-    try:
-        solver = SOLVERS[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(SOLVERS)}") from None
+    solver = SOLVERS[check_choice("method", method, sorted(SOLVERS))]
     return solver(model, lam, tol=tol, warm_start=warm_start)
 
 
@@ -445,9 +444,28 @@ def leader_values(model: TabularModel, pi: np.ndarray, lam: float,
     return LeaderValues(objective=objective, gradient=gradient, v_leader=v_bar)
 
 
-def _check_lam(lam: float) -> None:
-    if not (np.isfinite(lam) and lam > 0):
-        raise ValueError(f"lam (entropy weight λ) must be a positive finite number; got {lam}")
+def _check_solver_arguments(lam: Any, tol: Any, max_iter: Any) -> tuple[float, float, int]:
+    return (check_float("lam (entropy weight λ)", lam, 0.0, low_open=True),
+            check_float("tol", tol, 0.0, low_open=True), check_int("max_iter", max_iter, 1))
+
+
+def check_warm_start(model: TabularModel, warm_start: Any) -> np.ndarray:
+    """A fresh float64 copy of a soft Q-function warm start for ``model``.
+
+    Raises:
+        ValueError: naming ``warm_start`` and the expected shape, for the wrong shape or
+            non-finite values (the compiled solvers must never see a mis-shaped table).
+    """
+    shape = model.batch_shape + (model.n_states, model.n_actions)
+    try:
+        q = np.array(warm_start, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"warm_start must be a soft Q-function of shape {shape}; got "
+                         f"{type(warm_start).__name__}") from exc
+    if q.shape != shape or not np.all(np.isfinite(q)):
+        raise ValueError(f"warm_start must be a finite soft Q-function of shape {shape}; got "
+                         f"shape {q.shape}" + ("" if q.shape != shape else " with NaN or inf"))
+    return q
 
 
 def _check_finite(value: float | np.ndarray, what: str) -> None:

@@ -36,3 +36,113 @@ def check_indices(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.n
         raise ValueError(f"{name} must be integer indices in 0..{n - 1}; got range "
                          f"[{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64)
+
+
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite ``float`` in the given range.
+
+    Args:
+        name: the argument's name, for the message.
+        value: a real number (a bool, a string, None or a sequence is not).
+        low, high: bounds (``None``: unbounded); ``low_open``/``high_open`` exclude them.
+
+    Raises:
+        ValueError: naming ``name`` and the allowed range.
+    """
+    lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+    hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+    allowed = f"a finite number in {lo}, {hi}"
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if not real or not np.isfinite(value):
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    value = float(value)
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``.
+
+    Raises:
+        ValueError: naming ``name`` and listing the choices.
+    """
+    try:
+        ok = value in tuple(choices)
+    except TypeError:  # unhashable or incomparable values
+        ok = False
+    if not ok or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool.
+
+    Raises:
+        ValueError: naming ``name``.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+#: Largest number of follower transitions one leader step may allocate (about 10⁸ transitions
+#: take roughly 10 GB across the rollout arrays): beyond it a typo, not an experiment.
+MAX_TRANSITIONS_PER_STEP = 10**8
+
+
+def check_allocation(name: str, n_items: int, limit: int = MAX_TRANSITIONS_PER_STEP) -> None:
+    """Refuse a size that would allocate beyond what this library ever needs.
+
+    Raises:
+        ValueError: naming ``name``, the requested size and the limit.
+    """
+    if n_items > limit:
+        raise ValueError(f"{name} asks for {n_items:,} items per step, above the limit of "
+                         f"{limit:,}; reduce it (or raise the limit explicitly)")
+
+
+def check_array(name: str, value: Any, shape: tuple[int | None, ...] | None = None,
+                low: float | None = None, *, low_open: bool = False) -> np.ndarray:
+    """``value`` as a finite float64 array (a fresh copy), optionally of ``shape`` (``None``
+    entries free) and with every entry ``>= low`` (``> low`` with ``low_open``).
+
+    Raises:
+        ValueError: naming ``name``, the expected shape and the range.
+    """
+    expected = "" if shape is None else " of shape (" + ", ".join(
+        "·" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+    bound = "" if low is None else f" with entries {'>' if low_open else '>='} {low:g}"
+    message = f"{name} must be a finite array{expected}{bound}; got {value!r}"
+    if isinstance(value, (str, bytes, dict)):
+        raise ValueError(message)
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(message) from exc
+    if shape is not None and (arr.ndim != len(shape) or any(
+            n is not None and n != m for n, m in zip(shape, arr.shape))):
+        raise ValueError(message)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(message)
+    if low is not None and ((arr < low).any() or (low_open and (arr == low).any())):
+        raise ValueError(message)
+    return arr
+
+
+def check_probabilities(name: str, value: Any, n: int) -> np.ndarray:
+    """``value`` as ``n`` non-negative probabilities summing to 1 (float64).
+
+    Raises:
+        ValueError: naming ``name``.
+    """
+    probs = check_array(name, value, (n,), 0.0)
+    if not np.isclose(probs.sum(), 1.0):
+        raise ValueError(f"{name} must be {n} non-negative probabilities summing to 1; got "
+                         f"{value!r}")
+    return probs

@@ -1,48 +1,52 @@
-"""Shared pieces of the graders: checks, outcomes, results, reports and numerical comparisons.
+"""The graders' data model: checks, their plans, outcomes, results and reports.
 
-A grader is a list of :class:`Check` s. Each check calls the submission's functions, compares
-what they return with an exact answer computed here (exact soft solutions, exact hypergradients,
-closed forms) and returns an :class:`Outcome`: the fraction of the check's points earned and
-feedback that says what was expected and what was found. Helpers raise :class:`CheckFailed`
-with such a message; the runner turns it into zero points for that check.
-
-Tolerances are principled rather than tuned:
-
-* deterministic answers: the accuracy the exact solver guarantees plus round-off
-  (:func:`compare`);
-* Monte-Carlo answers: the mean of many i.i.d. estimates must lie within ``z`` *measured*
-  standard errors of the exact value, ``z = max(4, Bonferroni quantile)`` so that a correct
-  estimator fails a whole check with probability below 0.1 % however many numbers it compares;
-  and the standard error must be small enough for the comparison to mean anything
-  (:func:`unbiasedness`).
+A grader is a list of :class:`Check` s. A check is planned and judged in the *parent* process
+only: :attr:`Check.plan` builds the inputs (from the check's seeded generator) and returns a
+:class:`Plan` — the calls to make on the submission (:class:`~bilevel_teaching.calls.Call`)
+and a ``judge`` that turns their raw outputs into an :class:`Outcome`. The child process that
+imports the submission only executes the calls and sends back what they returned
+(:mod:`bilevel_teaching.runner`); expected values, comparisons, diagnoses and scores are
+computed here, after the child is gone. Helpers raise :class:`CheckFailed` with the feedback
+for the student; the runner turns it into zero points for that check.
 """
 
 from __future__ import annotations
 
-import math
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-#: family-wise false-alarm rate of one statistical check for a correct estimator
-FAMILY_ALPHA = 1e-3
-#: the minimum number of measured standard errors a mean may deviate by
-MIN_Z = 4.0
+if TYPE_CHECKING:
+    from bilevel_teaching.calls import Call, Results
 
 
 class CheckFailed(Exception):
-    """Raised inside a check with the feedback for the student (the check earns 0 points)."""
+    """Raised inside a judge with the feedback for the student (the check earns 0 points)."""
+
+
+class SubmissionError(Exception):
+    """The submission raised (or exited) during a call; the check gets the status ``error``."""
+
+
+class FollowsFrom(Exception):
+    """This check cannot be judged because the check ``question`` failed before it."""
+
+    def __init__(self, question: str):
+        super().__init__(question)
+        self.question = question
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one check found: the fraction of its points earned and the feedback."""
+    """What one check found: the fraction of its points earned, the feedback and, when the
+    failure is explained by an earlier check's function, that check's question (``cause``)."""
 
     fraction: float
     feedback: str = ""
+    cause: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
@@ -53,8 +57,31 @@ def passed(feedback: str = "") -> Outcome:
     return Outcome(1.0, feedback)
 
 
-def failed(feedback: str) -> Outcome:
-    return Outcome(0.0, feedback)
+def failed(feedback: str, cause: str | None = None) -> Outcome:
+    return Outcome(0.0, feedback, cause)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a check's plan may use: its own seeded generator and the validated raw results of
+    the checks planned before it (by question), e.g. the contract a design check returned."""
+
+    rng: np.random.Generator
+    earlier: Mapping[str, Results]
+
+    def results_of(self, question: str) -> Results:
+        """The results of check ``question``; :class:`FollowsFrom` if it produced none."""
+        if question not in self.earlier:
+            raise FollowsFrom(question)
+        return self.earlier[question]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The calls one check makes on the submission, and how to judge what they return."""
+
+    calls: Sequence[Call]
+    judge: Callable[[Results], Outcome]
 
 
 @dataclass(frozen=True)
@@ -65,15 +92,17 @@ class Check:
         question: the question number on the assignment sheet, e.g. ``"2.3"``.
         name: a short description shown in the report.
         points: points for a full pass.
-        run: ``run(submission, rng) -> Outcome``; ``rng`` is seeded from the grading seed and
-            the check's position, so a check sees the same numbers whether or not earlier checks
-            ran in the same process.
+        plan: ``plan(context) -> Plan``, run in the parent; ``context.rng`` is seeded from the
+            grading seed and the check's position, so the same seed gives the same calls.
+        depends_on: questions whose functions this check's functions use: if one of them
+            failed too, the report says this failure may follow from it.
     """
 
     question: str
     name: str
     points: float
-    run: Callable[[ModuleType, np.random.Generator], Outcome]
+    plan: Callable[[Context], Plan]
+    depends_on: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -89,12 +118,18 @@ class WrittenPart:
     points: float
 
 
+#: report label of each status
+STATUS_LABELS = {"passed": "ok", "partial": "PARTIAL", "failed": "FAILED", "error": "ERROR",
+                 "timeout": "TIMEOUT", "not run": "NOT RUN"}
+
+
 @dataclass
 class CheckResult:
     """The graded result of one check.
 
     ``status`` is ``"passed"``, ``"partial"``, ``"failed"`` (wrong answer), ``"error"`` (the
-    submission raised), ``"timeout"`` or ``"not run"`` (the submission could not be imported).
+    submission raised, crashed or sent malformed output), ``"timeout"`` or ``"not run"`` (the
+    submission could not be imported, or the overall time limit was reached).
     """
 
     title: str
@@ -102,6 +137,12 @@ class CheckResult:
     earned: float
     status: str
     feedback: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUS_LABELS:
+            raise ValueError(f"unknown status {self.status!r}")
+        if not 0.0 <= self.earned <= self.points:
+            raise ValueError(f"earned must be in [0, {self.points}]; got {self.earned}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"title": self.title, "points": self.points, "earned": self.earned,
@@ -137,8 +178,7 @@ class Report:
         """The human-readable report: one line per check, feedback indented below it."""
         lines = [f"Grading {self.assignment}: {self.title}", f"submission: {self.submission}", ""]
         for r in self.results:
-            label = {"passed": "ok", "partial": "PARTIAL", "failed": "FAILED", "error": "ERROR",
-                     "timeout": "TIMEOUT", "not run": "NOT RUN"}[r.status]
+            label = STATUS_LABELS[r.status]
             lines.append(f"[{_num(r.earned):>4}/{_num(r.points):<3}] {label:<7} {r.title}")
             if r.feedback and r.status != "passed":
                 lines.extend("      " + line for line in _wrap(r.feedback, width - 6))
@@ -157,198 +197,7 @@ def _num(value: float) -> str:
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
     out: list[str] = []
     for paragraph in text.splitlines():
         out.extend(textwrap.wrap(paragraph, width) or [""])
     return out
-
-
-# ---------------------------------------------------------------------------- submissions
-def require_function(submission: ModuleType, name: str, signature: str) -> Callable[..., Any]:
-    """The submission's function ``name``, or :class:`CheckFailed` saying it is missing."""
-    function = getattr(submission, name, None)
-    if not callable(function):
-        raise CheckFailed(f"your file does not define the function {signature} (or it is not "
-                          "callable); keep the names of the starter file")
-    return function
-
-
-def as_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """``value`` as a finite float array of ``shape``; :class:`CheckFailed` says why not."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise CheckFailed(f"{what} must be an array of shape {shape}; got "
-                          f"{type(value).__name__}") from None
-    if array.shape != shape:
-        raise CheckFailed(f"{what} must have shape {shape}; got shape {array.shape}")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise CheckFailed(f"{what} contains NaN or inf (first at index {index}); a numerically "
-                          "stable implementation never overflows")
-    return array
-
-
-def compare(found: np.ndarray, expected: np.ndarray, atol: float, what: str,
-            diagnoses: Mapping[str, np.ndarray] | None = None,
-            diagnosis_atol: float | None = None) -> Outcome:
-    """Pass if ``max |found − expected| ≤ atol``; else say where and by how much.
-
-    ``diagnoses`` maps a hint (the likely mistake) to the answer that mistake produces; the first
-    one the submission matches within ``diagnosis_atol`` (default ``atol``) is added to the
-    feedback.
-    """
-    error = np.abs(found - expected)
-    worst = int(np.argmax(error))
-    if error.flat[worst] <= atol:
-        return passed(f"max error {error.flat[worst]:.2e} <= {atol:.1e}")
-    where = np.unravel_index(worst, found.shape) if found.ndim else ()
-    index = f" at index {tuple(int(i) for i in where)}" if where else ""
-    message = (f"{what}: max |found - expected| = {error.flat[worst]:.3g} > tolerance "
-               f"{atol:.1e}{index} (expected {expected.flat[worst]:.6g}, found "
-               f"{found.flat[worst]:.6g})")
-    hint = diagnose_exact(found, diagnoses or {}, atol if diagnosis_atol is None else
-                          diagnosis_atol)
-    if not hint and placeholder(found):
-        hint = PLACEHOLDER_HINT
-    return failed(message + (f"\nHint: {hint}" if hint else ""))
-
-
-PLACEHOLDER_HINT = "this is still the starter's placeholder answer: fill in the TODO"
-
-
-def placeholder(found: np.ndarray) -> bool:
-    """Zeros, or a uniform probability table: what the starter files return."""
-    if found.size == 0:
-        return False
-    if np.all(found == 0):
-        return True
-    return found.ndim == 2 and found.shape[1] > 1 and bool(np.all(found == 1.0 / found.shape[1]))
-
-
-def diagnose_exact(found: np.ndarray, diagnoses: Mapping[str, np.ndarray], atol: float) -> str:
-    """The first hint whose answer ``found`` matches within ``atol`` (``""`` if none)."""
-    for hint, answer in diagnoses.items():
-        answer = np.asarray(answer, dtype=np.float64)
-        if answer.shape == found.shape and np.max(np.abs(found - answer)) <= atol:
-            return hint
-    return ""
-
-
-# ---------------------------------------------------------------------------- statistics
-def z_threshold(n_comparisons: int, alpha: float = FAMILY_ALPHA, minimum: float = MIN_Z) -> float:
-    """``max(minimum, z)`` with ``P(|N(0,1)| > z) = alpha / n_comparisons`` (Bonferroni)."""
-    from scipy.stats import norm
-
-    return max(minimum, float(norm.isf(alpha / (2 * max(n_comparisons, 1)))))
-
-
-@dataclass(frozen=True)
-class MeanTest:
-    """The comparison of a Monte-Carlo mean with an exact value (arrays of the same shape)."""
-
-    mean: np.ndarray
-    standard_error: np.ndarray
-    exact: np.ndarray
-    threshold: float
-
-    @property
-    def z(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.abs(self.mean - self.exact) / self.standard_error
-        exact_match = np.isclose(self.mean, self.exact, rtol=1e-12, atol=1e-12)
-        return np.where(self.standard_error > 0, z, np.where(exact_match, 0.0, np.inf))
-
-    @property
-    def ok(self) -> bool:
-        return bool(np.all(self.z < self.threshold))
-
-
-def mean_test(samples: np.ndarray, exact: np.ndarray, n_comparisons: int | None = None
-              ) -> MeanTest:
-    """Sample mean and measured standard error of ``samples`` (axis 0) against ``exact``."""
-    n = samples.shape[0]
-    mean = samples.mean(axis=0)
-    se = samples.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full_like(mean, np.inf)
-    comparisons = int(np.size(exact)) if n_comparisons is None else n_comparisons
-    return MeanTest(mean, se, np.asarray(exact, dtype=np.float64), z_threshold(comparisons))
-
-
-def unbiasedness(samples: np.ndarray, exact: np.ndarray, what: str, labels: Sequence[str],
-                 targets: Mapping[str, np.ndarray] | None = None,
-                 hints: Mapping[str, np.ndarray] | None = None) -> Outcome:
-    """Is ``samples`` (``(n, k)`` i.i.d. estimates) unbiased for ``exact`` (``(k,)``)?
-
-    Passes if every mean is within ``z`` measured standard errors of the exact value (see
-    :func:`z_threshold`) and the test had the power to see the mistakes in ``targets``. Fails
-
-    * if a mean is further away (the message names the first hint or target the means are
-      consistent with, if any);
-    * if, for some target, no number differs from the exact value by ``z + 2`` standard errors:
-      had the estimator made that mistake, the test would have missed it with probability above
-      2.3 %, so it is too noisy to be checked;
-    * if the estimates never vary (an estimator built from sampled trajectories is random).
-
-    Args:
-        samples: ``(n, k)`` estimates.
-        exact: ``(k,)`` exact values.
-        what: what is estimated (for messages).
-        labels: a name for each of the ``k`` numbers (e.g. ``"dQ(s=2, a=1)[x_3]"``).
-        targets: hint → the exact value a known mistake would estimate; the check must be able
-            to tell each of them from the right answer.
-        hints: more such diagnoses, reported when consistent but not required to be detectable.
-    """
-    targets, hints = dict(targets or {}), dict(hints or {})
-    test = mean_test(samples, exact)
-    if np.all(samples.std(axis=0) == 0) and samples.shape[0] > 1 and np.any(exact != 0):
-        if np.all(samples == 0):
-            return failed(f"{what}: all {samples.shape[0]} estimates are 0; {PLACEHOLDER_HINT}.")
-        return failed(f"{what}: all {samples.shape[0]} estimates are identical "
-                      f"(e.g. {_vector(samples[0][:4])}); an estimate from sampled trajectories "
-                      "must be random. Use the rng and the oracle you are given.")
-    z = test.z
-    worst = int(np.argmax(z))
-    if not test.ok:
-        bad = np.flatnonzero(z >= test.threshold)
-        shown = ", ".join(
-            f"{labels[i]}: mean {test.mean[i]:.4g} +- {test.standard_error[i]:.2g} (s.e.) vs "
-            f"exact {test.exact[i]:.4g}, {min(z[i], 1e9):.1f} s.e. off" for i in bad[:3])
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        message = (f"{what} is biased: {len(bad)} of {len(z)} means are more than "
-                   f"{test.threshold:.2f} standard errors from the exact value ({samples.shape[0]}"
-                   f" estimates each). {shown}{more}.")
-        mistake = diagnose_statistical(test, {**targets, **hints})
-        if mistake:
-            message += f"\nHint: the means are consistent with this mistake: {mistake}"
-        elif placeholder(test.mean):
-            message += f"\nHint: {PLACEHOLDER_HINT}"
-        return failed(message)
-    for hint, answer in targets.items():
-        separation = np.abs(np.asarray(answer, np.float64) - test.exact) / test.standard_error
-        if not np.max(separation) >= test.threshold + 2:
-            return failed(
-                f"{what}: the means agree with the exact values, but your estimator is too noisy "
-                f"for the check to mean anything: with {samples.shape[0]} estimates it could not "
-                f"tell the right answer from this mistake: {hint} (at most "
-                f"{np.max(separation):.1f} standard errors apart; {test.threshold + 2:.1f} "
-                "needed). Follow the estimator of the sheet (geometric horizons, sqrt-discounted "
-                "tails); do not add noise.")
-    return passed(f"all {len(z)} means within {test.threshold:.2f} s.e. (worst {labels[worst]}: "
-                  f"{z[worst]:.2f} s.e.)")
-
-
-def diagnose_statistical(test: MeanTest, diagnoses: Mapping[str, np.ndarray]) -> str:
-    """The first hint whose (exact) answer the means are consistent with."""
-    for hint, answer in diagnoses.items():
-        alternative = MeanTest(test.mean, test.standard_error, np.asarray(answer, np.float64),
-                               test.threshold)
-        if alternative.ok:
-            return hint
-    return ""
-
-
-def _vector(values: np.ndarray) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in np.ravel(values)) + "]"

@@ -34,8 +34,9 @@ from bilevel_envs.tabular import (
     soft_policy_iteration,
     softmax_policy,
 )
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_choice, check_int
 from leaders.base import Leader
+from leaders.checkpoints import CheckpointError, check_array
 
 INNER_MODES = ("sweeps", "exact")
 
@@ -117,9 +118,7 @@ class AMD(Leader):
                              f"rewards) through Bellman recursions; {type(self.problem).__name__} "
                              "has a trajectory-level objective: use HPGD (its trajectory "
                              "estimator) or ZeroOrder")
-        if inner not in INNER_MODES:
-            raise ValueError(f"inner must be one of {INNER_MODES}; got {inner!r}")
-        self.inner = inner
+        self.inner = check_choice("inner", inner, INNER_MODES)
         self.inner_iterations = check_int("inner_iterations", inner_iterations, 1)
         self.tables: dict[int, AMDTables] = {}
         self._warm_q: dict[int, np.ndarray] = {}
@@ -156,7 +155,21 @@ class AMD(Leader):
         return {"tables": sorted(self.tables), "warm": sorted(self._warm_q)}, arrays
 
     def _set_extra_state(self, data, arrays):
-        self.tables = {context: AMDTables(*(arrays[f"{n}_{context}"] for n in ("q", "dq", "q_bar",
-                                                                        "q_tilde")))
-                       for context in data.get("tables", [])}
-        self._warm_q = {context: arrays[f"warm_{context}"] for context in data.get("warm", [])}
+        S = self.problem.follower_observation_space.n
+        A, d = self.problem.follower_action_space.n, self.problem.n_params
+        shapes = {"q": (S, A), "dq": (S, A, d), "q_bar": (S, A), "q_tilde": (S, A, d)}
+        if set(data) != {"tables", "warm"}:
+            raise CheckpointError(f"AMD state must hold 'tables' and 'warm'; got {sorted(data)}")
+
+        def contexts(key):
+            values = data[key]
+            if not isinstance(values, list):
+                raise CheckpointError(f"AMD state {key!r} must be a list of contexts")
+            return [check_int(f"AMD {key} context", c, 0, self.problem.n_contexts - 1)
+                    for c in values]
+
+        self.tables = {c: AMDTables(*(check_array(f"{n}_{c}", arrays.get(f"{n}_{c}"), shape)
+                                      for n, shape in shapes.items()))
+                       for c in contexts("tables")}
+        self._warm_q = {c: check_array(f"warm_{c}", arrays.get(f"warm_{c}"), (S, A))
+                        for c in contexts("warm")}

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import abc
 import csv
-import json
+import inspect
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,11 +23,11 @@ import numpy as np
 from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_envs.plain_data import to_plain_data
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_bool, check_choice, check_float, check_int
 from leaders.callbacks import as_callbacks
+from leaders.checkpoints import FORMAT_VERSION as CHECKPOINT_FORMAT
+from leaders.checkpoints import CheckpointError, read_checkpoint, write_checkpoint
 from leaders.optim import OPTIMIZERS, check_clip_groups, clip_by_norm
-
-FORMAT_VERSION = 1
 
 
 # ---------------------------------------------------------------------------- the leader
@@ -73,22 +72,24 @@ class Leader(abc.ABC):
         self.x_space = self.problem.x_space if self.problem is not None else env.action_space
         if not isinstance(self.x_space, gym.spaces.Box):
             raise TypeError(f"the leader's action space must be a Box; got {self.x_space!r}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None; got {max_grad_norm}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}; got {optimizer!r}")
-        self.learning_rate = float(learning_rate)
-        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.learning_rate = check_float("learning_rate", learning_rate, 0.0, low_open=True)
+        self.max_grad_norm = (None if max_grad_norm is None else check_float(
+            "max_grad_norm (or None)", max_grad_norm, 0.0, low_open=True))
         self.clip_groups = check_clip_groups(clip_groups, int(np.prod(self.x_space.shape)))
-        self.optimizer = OPTIMIZERS[optimizer](learning_rate)
-        self.seed = seed
-        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.optimizer = OPTIMIZERS[check_choice("optimizer", optimizer, sorted(OPTIMIZERS))](
+            self.learning_rate)
+        self.seed = None if seed is None else check_int("seed (or None)", seed, 0)
+        seeds = np.random.SeedSequence(self.seed).spawn(2)
         self.rng = np.random.default_rng(seeds[0])
         self._env_seed = int(seeds[1].generate_state(1)[0])
         self.x = self._initial_x() if x0 is None else self._check_x(x0, "x0")
         self.num_iterations = 0
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise ValueError(f"log_dir must be a path or None; got {log_dir!r}")
         self.log_dir = None if log_dir is None else Path(log_dir)
-        self.tensorboard, self.verbose, self.log_interval = tensorboard, verbose, log_interval
+        self.tensorboard = check_bool("tensorboard", tensorboard)
+        self.verbose = check_int("verbose", verbose, 0, 1)
+        self.log_interval = check_int("log_interval", log_interval, 1)
         self._records: list[dict[str, Any]] = []
         self._env_ready = False
         self._env_resets = 0
@@ -119,7 +120,7 @@ class Leader(abc.ABC):
     def query(self, x: np.ndarray) -> tuple[float, dict[str, Any]]:
         """One oracle query: ``env.step(x)``; returns the reward (the env's estimate of ``J(x)``)
         and the info dict. The env's episodes are the loop's business: when a step ends the
-        episode (the env's horizon), the next iteration starts a new one with ``reset``."""
+        episode (the time limit of its spec), the next iteration starts a new one with ``reset``."""
         _, reward, terminated, truncated, info = self.env.step(x)
         if terminated or truncated:
             self._env_ready = False
@@ -171,7 +172,7 @@ class Leader(abc.ABC):
                 every = check_int("eval_every (or a function of the iteration)", eval_every, 1)
                 eval_every = lambda t: t % every == 0  # noqa: E731
         callbacks = as_callbacks(callback)
-        bar = _progress_bar(n_iterations) if progress_bar else None
+        bar = _progress_bar(n_iterations) if check_bool("progress_bar", progress_bar) else None
         for cb in callbacks:
             cb.on_training_start(self)
         try:
@@ -310,74 +311,133 @@ class Leader(abc.ABC):
         """Restore what :meth:`_extra_state` saved (nothing by default)."""
         return None
 
+    @classmethod
+    def hyperparameter_names(cls) -> frozenset[str]:
+        """The constructor arguments a checkpoint may set: every keyword of ``__init__`` along the
+        class hierarchy except the env, the start point and the logging options (a file never
+        chooses paths)."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                names |= {p.name for p in inspect.signature(init).parameters.values()
+                          if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return frozenset(names - {"self", "env", "x0", "log_dir", "tensorboard", "verbose",
+                                  "log_interval"})
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a checkpoint (``.npz`` of arrays + a JSON header; no pickle), atomically."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
-        env_data, env_arrays = self.env.unwrapped.get_state() if hasattr(
-            self.env.unwrapped, "get_state") else ({}, {})
+        """Write a checkpoint (``.npz`` of arrays + a JSON header; no pickle), atomically. It
+        records the env's id and a fingerprint of the env and its problem, so that :meth:`load`
+        never resumes on a different one by accident."""
+        unwrapped = self.env.unwrapped
+        env_data, env_arrays = unwrapped.get_state() if hasattr(unwrapped, "get_state") else ({},
+                                                                                            {})
         extra_data, extra_arrays = self._extra_state()
         header = {
-            "format_version": FORMAT_VERSION, "class": type(self).__name__,
+            "format_version": CHECKPOINT_FORMAT, "class": type(self).__name__,
             "hyperparameters": self.hyperparameters(), "num_iterations": self.num_iterations,
             "rng": to_plain_data(self.rng.bit_generator.state), "env_seed": self._env_seed,
             "env_ready": self._env_ready, "env_resets": self._env_resets, "env": env_data,
-            "extra": extra_data,
-            "records": self._records,
+            "env_fingerprint": _env_fingerprint(self.env),
+            "env_id": None if self.env.spec is None else self.env.spec.id,
+            "extra": extra_data, "records": self._records,
         }
         arrays = {"x": self.x}
         arrays.update({f"opt_{k}": np.asarray(v) for k, v in self.optimizer.state.items()})
         arrays.update({f"env_{k}": v for k, v in env_arrays.items()})
         arrays.update({f"extra_{k}": v for k, v in extra_arrays.items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, header=np.array(json.dumps(to_plain_data(header))), **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return write_checkpoint(path, header, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, env: gym.Env, **overrides: Any) -> Leader:
+    def load(cls, path: str | os.PathLike, env: gym.Env, *, allow_other_env: bool = False,
+             **overrides: Any) -> Leader:
         """Rebuild a leader from :meth:`save` on ``env`` and restore its state (and the env's).
 
         Continuing with :meth:`learn` reproduces an uninterrupted run with the same seed.
+
+        Args:
+            path: the checkpoint.
+            env: the env to resume on; it must be the one the checkpoint was saved on (same id,
+                arguments and problem) unless ``allow_other_env=True``.
+            allow_other_env: resume on a different env anyway (e.g. another λ, on purpose).
+            **overrides: constructor arguments replacing the saved ones (and the logging options,
+                which are never read from a file).
+
+        Raises:
+            CheckpointError: (a ``ValueError``) for a damaged, foreign or hostile file, another
+                leader class or env, or any field or array that does not fit.
         """
-        with np.load(Path(path), allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            arrays = {k: np.array(data[k]) for k in data.files if k != "header"}
-        if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported checkpoint format {header.get('format_version')!r}")
+        header, arrays = read_checkpoint(path)
+        source = str(path)
         if header["class"] != cls.__name__:
-            raise ValueError(f"{path} holds a {header['class']} checkpoint, not {cls.__name__}")
-        kwargs = {k: v for k, v in header["hyperparameters"].items() if k != "algorithm"}
-        kwargs.update(overrides)
-        leader = cls(env, **kwargs)
-        leader.x = arrays["x"]
-        leader.optimizer.state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")}
-        leader.num_iterations = int(header["num_iterations"])
-        leader.rng.bit_generator.state = header["rng"]
-        leader._env_seed = int(header["env_seed"])
-        leader._records = header["records"]
-        leader._env_resets = int(header.get("env_resets", 0))
-        if header["env"] and (header["env_ready"] or leader._env_resets):
-            env.reset()  # satisfies the wrappers' reset-before-step; the state is replaced next
-            env.unwrapped.set_state(header["env"], {k[4:]: v for k, v in arrays.items()
-                                                    if k.startswith("env_")})
-            leader._env_ready = bool(header["env_ready"])
-        leader._set_extra_state(header["extra"], {k[6:]: v for k, v in arrays.items()
-                                                  if k.startswith("extra_")})
+            raise CheckpointError(f"{source} holds a {header['class']} checkpoint, not "
+                                  f"{cls.__name__}")
+        saved = dict(header["hyperparameters"])
+        if saved.pop("algorithm", cls.algorithm) != cls.algorithm:
+            raise CheckpointError(f"{source}: hyperparameters of another algorithm")
+        unknown = sorted(set(saved) - cls.hyperparameter_names())
+        if unknown:
+            raise CheckpointError(f"{source}: unknown hyperparameters {unknown} (a checkpoint may "
+                                  f"set {sorted(cls.hyperparameter_names())})")
+        current = _env_fingerprint(env)
+        if not allow_other_env and header["env_fingerprint"] != current:
+            raise CheckpointError(
+                f"{source} was saved on another env ({header['env_id']!r}, fingerprint "
+                f"{header['env_fingerprint']}; this env: {current}): its problem or its settings "
+                "(λ, n_envs, follower, ...) differ. Pass allow_other_env=True to resume anyway")
+        try:
+            leader = cls(env, **{**saved, **overrides})
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: the saved hyperparameters are invalid: {exc}"
+                                  ) from None
+        try:
+            leader._restore(header, arrays)
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
         return leader
+
+    def _restore(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Put the validated state of a checkpoint into this (freshly built) leader and env."""
+        x = arrays.get("x")
+        if x is None:
+            raise CheckpointError("array 'x' is missing")
+        self.x = self._check_x(x, "the checkpoint's x")
+        self.optimizer.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")},
+                                  self.x.shape)
+        self.num_iterations = header["num_iterations"]
+        self.rng.bit_generator.state = header["rng"]
+        self._env_seed, self._env_resets = header["env_seed"], header["env_resets"]
+        self._records = [_check_record(r) for r in header["records"]]
+        if header["env"] and (header["env_ready"] or self._env_resets):
+            self.env.reset()  # satisfies the wrappers' reset-before-step; replaced next
+            self.env.unwrapped.set_state(header["env"], {k[4:]: v for k, v in arrays.items()
+                                                         if k.startswith("env_")})
+            self._env_ready = header["env_ready"]
+        self._set_extra_state(header["extra"], {k[6:]: v for k, v in arrays.items()
+                                                if k.startswith("extra_")})
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items()
                            if k != "algorithm")
         return f"{type(self).__name__}({params})"
+
+
+def _env_fingerprint(env: gym.Env) -> str | None:
+    fingerprint = getattr(env.unwrapped, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else None
+
+
+def _check_record(record: Any) -> dict[str, Any]:
+    """A history record from a file: a dict of numbers (and the list of contexts)."""
+    if not isinstance(record, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, (int, float, str, bool, list)))
+            for k, v in record.items()):
+        raise CheckpointError(f"history records must map names to numbers; got {record!r:.80}")
+    if not isinstance(record.get("iteration"), int) or record["iteration"] < 0:
+        raise CheckpointError(f"a history record needs an iteration >= 0; got {record!r:.80}")
+    return record
 
 
 def _progress_bar(total: int):

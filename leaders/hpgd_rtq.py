@@ -32,7 +32,7 @@ import numpy as np
 
 from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.oracles import make_oracle
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_bool, check_int
 from leaders.base import Leader
 from leaders.estimators import paper_estimate
 
@@ -63,6 +63,13 @@ class HPGDRTQ(Leader):
         if not self.problem.is_tabular:
             raise ValueError("HPGDRTQ runs soft Q-learning on the problem's model; "
                              f"{type(self.problem).__name__} has none")
+        if not self.problem.decomposable:
+            raise ValueError(f"HPGDRTQ estimates a decomposable J with paper Alg. 5; "
+                             f"{type(self.problem).__name__} has a trajectory-level objective: use "
+                             "HPGD (its trajectory estimator) or ZeroOrder")
+        if soft_q_kwargs is not None and not isinstance(soft_q_kwargs, dict):
+            raise ValueError(f"soft_q_kwargs must be a dict of SoftQLearning arguments or None; "
+                             f"got {soft_q_kwargs!r}")
         for name, value, minimum in (("levels", levels, 2), ("steps_scale", steps_scale, 1),
                                      ("n_samples", n_samples, 1)):
             check_int(name, value, minimum)
@@ -70,7 +77,7 @@ class HPGDRTQ(Leader):
         self.n_samples = int(n_samples)
         self.soft_q_kwargs = dict(soft_q_kwargs or {})
         self.soft_q = SoftQLearning(**self.soft_q_kwargs)
-        self.coupled_restarts = bool(coupled_restarts)
+        self.coupled_restarts = check_bool("coupled_restarts", coupled_restarts)
         #: t_1 .. t_K
         self.schedule = [self.steps_scale * k * 2**k for k in range(1, self.levels + 1)]
         weights = 2.0 ** -np.arange(1, self.levels)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bilevel_envs.validation import check_bool, check_float
 from leaders.base import Leader
 
 
@@ -44,11 +45,9 @@ class ZeroOrder(Leader):
     def __init__(self, env, learning_rate: float = 0.1, perturbation_constant: float = 1.0,
                  common_random_numbers: bool = True, **kwargs: Any):
         super().__init__(env, learning_rate=learning_rate, **kwargs)
-        if not (np.isfinite(perturbation_constant) and perturbation_constant > 0):
-            raise ValueError(f"perturbation_constant must be positive; got "
-                             f"{perturbation_constant}")
-        self.perturbation_constant = float(perturbation_constant)
-        self.common_random_numbers = bool(common_random_numbers)
+        self.perturbation_constant = check_float("perturbation_constant", perturbation_constant,
+                                                 0.0, low_open=True)
+        self.common_random_numbers = check_bool("common_random_numbers", common_random_numbers)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "perturbation_constant": self.perturbation_constant,

@@ -399,20 +399,20 @@ def test_leader_env_rejects_bad_x(bad, pattern):
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [
-    ({"instance": "auction"}, ValueError, r"unknown instance 'auction'; expected one of"),
+    ({"instance": "auction"}, ValueError, r"instance must be one of \['project', 'tree', 'grid'\]"),
     ({"instance": "project", "depth": 3}, ValueError,
      r"\['depth'\] do not apply to instance='project'; its arguments are"),
     ({"instance": "tree", "depth": 0}, ValueError, r"depth must be an integer in 1..8"),
-    ({"instance": "grid", "move_prob": 0.0}, ValueError, r"move_prob must be in \(0, 1\]"),
+    ({"instance": "grid", "move_prob": 0.0}, ValueError, r"move_prob must be a finite"),
     ({"effort_probs": (0.2, 1.2)}, ValueError, r"effort_probs must lie in \[0, 1\]"),
     ({"effort_costs": (0.0,)}, ValueError, r"effort_probs and effort_costs must be"),
-    ({"cost_scales": (1.0, -1.0)}, ValueError, r"cost_scales must be a non-empty sequence of "
-                                               r"positive"),
+    ({"cost_scales": (1.0, -1.0)}, ValueError, r"cost_scales \(one per agent type\) must be a "
+                                               r"finite array with entries > 0"),
     ({"cost_scales": (1.0, 2.0), "type_probs": (0.5,)}, ValueError,
-     r"type_probs must be 2 non-negative numbers summing to 1"),
-    ({"x_max": 0.0}, ValueError, r"x_max must be a positive number"),
-    ({"lam": 0.0}, ValueError, r"lam must be a positive number"),
-    ({"gamma": 1.0}, ValueError, r"gamma must be in \[0, 1\)"),
+     r"type_probs must be a finite array of shape \(2,\)"),
+    ({"x_max": 0.0}, ValueError, r"x_max must be a finite number in \(0, inf\)"),
+    ({"lam": 0.0}, ValueError, r"lam must be a finite number in \(0, inf\)"),
+    ({"gamma": 1.0}, ValueError, r"gamma must be a finite number in \[0, 1\)"),
 ])
 def test_problem_and_leader_env_reject_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):

@@ -65,9 +65,9 @@ def test_paper_variant_differs_exactly_where_the_paper_text_does():
     ({"prices": (1.0, -1.0, 1.0)}, r"prices must be positive"),
     ({"preferences": ((0.5, 0.5),)}, r"preferences must have one non-negative exponent per good"),
     ({"group_probs": (0.7, 0.7)}, r"group_probs must be 2 non-negative probabilities"),
-    ({"noise_std": 0.0}, r"noise_std must be a positive number"),
-    ({"gamma": 1.0}, r"gamma must be in \[0, 1\)"),
-    ({"tax_init": 2.5}, r"tax_init must be in \[0, tax_max\]"),
+    ({"noise_std": 0.0}, r"noise_std must be a finite number in \(0, inf\)"),
+    ({"gamma": 1.0}, r"gamma must be a finite number in \[0, 1\)"),
+    ({"tax_init": 2.5}, r"tax_init must be a finite number in \[0, 2\]"),
     ({"hours_levels": ()}, r"hours_levels must be a non-empty list"),
     ({"noise": "laplace"}, r"noise must be one of"),
 ])

@@ -139,8 +139,8 @@ def test_step_rejects_bad_x(bad, pattern):
     ({"n_envs": 0}, ValueError, r"n_envs must be an integer >= 1"),
     ({"objective": "median"}, ValueError, r"objective must be one of"),
     ({"n_rollout_steps": 0}, ValueError, r"n_rollout_steps=0 leaves nothing"),
-    ({"lam": -1.0}, ValueError, r"lam must be a positive"),
-    ({"follower_kwargs": {"tol": -1}}, ValueError, r"tol must be positive"),
+    ({"lam": -1.0}, ValueError, r"lam must be a finite number in \(0, inf\)"),
+    ({"follower_kwargs": {"tol": -1}}, ValueError, r"tol must be a finite number in \(0, inf\)"),
 ])
 def test_constructor_rejects_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):

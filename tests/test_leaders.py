@@ -180,7 +180,7 @@ def test_iterates_stay_in_the_box():
 
 @pytest.mark.parametrize("make, pattern", [
     (lambda: HPGD(four_rooms(), estimator="magic"), r"estimator must be one of"),
-    (lambda: HPGD(four_rooms(), learning_rate=-1.0), r"learning_rate must be a positive"),
+    (lambda: HPGD(four_rooms(), learning_rate=-1.0), r"learning_rate must be a finite"),
     (lambda: HPGD(four_rooms(), optimizer="lbfgs"), r"optimizer must be one of"),
     (lambda: HPGD(four_rooms(), n_samples=0), r"n_samples must be an integer >= 1"),
     (lambda: AMD(four_rooms(), inner="magic"), r"inner must be one of"),

@@ -50,9 +50,10 @@ def test_context_index_rejects_unknown(problem, bad):
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"lam": 0.0}, "lam must be a positive"), ({"lam": float("nan")}, "lam"),
-    ({"beta": -1.0}, "beta must be"), ({"move_prob": 1.5}, r"move_prob must be in \[0, 1\]"),
-    ({"gamma": 1.0}, r"gamma must be in \[0, 1\)"),
+    ({"lam": 0.0}, r"lam must be a finite number in \(0, inf\)"), ({"lam": float("nan")}, "lam"),
+    ({"beta": -1.0}, "beta must be"),
+    ({"move_prob": 1.5}, r"move_prob must be a finite number in \[0, 1\]"),
+    ({"gamma": 1.0}, r"gamma must be a finite number in \[0, 1\)"),
 ])
 def test_problem_rejects_bad_parameters(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

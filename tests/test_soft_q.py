@@ -208,14 +208,14 @@ def test_leader_env_with_soft_q_follower_is_seeded_and_passes_the_checker():
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"behaviour": "greedy"}, r"behaviour must be one of \('uniform', 'epsilon_soft'\)"),
-    ({"reset": "start"}, r"reset must be one of \('mu', 'uniform'\)"),
+    ({"behaviour": "greedy"}, r"behaviour must be one of \['uniform', 'epsilon_soft'\]"),
+    ({"reset": "start"}, r"reset must be one of \['mu', 'uniform'\]"),
     ({"n_steps": -5}, r"n_steps must be an integer >= 1"),
     ({"n_chains": 0}, r"n_chains must be an integer >= 1"),
-    ({"epsilon": 1.5}, r"epsilon must be in \[0, 1\]"),
-    ({"learning_rate": 0.0}, r"learning_rate must be in \(0, 1\]"),
-    ({"lr_t0": -1.0}, r"lr_t0 must be positive or None"),
-    ({"lr_power": -0.5}, r"lr_power must be >= 0"),
+    ({"epsilon": 1.5}, r"epsilon must be a finite number in \[0, 1\]"),
+    ({"learning_rate": 0.0}, r"learning_rate must be a finite number in \(0, 1\]"),
+    ({"lr_t0": -1.0}, r"lr_t0 \(or None\) must be a finite number in \(0, inf\)"),
+    ({"lr_power": -0.5}, r"lr_power must be a finite number in \[0, inf\)"),
 ])
 def test_bad_arguments_are_rejected(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -508,7 +508,7 @@ def test_leader_env_step_rejects_bad_taxes():
     (lambda: gym.make("bilevel/TaxDesign-v0", asset_cells=21), ValueError,
      r"asset_cells needs tabular=True"),
     (lambda: gym.make("bilevel/TaxDesign-v0", lam=-0.2), ValueError,
-     r"lam must be a positive number"),
+     r"lam must be a finite number in \(0, inf\)"),
     (lambda: GridSoftVI(asset_cells=0), ValueError, r"asset_cells must be an integer >= 2"),
 ])
 def test_bad_constructor_arguments(make, error, pattern):

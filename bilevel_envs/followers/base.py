@@ -62,5 +62,16 @@ class Follower(abc.ABC):
         """Whether this follower can solve ``problem`` (e.g. tabular solvers need a model)."""
         return True
 
+    def check_warm_start(self, problem: BilevelProblem, context: int, warm_start: Any) -> Any:
+        """Validate a warm start read back from a checkpoint (array warm starts only; the
+        default accepts none).
+
+        Raises:
+            ValueError: if this follower's responses never carry such a warm start, or it does
+                not fit ``problem`` (shape, NaN).
+        """
+        raise ValueError(f"{type(self).__name__} does not resume from array warm starts; got "
+                         f"one for context {context}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numba as nb
 import numpy as np
 
-from bilevel_envs._kernels import _first_above
+from bilevel_envs._kernels import first_above
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.oracles import sampling_tables
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import expected_next, soft_max_value, softmax_policy
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_choice, check_float, check_int
 
 if TYPE_CHECKING:
     from bilevel_envs.problem import BilevelProblem
@@ -99,21 +99,13 @@ class SoftQLearning(Follower):
         self.n_chains = check_int("n_chains", n_chains, 1)
         self.max_episode_steps = (None if max_episode_steps is None
                                   else check_int("max_episode_steps", max_episode_steps, 0))
-        if behaviour not in BEHAVIOURS:
-            raise ValueError(f"behaviour must be one of {BEHAVIOURS}; got {behaviour!r}")
-        if reset not in RESETS:
-            raise ValueError(f"reset must be one of {RESETS}; got {reset!r}")
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1]; got {epsilon}")
-        if not 0.0 < learning_rate <= 1.0:
-            raise ValueError(f"learning_rate must be in (0, 1]; got {learning_rate}")
-        if lr_t0 is not None and not lr_t0 > 0:
-            raise ValueError(f"lr_t0 must be positive or None; got {lr_t0}")
-        if not lr_power >= 0:
-            raise ValueError(f"lr_power must be >= 0; got {lr_power}")
-        self.behaviour, self.epsilon, self.reset = behaviour, float(epsilon), reset
-        self.learning_rate, self.lr_power = float(learning_rate), float(lr_power)
-        self.lr_t0 = None if lr_t0 is None else float(lr_t0)
+        self.behaviour = check_choice("behaviour", behaviour, BEHAVIOURS)
+        self.reset = check_choice("reset", reset, RESETS)
+        self.epsilon = check_float("epsilon", epsilon, 0.0, 1.0)
+        self.learning_rate = check_float("learning_rate", learning_rate, 0.0, 1.0, low_open=True)
+        self.lr_t0 = None if lr_t0 is None else check_float("lr_t0 (or None)", lr_t0, 0.0,
+                                                            low_open=True)
+        self.lr_power = check_float("lr_power", lr_power, 0.0)
 
     def supports(self, problem: BilevelProblem) -> bool:
         return problem.is_tabular
@@ -314,7 +306,7 @@ def soft_q_steps(q, counts, states, taus, next_states, next_cdf, r_next, r_end, 
                 a = min(int(u[t, c, 1] * n_actions), n_actions - 1)
             else:
                 a = _sample_boltzmann(q[s], lam, u[t, c, 1])
-            k = _first_above(next_cdf[s, a], u[t, c, 2])
+            k = first_above(next_cdf[s, a], u[t, c, 2])
             actions[c] = a
             if k == n_succ:  # the episode ends: zero continuation
                 successors[c] = -1

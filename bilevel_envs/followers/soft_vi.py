@@ -7,6 +7,7 @@ from typing import Any
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, solve_follower
+from bilevel_envs.validation import check_array, check_choice, check_float
 
 
 class SoftValueIteration(Follower):
@@ -25,14 +26,16 @@ class SoftValueIteration(Follower):
     name = "soft_vi"
 
     def __init__(self, tol: float = DEFAULT_TOL, method: str = "policy_iteration"):
-        if not tol > 0:
-            raise ValueError(f"tol must be positive; got {tol}")
-        if method not in SOLVERS:
-            raise ValueError(f"method must be one of {sorted(SOLVERS)}; got {method!r}")
-        self.tol, self.method = float(tol), method
+        self.tol = check_float("tol", tol, 0.0, low_open=True)
+        self.method = check_choice("method", method, sorted(SOLVERS))
 
     def supports(self, problem) -> bool:
         return problem.is_tabular
+
+    def check_warm_start(self, problem, context, warm_start):
+        """A soft Q-function of the problem's model: finite, of shape ``(S, A)``."""
+        return check_array(f"the warm start of context {context}", warm_start,
+                           (problem.follower_observation_space.n, problem.follower_action_space.n))
 
     def respond(self, problem, x, context, seed=None, warm_start=None) -> FollowerResponse:
         if not problem.is_tabular:

@@ -9,26 +9,28 @@ and the follower through :class:`OracleView` (``rollout`` only): as a leader wou
 
 Each check draws many i.i.d. estimates and compares their means with the exact values computed
 here (:func:`exact_terms`: linear solves with the exact soft-optimal policy), within ``z``
-measured standard errors (:func:`~bilevel_teaching.core.unbiasedness`: ``z ≥ 4``, more when
+measured standard errors (:func:`~bilevel_teaching.comparisons.unbiasedness`: ``z ≥ 4``, more when
 many numbers are compared, for a 0.1 % family-wise false-alarm rate). The standard error must
 also be small enough that a real mistake (a missing ``1/λ``, ``1/(1−γ̄)``, entropy bonus or
 score term) would show: the checks list what each such mistake would have estimated and name
 the one the submission's means agree with.
+
+The grading child builds the problem view and the oracle (from the soft-optimal policy this
+module computes) and returns the raw estimates; means, standard errors and diagnoses are
+computed here, from those estimates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from bilevel_envs.envs.garnet import GarnetProblem
-from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import (
     TabularModel,
     evaluate_policy,
@@ -37,19 +39,34 @@ from bilevel_envs.tabular import (
     soft_policy_iteration,
     solve_bellman,
 )
+from bilevel_teaching.calls import Build, Call, Results, Rng
+from bilevel_teaching.comparisons import unbiasedness
 from bilevel_teaching.core import (
     Check,
-    CheckFailed,
+    Context,
     Outcome,
+    Plan,
     WrittenPart,
-    as_array,
     failed,
     passed,
-    require_function,
-    unbiasedness,
 )
+from bilevel_teaching.import_guard import ImportPolicy
+from bilevel_teaching.student_objects import OracleView, ProblemView
 
 TITLE = "Assignment 2 - The HPGD hypergradient estimator (v1.0)"
+
+#: what a submission may import: NumPy (the problem and the oracle are handed to it)
+IMPORTS = ImportPolicy(allow=("numpy",))
+
+SIGNATURES = {
+    "leader_q_estimates": "leader_q_estimates(problem, oracle, rng, states, actions)",
+    "grad_q_estimates": "grad_q_estimates(problem, x, context, oracle, rng, states, actions)",
+    "grad_advantage_estimates": "grad_advantage_estimates(problem, x, context, oracle, rng, "
+                                "states, actions)",
+    "hypergradient_estimates": "hypergradient_estimates(problem, x, context, oracle, rng, "
+                               "n_samples)",
+    "expected_sampled_transitions": "expected_sampled_transitions(gamma, leader_gamma)",
+}
 
 WRITTEN = (
     WrittenPart("1.1", "random horizons: unbiasedness of the sqrt-discounted tail", 2),
@@ -59,9 +76,9 @@ WRITTEN = (
 )
 
 #: the problem of the assignment: x moves r, r_leader, P and mu; moderate variance
-PROBLEM_KWARGS: dict[str, Any] = dict(n_states=5, n_actions=2, n_params=3, n_contexts=2,
-                                      lam=0.5, gamma=0.6, leader_gamma=0.5, p_end=0.2,
-                                      transition_scale=0.5, initial_scale=0.5, seed=1)
+PROBLEM_KWARGS: dict[str, Any] = {"n_states": 5, "n_actions": 2, "n_params": 3, "n_contexts": 2,
+                                      "lam": 0.5, "gamma": 0.6, "leader_gamma": 0.5, "p_end": 0.2,
+                                      "transition_scale": 0.5, "initial_scale": 0.5, "seed": 1}
 #: the point x of each context at which everything is checked
 X_POINTS = ((-0.2, 1.42, 1.19), (1.03, -0.32, -0.02))
 
@@ -73,74 +90,6 @@ PER_PAIR_DQ = 25_000
 PER_STATE_DV = 10_000
 PER_PAIR_DA = 3_000
 N_HYPERGRADIENT = 100_000
-
-
-# ---------------------------------------------------------------------------- what a leader sees
-class ProblemView:
-    """The problem as HPGD sees it: discounts, λ, sizes and per-transition derivative terms.
-
-    Every ``grad_*`` method takes arrays of ``N`` transitions and returns ``(N, d)``.
-    """
-
-    def __init__(self, problem: GarnetProblem):
-        self._problem = problem
-        self.lam: float = problem.lam
-        self.gamma: float = problem.gamma
-        self.leader_gamma: float = problem.leader_gamma
-        self.n_params: int = problem.n_params
-        self.n_states: int = problem.follower_observation_space.n
-        self.n_actions: int = problem.follower_action_space.n
-
-    def grad_follower_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:
-        """``∂x r(s, a)``, shape ``(N, d)``."""
-        return self._problem.grad_follower_reward(x, context, obs, actions, next_obs)
-
-    def grad_leader_reward(self, x, context, obs, actions, next_obs) -> np.ndarray:
-        """``∂x r̄(s, a)``, shape ``(N, d)``."""
-        return self._problem.grad_leader_reward(x, context, obs, actions, next_obs)
-
-    def grad_log_transition(self, x, context, obs, actions, next_obs) -> np.ndarray:
-        """``∂x log P(s'|s, a)``, shape ``(N, d)`` (meaningful for transitions that continue)."""
-        return self._problem.grad_log_transition(x, context, obs, actions, next_obs)
-
-    def grad_log_initial(self, x, context, obs) -> np.ndarray:
-        """``∂x log μ(s_0)``, shape ``(N, d)``."""
-        return self._problem.grad_log_initial(x, context, obs)
-
-    def __repr__(self) -> str:
-        return (f"ProblemView(lam={self.lam}, gamma={self.gamma}, leader_gamma="
-                f"{self.leader_gamma}, n_states={self.n_states}, n_actions={self.n_actions}, "
-                f"n_params={self.n_params})")
-
-
-class OracleView:
-    """The follower's trajectory oracle (paper Assumption 3.2): sampling only.
-
-    Trajectories follow the follower's soft-optimal policy in the infinite-horizon MDP; a chain
-    stops when its episode terminates (later entries have ``mask == False``).
-    """
-
-    def __init__(self, oracle: TabularOracle):
-        self._oracle = oracle
-
-    def rollout(self, rng: np.random.Generator, n_envs: int, n_steps: int, *,
-                start_states=None, start_actions=None, lengths=None) -> Rollouts:
-        """Sample ``n_envs`` chains of at most ``n_steps`` transitions.
-
-        Args:
-            rng: the source of randomness.
-            start_states: ``(n_envs,)`` first states; ``-1`` (or ``None`` for all): from μ.
-            start_actions: ``(n_envs,)`` first actions; ``-1`` (or ``None`` for all): from π.
-            lengths: ``(n_envs,)`` number of transitions of each chain (``≤ n_steps``).
-
-        Returns:
-            :class:`~bilevel_envs.rollouts.Rollouts`: arrays ``(n_envs, n_steps)`` ``obs``,
-            ``actions``, ``next_obs``, ``rewards`` (follower), ``leader_rewards``, ``entropy``
-            (``H(π(·|s_t))``), ``terminated``, ``mask`` (real transitions).
-        """
-        return self._oracle.rollout(rng, n_envs, n_steps, start_states=start_states,
-                                    start_actions=start_actions, lengths=lengths,
-                                    auto_reset=False, time_limit=False)
 
 
 # ---------------------------------------------------------------------------- exact answers
@@ -239,6 +188,20 @@ def setup(context: int = 0, x: Any = None, **overrides: Any) -> Setup:
                  exact_terms(model, pi, problem.lam))
 
 
+@cache
+def _graded_setup(context: int) -> Setup:
+    return setup(context)
+
+
+def _problem_build() -> Build:
+    return Build("hpgd_problem", {"problem": PROBLEM_KWARGS}, share="problem")
+
+
+def _oracle_build(su: Setup) -> Build:
+    return Build("hpgd_oracle", {"problem": PROBLEM_KWARGS, "x": su.x, "context": su.context,
+                                 "pi": su.exact.pi}, share="oracle")
+
+
 def _pair_labels(prefix: str, states, actions, d: int | None = None) -> list[str]:
     labels = []
     for s, a in zip(states, actions):
@@ -265,51 +228,70 @@ def _grouped(values: np.ndarray, n_groups: int) -> np.ndarray:
 CHUNK = 10_000
 
 
-def _call_pairs(function, su: Setup, rng: np.random.Generator, states: np.ndarray,
-                actions: np.ndarray, what: str, with_x: bool = True) -> np.ndarray:
-    """The submission's per-(s, a) estimates, requested ``CHUNK`` samples at a time."""
-    parts = []
+def _pair_calls(function: str, su: Setup, seed: int, states: np.ndarray, actions: np.ndarray,
+                with_x: bool = True) -> list[Call]:
+    """Calls for the per-(s, a) estimates, ``CHUNK`` samples at a time, sharing one generator."""
+    calls = []
     for lo in range(0, states.size, CHUNK):
-        s, a = states[lo:lo + CHUNK].copy(), actions[lo:lo + CHUNK].copy()
-        args = (su.problem, su.x.copy(), su.context, su.oracle, rng, s, a) if with_x else \
-            (su.problem, su.oracle, rng, s, a)
-        shape = (s.size, su.problem.n_params) if with_x else (s.size,)
-        parts.append(as_array(function(*args), shape, what))
-    return np.concatenate(parts)
+        s, a = states[lo:lo + CHUNK], actions[lo:lo + CHUNK]
+        rng = Rng(seed, share="rng")
+        args = (_problem_build(), su.x, su.context, _oracle_build(su), rng, s, a) if with_x \
+            else (_problem_build(), _oracle_build(su), rng, s, a)
+        calls.append(Call(function, args))
+    return calls
 
 
-def _call_samples(function, su: Setup, rng: np.random.Generator, n: int, what: str
-                  ) -> np.ndarray:
-    """``n`` hypergradient estimates, requested ``CHUNK`` at a time."""
+def _gather(results: Results, states: np.ndarray, width: int | None, what: str,
+            first: int = 0) -> np.ndarray:
+    """The validated chunks of calls ``first, first + 1, ...`` stacked."""
     parts = []
-    for lo in range(0, n, CHUNK):
-        m = min(CHUNK, n - lo)
-        parts.append(as_array(function(su.problem, su.x.copy(), su.context, su.oracle, rng, m),
-                              (m, su.problem.n_params), what))
+    for k, lo in enumerate(range(0, states.size, CHUNK)):
+        n = min(CHUNK, states.size - lo)
+        parts.append(results.array(first + k, (n,) if width is None else (n, width), what))
     return np.concatenate(parts)
+
+
+def _sample_calls(su: Setup, rng: Rng, n: int, numpy_seed: int | None = None) -> list[Call]:
+    """Calls for ``n`` hypergradient estimates, ``CHUNK`` at a time, sharing ``rng``."""
+    return [Call("hypergradient_estimates",
+                 (_problem_build(), su.x, su.context, _oracle_build(su), rng,
+                  min(CHUNK, n - lo)), numpy_seed=numpy_seed) for lo in range(0, n, CHUNK)]
+
+
+def _gather_samples(results: Results, n: int, d: int, first: int = 0) -> np.ndarray:
+    return np.concatenate([results.array(first + k, (min(CHUNK, n - lo), d),
+                                         "hypergradient_estimates(...)")
+                           for k, lo in enumerate(range(0, n, CHUNK))])
+
+
+def _seed(context: Context) -> int:
+    return int(context.rng.integers(2**63))
 
 
 # ---------------------------------------------------------------------------- 2.1
-def check_leader_q(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "leader_q_estimates",
-                         "leader_q_estimates(problem, oracle, rng, states, actions)")
-    su = setup(0)
+def plan_leader_q(context: Context) -> Plan:
+    su = _graded_setup(0)
     states, actions = _pairs(su, PER_PAIR_Q_BAR)
-    found = _call_pairs(f, su, rng, states, actions, "leader_q_estimates(...)", with_x=False)
     S, A = su.model.n_states, su.model.n_actions
     lg = su.problem.leader_gamma
-    return unbiasedness(
-        _grouped(found, S * A), su.exact.q_bar.ravel(), "Q_bar estimate",
-        _pair_labels("Q_bar", np.repeat(np.arange(S), A), np.tile(np.arange(A), S)),
-        targets={
-            "weighting the tail by gamma_L^k; T' ~ Geo(1 - sqrt(gamma_L)) already survives k "
-            "steps with probability gamma_L^(k/2), so weight by gamma_L^(k/2) (the means "
-            "estimate Q_bar with discount gamma_L^1.5).":
-                leader_q(su.model, su.exact.pi, lg ** 1.5).ravel(),
-            "summing the rewards up to T' without weights: the random horizon gives only half "
-            "of the discount (the means estimate Q_bar with discount sqrt(gamma_L)).":
-                leader_q(su.model, su.exact.pi, np.sqrt(lg)).ravel(),
-        })
+
+    def judge(results: Results) -> Outcome:
+        found = _gather(results, states, None, "leader_q_estimates(...)")
+        return unbiasedness(
+            _grouped(found, S * A), su.exact.q_bar.ravel(), "Q_bar estimate",
+            _pair_labels("Q_bar", np.repeat(np.arange(S), A), np.tile(np.arange(A), S)),
+            targets={
+                "weighting the tail by gamma_L^k; T' ~ Geo(1 - sqrt(gamma_L)) already survives "
+                "k steps with probability gamma_L^(k/2), so weight by gamma_L^(k/2) (the means "
+                "estimate Q_bar with discount gamma_L^1.5).":
+                    leader_q(su.model, su.exact.pi, lg ** 1.5).ravel(),
+                "summing the rewards up to T' without weights: the random horizon gives only "
+                "half of the discount (the means estimate Q_bar with discount sqrt(gamma_L)).":
+                    leader_q(su.model, su.exact.pi, np.sqrt(lg)).ravel(),
+            })
+
+    return Plan(_pair_calls("leader_q_estimates", su, _seed(context), states, actions,
+                            with_x=False), judge)
 
 
 # ---------------------------------------------------------------------------- 2.2, 2.3
@@ -329,52 +311,61 @@ def _dq_mistakes(su: Setup, select) -> dict[str, np.ndarray]:
     }
 
 
-def check_grad_q(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "grad_q_estimates",
-                         "grad_q_estimates(problem, x, context, oracle, rng, states, actions)")
-    su = setup(1)
+def plan_grad_q(context: Context) -> Plan:
+    su = _graded_setup(1)
     S, A, d = su.model.n_states, su.model.n_actions, su.problem.n_params
     states, actions = _pairs(su, PER_PAIR_DQ)
-    found = _call_pairs(f, su, rng, states, actions, "grad_q_estimates(...)")
-    mistakes = _dq_mistakes(su, lambda terms: terms.dq.reshape(-1))
-    return unbiasedness(_grouped(found, S * A), su.exact.dq.reshape(-1),
-                        "dQ estimate (Alg. 2, first half)",
-                        _pair_labels("dQ", np.repeat(np.arange(S), A), np.tile(np.arange(A), S),
-                                     d), targets=mistakes)
+
+    def judge(results: Results) -> Outcome:
+        found = _gather(results, states, d, "grad_q_estimates(...)")
+        mistakes = _dq_mistakes(su, lambda terms: terms.dq.reshape(-1))
+        return unbiasedness(_grouped(found, S * A), su.exact.dq.reshape(-1),
+                            "dQ estimate (Alg. 2, first half)",
+                            _pair_labels("dQ", np.repeat(np.arange(S), A),
+                                         np.tile(np.arange(A), S), d), targets=mistakes)
+
+    return Plan(_pair_calls("grad_q_estimates", su, _seed(context), states, actions), judge)
 
 
-def check_grad_v(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "grad_q_estimates",
-                         "grad_q_estimates(problem, x, context, oracle, rng, states, actions)")
-    su = setup(1)
+def plan_grad_v(context: Context) -> Plan:
+    su = _graded_setup(1)
     S, d = su.model.n_states, su.problem.n_params
     states, actions = np.repeat(np.arange(S), PER_STATE_DV), np.full(S * PER_STATE_DV, -1)
-    found = _call_pairs(f, su, rng, states, actions, "grad_q_estimates(..., actions = -1)")
-    mistakes = _dq_mistakes(su, lambda terms: terms.dv.reshape(-1))
-    hints = {"the first action taken from actions even when it is -1: pass start_actions "
-             "through to the oracle, which draws a ~ pi for -1.": su.exact.dq[:, -1].reshape(-1)}
-    no_score = list(mistakes)[-1]
-    return unbiasedness(_grouped(found, S), su.exact.dv.reshape(-1),
-                        "dV estimate (grad_q_estimates with actions = -1)",
-                        _pair_labels("dQ", np.arange(S), np.full(S, -1), d),
-                        targets={no_score: mistakes.pop(no_score)}, hints={**mistakes, **hints})
+
+    def judge(results: Results) -> Outcome:
+        found = _gather(results, states, d, "grad_q_estimates(..., actions = -1)")
+        mistakes = _dq_mistakes(su, lambda terms: terms.dv.reshape(-1))
+        hints = {"the first action taken from actions even when it is -1: pass start_actions "
+                 "through to the oracle, which draws a ~ pi for -1.":
+                     su.exact.dq[:, -1].reshape(-1)}
+        no_score = list(mistakes)[-1]
+        return unbiasedness(_grouped(found, S), su.exact.dv.reshape(-1),
+                            "dV estimate (grad_q_estimates with actions = -1)",
+                            _pair_labels("dQ", np.arange(S), np.full(S, -1), d),
+                            targets={no_score: mistakes.pop(no_score)},
+                            hints={**mistakes, **hints})
+
+    return Plan(_pair_calls("grad_q_estimates", su, _seed(context), states, actions), judge)
 
 
-def check_grad_a(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "grad_advantage_estimates",
-                         "grad_advantage_estimates(problem, x, context, oracle, rng, states, "
-                         "actions)")
-    su = setup(1)
+def plan_grad_a(context: Context) -> Plan:
+    su = _graded_setup(1)
     S, A, d = su.model.n_states, su.model.n_actions, su.problem.n_params
     states, actions = _pairs(su, PER_PAIR_DA)
-    found = _call_pairs(f, su, rng, states, actions, "grad_advantage_estimates(...)")
-    target = {"returning dQ(s, a) instead of dA(s, a) = dQ(s, a) - dV(s): subtract an estimate "
-              "of dV(s) from an independent trajectory whose first action is drawn from pi "
-              "(actions = -1).": su.exact.dq.reshape(-1)}
-    return unbiasedness(_grouped(found, S * A), su.exact.da.reshape(-1), "dA estimate (Alg. 2)",
-                        _pair_labels("dA", np.repeat(np.arange(S), A), np.tile(np.arange(A), S),
-                                     d), targets=target,
-                        hints=_dq_mistakes(su, lambda terms: terms.da.reshape(-1)))
+
+    def judge(results: Results) -> Outcome:
+        found = _gather(results, states, d, "grad_advantage_estimates(...)")
+        target = {"returning dQ(s, a) instead of dA(s, a) = dQ(s, a) - dV(s): subtract an "
+                  "estimate of dV(s) from an independent trajectory whose first action is drawn "
+                  "from pi (actions = -1).": su.exact.dq.reshape(-1)}
+        return unbiasedness(_grouped(found, S * A), su.exact.da.reshape(-1),
+                            "dA estimate (Alg. 2)",
+                            _pair_labels("dA", np.repeat(np.arange(S), A),
+                                         np.tile(np.arange(A), S), d), targets=target,
+                            hints=_dq_mistakes(su, lambda terms: terms.da.reshape(-1)))
+
+    return Plan(_pair_calls("grad_advantage_estimates", su, _seed(context), states, actions),
+                judge)
 
 
 # ---------------------------------------------------------------------------- 2.4
@@ -401,48 +392,51 @@ def _hypergradient_mistakes(su: Setup) -> tuple[dict[str, np.ndarray], dict[str,
     return targets, hints
 
 
-def _check_hypergradient(submission: ModuleType, rng: np.random.Generator, context: int
-                         ) -> Outcome:
-    f = require_function(submission, "hypergradient_estimates",
-                         "hypergradient_estimates(problem, x, context, oracle, rng, n_samples)")
-    su = setup(context)
+def _plan_hypergradient(context: Context, index: int) -> Plan:
+    su = _graded_setup(index)
     d = su.problem.n_params
-    found = _call_samples(f, su, rng, N_HYPERGRADIENT, "hypergradient_estimates(...)")
-    targets, hints = _hypergradient_mistakes(su)
-    return unbiasedness(found, su.exact.gradient,
-                        f"hypergradient estimate dJ/dx (Alg. 5) for context {context} at "
-                        f"x = {list(X_POINTS[context])}", [f"dJ/dx_{k}" for k in range(d)],
-                        targets=targets, hints=hints)
+
+    def judge(results: Results) -> Outcome:
+        found = _gather_samples(results, N_HYPERGRADIENT, d)
+        targets, hints = _hypergradient_mistakes(su)
+        return unbiasedness(found, su.exact.gradient,
+                            f"hypergradient estimate dJ/dx (Alg. 5) for context {index} at "
+                            f"x = {list(X_POINTS[index])}", [f"dJ/dx_{k}" for k in range(d)],
+                            targets=targets, hints=hints)
+
+    return Plan(_sample_calls(su, Rng(_seed(context), share="rng"), N_HYPERGRADIENT), judge)
 
 
-def check_hypergradient_0(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    return _check_hypergradient(submission, rng, 0)
+def plan_hypergradient_0(context: Context) -> Plan:
+    return _plan_hypergradient(context, 0)
 
 
-def check_hypergradient_1(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    return _check_hypergradient(submission, rng, 1)
+def plan_hypergradient_1(context: Context) -> Plan:
+    return _plan_hypergradient(context, 1)
 
 
 # ---------------------------------------------------------------------------- 2.5, 2.6
-def check_reproducible(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "hypergradient_estimates",
-                         "hypergradient_estimates(problem, x, context, oracle, rng, n_samples)")
-    su = setup(0)
-    seed = int(rng.integers(2**32))
+def plan_reproducible(context: Context) -> Plan:
+    su = _graded_setup(0)
+    seed = int(context.rng.integers(2**32))
     n = 200
-    runs = []
-    for s in (seed, seed, seed + 1):
-        np.random.seed(int(rng.integers(2**31)))  # a different global state for every call
-        runs.append(_call_samples(f, su, np.random.default_rng(s), n,
-                                  "hypergradient_estimates(...)"))
-    if not np.array_equal(runs[0], runs[1]):
-        return failed("two calls with generators seeded alike returned different estimates: "
-                      "draw every random number from the rng argument (not np.random.* or "
-                      "a generator of your own).")
-    if np.array_equal(runs[0], runs[2]):
-        return failed("calls with differently seeded generators returned the same estimates: "
-                      "use the rng argument for the horizons and the oracle's rollouts.")
-    return passed()
+    calls = []
+    for s in (seed, seed, seed + 1):  # a different global NumPy state for every call
+        calls += _sample_calls(su, Rng(s), n, numpy_seed=int(context.rng.integers(2**31)))
+
+    def judge(results: Results) -> Outcome:
+        runs = [_gather_samples(results, n, su.problem.n_params, first=k) for k in range(3)]
+        if not np.array_equal(runs[0], runs[1]):
+            return failed("two calls with generators seeded alike returned different estimates: "
+                          "draw every random number from the rng argument (not np.random.* or "
+                          "a generator of your own).")
+        if np.array_equal(runs[0], runs[2]):
+            return failed("calls with differently seeded generators returned the same "
+                          "estimates: use the rng argument for the horizons and the oracle's "
+                          "rollouts.")
+        return passed()
+
+    return Plan(calls, judge)
 
 
 def expected_transitions(gamma: float, leader_gamma: float) -> float:
@@ -456,33 +450,37 @@ def expected_transitions(gamma: float, leader_gamma: float) -> float:
     return float(main + 2 * restart)
 
 
-def check_expected_transitions(submission: ModuleType, rng: np.random.Generator) -> Outcome:
-    f = require_function(submission, "expected_sampled_transitions",
-                         "expected_sampled_transitions(gamma, leader_gamma)")
-    for gamma, lgamma in ((0.6, 0.5), (0.9, 0.8), (0.99, 0.3)):
-        try:
-            found = float(f(gamma, lgamma))
-        except (TypeError, ValueError):
-            raise CheckFailed("expected_sampled_transitions must return a number") from None
-        expected = expected_transitions(gamma, lgamma)
-        if not abs(found - expected) <= 1e-9 * expected:
-            return failed(f"expected_sampled_transitions(gamma={gamma}, leader_gamma={lgamma}) "
-                          f"returned {found:.6g}; expected {expected:.6g}. Count the transitions "
-                          "of the main trajectory (T + T' + 1) and of both restarts (T_Q + T'_Q "
-                          "+ 2 each); E[T] = g/(1 - g) for T ~ Geo(1 - g) on {0, 1, ...}.")
-    return passed()
+def plan_expected_transitions(context: Context) -> Plan:
+    cases = ((0.6, 0.5), (0.9, 0.8), (0.99, 0.3))
+
+    def judge(results: Results) -> Outcome:
+        for k, (gamma, lgamma) in enumerate(cases):
+            found = results.number(k, "expected_sampled_transitions")
+            expected = expected_transitions(gamma, lgamma)
+            if not abs(found - expected) <= 1e-9 * expected:
+                return failed(f"expected_sampled_transitions(gamma={gamma}, leader_gamma="
+                              f"{lgamma}) returned {found:.12g}; expected {expected:.12g}. Count "
+                              "the transitions of the main trajectory (T + T' + 1) and of both "
+                              "restarts (T_Q + T'_Q + 2 each); E[T] = g/(1 - g) for T ~ Geo(1 - "
+                              "g) on {0, 1, ...}.")
+        return passed()
+
+    return Plan([Call("expected_sampled_transitions", case, returns="number") for case in cases],
+                judge)
 
 
 CHECKS = (
-    Check("2.1", "leader_q_estimates: unbiased for Q_bar(s, a)", 3, check_leader_q),
-    Check("2.2a", "grad_q_estimates: unbiased for dQ(s, a)", 3, check_grad_q),
-    Check("2.2b", "grad_q_estimates with actions = -1: unbiased for dV(s)", 1, check_grad_v),
-    Check("2.3", "grad_advantage_estimates: unbiased for dA(s, a)", 2, check_grad_a),
+    Check("2.1", "leader_q_estimates: unbiased for Q_bar(s, a)", 3, plan_leader_q),
+    Check("2.2a", "grad_q_estimates: unbiased for dQ(s, a)", 3, plan_grad_q),
+    Check("2.2b", "grad_q_estimates with actions = -1: unbiased for dV(s)", 1, plan_grad_v,
+          depends_on=("2.2a",)),
+    Check("2.3", "grad_advantage_estimates: unbiased for dA(s, a)", 2, plan_grad_a,
+          depends_on=("2.2a", "2.2b")),
     Check("2.4a", "hypergradient_estimates: unbiased for dJ/dx (context 0)", 3,
-          check_hypergradient_0),
+          plan_hypergradient_0, depends_on=("2.3", "2.1")),
     Check("2.4b", "hypergradient_estimates: unbiased for dJ/dx (context 1)", 3,
-          check_hypergradient_1),
-    Check("2.5", "hypergradient_estimates: reproducible from the rng", 1, check_reproducible),
+          plan_hypergradient_1, depends_on=("2.3", "2.1")),
+    Check("2.5", "hypergradient_estimates: reproducible from the rng", 1, plan_reproducible),
     Check("2.6", "expected_sampled_transitions: the cost of one estimate", 1,
-          check_expected_transitions),
+          plan_expected_transitions),
 )

@@ -10,7 +10,7 @@ from bilevel_envs.envs.contract_design.model import FAILURE, HIGH, LOW, SUCCESS,
 from bilevel_envs.envs.contract_design.problem import ContractDesign
 from leaders import HPGD
 
-PROBLEM_KWARGS = dict(instance="project", lam=0.05, cost_scales=(1.0, 1.5))
+PROBLEM_KWARGS = {"instance": "project", "lam": 0.05, "cost_scales": (1.0, 1.5)}
 
 
 def _instance(problem: ContractDesign):

@@ -22,7 +22,7 @@ from bilevel_envs.rollouts import Rollouts
 from leaders import HPGD
 from leaders.estimators import every_visit_estimate
 
-PROBLEM_KWARGS = dict(instance="project", lam=0.05, cost_scales=(1.0, 1.5))
+PROBLEM_KWARGS = {"instance": "project", "lam": 0.05, "cost_scales": (1.0, 1.5)}
 
 
 def _instance(problem: ContractDesign):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_float, check_int
 
 # ---------------------------------------------------------------------------- constants
 INSTANCES = ("project", "tree", "grid")
@@ -206,8 +206,7 @@ def grid_spec(move_prob: float = GRID_MOVE_PROB) -> ContractSpec:
     """The delivery grid: the agent walks from ``S`` to ``G`` (terminal); the principal earns 2 on
     the transition into ``G``. A move succeeds with ``move_prob``, else the agent stays — so the
     principal cannot tell a failed move from a rest. Moves cost 0.1 (0.3 out of mud ``~``)."""
-    if not (np.isfinite(move_prob) and 0.0 < move_prob <= 1.0):
-        raise ValueError(f"move_prob must be in (0, 1]; got {move_prob!r}")
+    move_prob = check_float("move_prob", move_prob, 0.0, 1.0, low_open=True)
     index = {cell: i for i, cell in enumerate(GRID_CELLS)}
     S, A = len(GRID_CELLS), len(GRID_DIRECTIONS)
     goal = index[next(cell for cell in GRID_CELLS if GRID_MAP[cell[0]][cell[1]] == "G")]

@@ -17,6 +17,7 @@ from gymnasium import spaces
 from bilevel_envs.envs.contract_design.model import (
     DEFAULT_GAMMA,
     DEFAULT_X_MAX,
+    INSTANCES,
     MAX_EPISODE_STEPS,
     build_spec,
     expected_rewards,
@@ -25,6 +26,12 @@ from bilevel_envs.envs.contract_design.model import (
 )
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import TabularModel
+from bilevel_envs.validation import (
+    check_array,
+    check_choice,
+    check_float,
+    check_probabilities,
+)
 
 
 class ContractDesign(BilevelProblem):
@@ -56,23 +63,17 @@ class ContractDesign(BilevelProblem):
     def __init__(self, instance: str = "project", lam: float = 0.05, gamma: float = DEFAULT_GAMMA,
                  cost_scales=(1.0,), type_probs=None, x_max: float = DEFAULT_X_MAX,
                  **instance_kwargs: Any):
-        if not (np.isfinite(lam) and lam > 0):
-            raise ValueError(f"lam must be a positive number; got {lam!r}")
-        if not 0.0 <= gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1); got {gamma!r}")
-        if not (np.isfinite(x_max) and x_max > 0):
-            raise ValueError(f"x_max must be a positive number; got {x_max!r}")
-        scales = np.atleast_1d(np.asarray(cost_scales, dtype=np.float64))
-        if scales.ndim != 1 or scales.size == 0 or not np.all(np.isfinite(scales) & (scales > 0)):
+        lam = check_float("lam", lam, 0.0, low_open=True)
+        gamma = check_float("gamma", gamma, 0.0, 1.0, high_open=True)
+        x_max = check_float("x_max", x_max, 0.0, low_open=True)
+        check_choice("instance", instance, INSTANCES)
+        scales = np.atleast_1d(check_array("cost_scales (one per agent type)", cost_scales,
+                                           low=0.0, low_open=True))
+        if scales.ndim != 1 or scales.size == 0:
             raise ValueError(f"cost_scales must be a non-empty sequence of positive numbers; got "
                              f"{cost_scales!r}")
-        if type_probs is None:
-            probs = np.full(scales.size, 1.0 / scales.size)
-        else:
-            probs = np.asarray(type_probs, dtype=np.float64)
-            if probs.shape != scales.shape or (probs < 0).any() or not np.isclose(probs.sum(), 1):
-                raise ValueError(f"type_probs must be {scales.size} non-negative numbers summing "
-                                 f"to 1; got {type_probs!r}")
+        probs = (np.full(scales.size, 1.0 / scales.size) if type_probs is None
+                 else check_probabilities("type_probs", type_probs, scales.size))
         self.instance = instance
         self.instance_kwargs = dict(instance_kwargs)
         self.spec = build_spec(instance, **instance_kwargs)

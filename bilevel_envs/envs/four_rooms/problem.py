@@ -27,6 +27,7 @@ from bilevel_envs.envs.four_rooms.model import (
 )
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import TabularModel
+from bilevel_envs.validation import check_float
 
 
 class FourRoomsShaping(BilevelProblem):
@@ -52,16 +53,10 @@ class FourRoomsShaping(BilevelProblem):
 
     def __init__(self, lam: float = 0.001, beta: float = 1.0,
                  move_prob: float = DEFAULT_MOVE_PROB, gamma: float = 0.99):
-        if not (np.isfinite(lam) and lam > 0):
-            raise ValueError(f"lam must be a positive number; got {lam}")
-        if not (np.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a non-negative number; got {beta}")
-        if not 0.0 <= move_prob <= 1.0:
-            raise ValueError(f"move_prob must be in [0, 1]; got {move_prob}")
-        if not 0.0 <= gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1); got {gamma}")
-        self.lam, self.beta, self.move_prob = float(lam), float(beta), float(move_prob)
-        self.gamma = self.leader_gamma = float(gamma)
+        self.lam = check_float("lam", lam, 0.0, low_open=True)
+        self.beta = check_float("beta", beta, 0.0)
+        self.move_prob = check_float("move_prob", move_prob, 0.0, 1.0)
+        self.gamma = self.leader_gamma = check_float("gamma", gamma, 0.0, 1.0, high_open=True)
         self.x_space = spaces.Box(-X_BOUND, X_BOUND, shape=(N_PARAMS,), dtype=np.float64)
         self.follower_action_space = spaces.Discrete(N_ACTIONS)
         self.follower_observation_space = spaces.Discrete(N_CELLS)

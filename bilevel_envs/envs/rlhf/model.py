@@ -14,6 +14,7 @@ import numpy as np
 
 from bilevel_envs.envs.gridworld import FOUR_ROOMS_MAP, FOUR_ROOMS_MOVE_PROB, FOUR_ROOMS_START
 from bilevel_envs.tabular import policy_entropy, soft_max_value, softmax_policy
+from bilevel_envs.validation import check_float
 
 # ---------------------------------------------------------------------------- constants
 INSTANCES = ("grid", "four_rooms", "tiny")
@@ -21,6 +22,8 @@ REWARD_MODELS = ("state_action", "state", "features")
 DEFAULT_X_MAX = 10.0
 DEFAULT_GAMMA = 0.95
 MOVE_COST = 0.05  # true per-step cost of moving (first annotator)
+#: longest follower horizon H (the follower's MDP has H·S states)
+MAX_TRAJECTORY_LENGTH = 1000
 #: enumeration limit of the exact objective (pairs grow like its square)
 MAX_ENUMERATED_TRAJECTORIES = 20_000
 
@@ -271,10 +274,8 @@ def make_annotators(annotators, spec: InstanceDef, cell_chars: np.ndarray, n_act
         ValueError: naming the argument, for a bad preset, rationality, mistake probability or
             annotator.
     """
-    if not (np.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be a non-negative number; got {beta!r}")
-    if not 0.0 <= epsilon <= 0.5:
-        raise ValueError(f"epsilon must be in [0, 0.5]; got {epsilon!r}")
+    beta = check_float("beta", beta, 0.0)
+    epsilon = check_float("epsilon", epsilon, 0.0, 0.5)
     if isinstance(annotators, str):
         if annotators not in ("one", "two"):
             raise ValueError(f"annotators must be 'one', 'two' or a sequence of Annotator; "

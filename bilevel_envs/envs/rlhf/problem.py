@@ -60,6 +60,7 @@ from bilevel_envs.envs.rlhf.model import (
     INSTANCE_DEFS,
     INSTANCES,
     MAX_ENUMERATED_TRAJECTORIES,
+    MAX_TRAJECTORY_LENGTH,
     REWARD_MODELS,
     TrajectoryBatch,
     advantage_gradient,
@@ -78,6 +79,13 @@ from bilevel_envs.envs.rlhf.model import (
 from bilevel_envs.problem import BilevelProblem, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel
+from bilevel_envs.validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_probabilities,
+)
 
 
 class RLHFProblem(BilevelProblem):
@@ -126,23 +134,16 @@ class RLHFProblem(BilevelProblem):
                  annotator_probs=None, beta: float = 1.0, epsilon: float = 0.0,
                  normalise: bool = False, x_max: float = DEFAULT_X_MAX,
                  move_prob: float | None = None):
-        if instance not in INSTANCE_DEFS:
-            raise ValueError(f"unknown instance {instance!r}; expected one of {INSTANCES}")
-        spec = INSTANCE_DEFS[instance]
+        spec = INSTANCE_DEFS[check_choice("instance", instance, INSTANCES)]
         H = spec.horizon if trajectory_length is None else trajectory_length
         move_prob = spec.move_prob if move_prob is None else move_prob
-        if not (isinstance(H, (int, np.integer)) and not isinstance(H, bool) and H >= 1):
-            raise ValueError(f"trajectory_length must be an integer >= 1; got {H!r}")
-        if not (np.isfinite(lam) and lam > 0):
-            raise ValueError(f"lam must be a positive number; got {lam!r}")
-        if not 0.0 < gamma < 1.0:
-            raise ValueError(f"gamma must be in (0, 1); got {gamma!r}")
-        if not (np.isfinite(x_max) and x_max > 0):
-            raise ValueError(f"x_max must be a positive number; got {x_max!r}")
-        if not (np.isfinite(move_prob) and 0.0 < move_prob <= 1.0):
-            raise ValueError(f"move_prob must be in (0, 1]; got {move_prob!r}")
-        if reward_model not in REWARD_MODELS:
-            raise ValueError(f"reward_model must be one of {REWARD_MODELS}; got {reward_model!r}")
+        H = check_int("trajectory_length", H, 1, MAX_TRAJECTORY_LENGTH)
+        lam = check_float("lam", lam, 0.0, low_open=True)
+        gamma = check_float("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True)
+        x_max = check_float("x_max", x_max, 0.0, low_open=True)
+        move_prob = check_float("move_prob", move_prob, 0.0, 1.0, low_open=True)
+        check_choice("reward_model", reward_model, REWARD_MODELS)
+        normalise = check_bool("normalise", normalise)
         if features is not None and reward_model != "features":
             raise ValueError("features are used with reward_model='features' only")
         self.instance, self.trajectory_length, self.reward_model = instance, int(H), reward_model
@@ -175,12 +176,8 @@ class RLHFProblem(BilevelProblem):
         self.episode_length_bound = self.trajectory_length
         self.context_values = tuple(a.name for a in self.annotators)
         n = len(self.annotators)
-        probs = np.full(n, 1.0 / n) if annotator_probs is None else np.asarray(
-            annotator_probs, dtype=np.float64)
-        if probs.shape != (n,) or (probs < 0).any() or not np.isclose(probs.sum(), 1.0):
-            raise ValueError(f"annotator_probs must be {n} non-negative numbers summing to 1; "
-                             f"got {annotator_probs!r}")
-        self.context_probs = probs
+        self.context_probs = (np.full(n, 1.0 / n) if annotator_probs is None else
+                              check_probabilities("annotator_probs", annotator_probs, n))
         self._augmented: dict[str, np.ndarray] = {}
         self._cache: dict = {}  # sampling tables of the time-augmented model
         self._true_optimum: dict[int, np.ndarray] = {}

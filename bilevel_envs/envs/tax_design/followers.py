@@ -13,6 +13,7 @@ from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, policy_entropy, solve_follower
+from bilevel_envs.validation import check_array
 
 
 class GridPolicy:
@@ -73,6 +74,11 @@ class GridSoftVI(Follower):
 
     def supports(self, problem: BilevelProblem) -> bool:
         return isinstance(problem, TaxDesign)
+
+    def check_warm_start(self, problem, context, warm_start):
+        """A soft Q-function of the problem's discretised model: finite, of shape ``(S, A)``."""
+        return check_array(f"the warm start of context {context}", warm_start,
+                           (self.asset_cells, problem.follower_action_space.n))
 
     def respond(self, problem, x, context, seed=None, warm_start=None) -> FollowerResponse:
         if not isinstance(problem, TaxDesign):

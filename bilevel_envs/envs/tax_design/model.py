@@ -65,7 +65,13 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import (
+    check_allocation,
+    check_array,
+    check_choice,
+    check_float,
+    check_int,
+)
 
 VARIANTS = ("code", "paper")
 DEBT_UTILITIES = ("linear", "zero")
@@ -128,8 +134,9 @@ class HouseholdParams:
     def __post_init__(self) -> None:
         # Normalise sequences to tuples of floats (hashable, so the params can key caches).
         for name in ("prices", "group_probs", "hours_levels", "consumption_levels"):
-            object.__setattr__(self, name, tuple(float(v) for v in np.ravel(getattr(self, name))))
-        prefs = np.asarray(self.preferences, dtype=np.float64)
+            values = check_array(name, getattr(self, name), (None,))
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        prefs = check_array("preferences", self.preferences)
         if prefs.ndim != 2:
             raise ValueError(f"preferences must be a (groups, goods) table of exponents α; got "
                              f"shape {prefs.shape}")
@@ -153,27 +160,17 @@ class HouseholdParams:
             if levels.size < 1 or not (np.isfinite(levels).all() and (levels >= 0).all()):
                 raise ValueError(f"{name} must be a non-empty list of non-negative numbers; got "
                                  f"{getattr(self, name)}")
+        check_allocation("the joint actions (hours levels × consumption levels ** goods)",
+                         len(self.hours_levels) * len(self.consumption_levels) ** M, 10**6)
         positive = ("noise_std", "asset_bound", "s0_std", "tax_max", "lam", "revenue_offset")
         non_negative = ("theta", "phi", "welfare_consumption_scale", "wage")
         for name in positive + non_negative:
-            value = getattr(self, name)
-            ok = np.isfinite(value) and (value > 0 if name in positive else value >= 0)
-            if not ok:
-                kind = "positive" if name in positive else "non-negative"
-                raise ValueError(f"{name} must be a {kind} number; got {value!r}")
-        if not 0.0 <= self.tax_init <= self.tax_max:
-            raise ValueError(f"tax_init must be in [0, tax_max] = [0, {self.tax_max}]; got "
-                             f"{self.tax_init}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1); got {self.gamma}")
-        if not (isinstance(self.episode_length, (int, np.integer)) and self.episode_length >= 1):
-            raise ValueError(f"episode_length must be an integer >= 1; got "
-                             f"{self.episode_length!r}")
-        if self.debt_utility not in DEBT_UTILITIES:
-            raise ValueError(f"debt_utility must be one of {DEBT_UTILITIES}; got "
-                             f"{self.debt_utility!r}")
-        if self.noise not in NOISE_MODELS:
-            raise ValueError(f"noise must be one of {NOISE_MODELS}; got {self.noise!r}")
+            check_float(name, getattr(self, name), 0.0, low_open=name in positive)
+        check_float("tax_init", self.tax_init, 0.0, check_float("tax_max", self.tax_max, 0.0))
+        check_float("gamma", self.gamma, 0.0, 1.0, high_open=True)
+        check_int("episode_length", self.episode_length, 1)
+        check_choice("debt_utility", self.debt_utility, DEBT_UTILITIES)
+        check_choice("noise", self.noise, NOISE_MODELS)
 
     # ------------------------------------------------------------------ derived sizes
     @property

@@ -24,8 +24,8 @@ class HouseholdOracle(TrajectoryOracle):
     def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
                 lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
         problem = self.problem  # a TaxDesign: its batched sampler and observation helpers
-        _, first_actions, lens = self._prepare(n_envs, n_steps, None, start_actions, lengths,
-                                               None)
+        _, first_actions, lens = self.check_rollout_arguments(n_envs, n_steps, None,
+                                                              start_actions, lengths, None)
         u_init = rng.random(n_envs)
         u = rng.random((n_envs, n_steps, 3))  # action, noise, reset state
         current = problem.sample_initial_obs(u_init)
