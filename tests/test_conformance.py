@@ -15,7 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.envs.registration import EnvSpec
+from gymnasium.envs.registration import EnvSpec, load_env_creator
 
 import bilevel_envs
 from bilevel_envs.followers.base import Follower, FollowerResponse
@@ -42,7 +42,8 @@ FOLLOWER_IDS = [i for i in IDS if i not in LEADER_IDS]
 
 
 def render_modes(env_id: str) -> list[str]:
-    return list(gym.make(env_id, **KWARGS[env_id]).metadata["render_modes"])
+    """The modes the id's class declares (what gym.make reads, without building an env)."""
+    return list(load_env_creator(gym.spec(env_id).entry_point).metadata["render_modes"])
 
 
 MODES = [(env_id, mode) for env_id in IDS for mode in render_modes(env_id)]
