@@ -33,19 +33,32 @@ from bilevel_envs.tabular import (
 
 __version__ = "0.1.0"
 
-#: id -> (entry point, extra registration kwargs); leader-level ids first.
+#: Leader steps per episode of the registered leader ids (their ``max_episode_steps``): the
+#: paper's iterations. Leader envs never end an episode by themselves.
+LEADER_EPISODE_STEPS = 1000
+#: Follower steps per episode of the registered follower ids with infinite-horizon MDPs.
+FOLLOWER_EPISODE_STEPS = 200
+
+#: id -> (entry point, extra registration kwargs); leader-level ids first. Every id states its
+#: ``max_episode_steps``; ``bilevel/PreferenceGrid-v0`` has None on purpose: its episodes end by
+#: themselves after ``trajectory_length`` steps, an argument a fixed limit could contradict.
 ENV_IDS: dict[str, tuple[str, dict]] = {
-    "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms.envs:FourRoomsShapingEnv", {}),
-    "bilevel/TaxDesign-v0": ("bilevel_envs.envs.tax_design.envs:TaxDesignEnv", {}),
+    "bilevel/FourRoomsShaping-v0": ("bilevel_envs.envs.four_rooms.envs:FourRoomsShapingEnv",
+                                    {"max_episode_steps": LEADER_EPISODE_STEPS}),
+    "bilevel/TaxDesign-v0": ("bilevel_envs.envs.tax_design.envs:TaxDesignEnv",
+                             {"max_episode_steps": LEADER_EPISODE_STEPS}),
     "bilevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms.envs:FourRoomsEnv",
-                             {"max_episode_steps": 200}),
-    "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design.envs:ContractDesignEnv", {}),
+                             {"max_episode_steps": FOLLOWER_EPISODE_STEPS}),
+    "bilevel/ContractDesign-v0": ("bilevel_envs.envs.contract_design.envs:ContractDesignEnv",
+                                  {"max_episode_steps": LEADER_EPISODE_STEPS}),
     "bilevel/ContractAgent-v0": ("bilevel_envs.envs.contract_design.envs:ContractAgentEnv",
-                                 {"max_episode_steps": 200}),
-    "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf.envs:RLHFEnv", {}),
-    "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf.envs:PreferenceGridEnv", {}),
+                                 {"max_episode_steps": FOLLOWER_EPISODE_STEPS}),
+    "bilevel/RLHF-v0": ("bilevel_envs.envs.rlhf.envs:RLHFEnv",
+                        {"max_episode_steps": LEADER_EPISODE_STEPS}),
+    "bilevel/PreferenceGrid-v0": ("bilevel_envs.envs.rlhf.envs:PreferenceGridEnv",
+                                  {"max_episode_steps": None}),
     "bilevel/Household-v0": ("bilevel_envs.envs.tax_design.envs:HouseholdEnv",
-                             {"max_episode_steps": 200}),
+                             {"max_episode_steps": FOLLOWER_EPISODE_STEPS}),
 }
 
 #: followers defined next to their application (name -> "module:Class", imported on first use)

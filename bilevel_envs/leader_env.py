@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.followers import FollowerResponse, make_follower
 from bilevel_envs.oracles import ORACLE_BACKENDS, make_oracle
 from bilevel_envs.plain_data import to_plain_data
@@ -25,7 +26,7 @@ CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
 
 
-class LeaderEnv(gym.Env):
+class LeaderEnv(BilevelEnvBase):
     """A leader's view of a :class:`~bilevel_envs.BilevelProblem`.
 
     Each ``step(x)`` validates ``x``, lets every follower respond to ``M_{x,ξ}`` (warm-started
@@ -41,7 +42,17 @@ class LeaderEnv(gym.Env):
       ``O(1/n_episodes)`` bias from keeping only finished episodes); ``"exact"`` (tabular problems
       with a decomposable objective): the exact value of the followers' policies,
       ``Σ_ξ w_ξ μ·V̄^{π_ξ}``.
-    * Episode: ``horizon`` steps, then truncation; never terminates.
+    * Episode: never terminates. The registered ids truncate after 1000 leader steps
+      (``max_episode_steps`` of the registry, Gymnasium's ``TimeLimit``; change it with
+      ``gym.make(id, max_episode_steps=N)``); an env constructed directly never truncates.
+      A new episode (``reset``) clears the followers' warm starts.
+    * Rendering: ``render_mode="ansi"``: the step counter, a summary of the last ``x``, the
+      estimate of ``J`` (and its exact value where computed), the contexts served and, for envs
+      that count their budget, the budget used. Subclasses may add ``"rgb_array"``.
+    * Pickling: the record of the last step (:attr:`last_step`: rollouts, models, live policies)
+      and warm starts that are not arrays (e.g. SB3 models with their replay buffers) are not
+      pickled, so a pickled env does not grow with the steps taken; those followers restart cold
+      after unpickling, as after :meth:`set_state`.
     * Info: ``"rollouts"`` (dict of ``(n_envs·n_followers, T)`` arrays, see
       :class:`~bilevel_envs.rollouts.Rollouts`), ``"contexts"`` (context index per follower),
       ``"context_weights"``, ``"objective_estimate"`` (Monte-Carlo), ``"objective_exact"``
@@ -61,19 +72,22 @@ class LeaderEnv(gym.Env):
         n_envs: parallel rollout chains per follower.
         n_rollout_steps: steps per chain (episodes auto-reset); 0 disables rollouts (needs
             ``objective="exact"``).
-        horizon: leader steps per episode.
         objective: ``"monte_carlo"`` or ``"exact"`` (see Reward).
         oracle: ``"auto"``, ``"native"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled
             (see :func:`~bilevel_envs.rollouts.make_oracle`).
+        render_mode: ``None`` or one of ``metadata["render_modes"]`` (``"ansi"``; subclasses may
+            add ``"rgb_array"``); any other mode raises ``TypeError`` (see
+            :func:`~bilevel_envs.env_base.check_render_mode`).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, problem: BilevelProblem, follower: Any = "soft_vi",
                  follower_kwargs: dict[str, Any] | None = None,
                  contexts: str | Sequence[Any] = "sample", n_followers: int = 1, n_envs: int = 5,
-                 n_rollout_steps: int = 2000, horizon: int = 1000,
-                 objective: str = "monte_carlo", oracle: str = "auto"):
+                 n_rollout_steps: int = 2000, objective: str = "monte_carlo",
+                 oracle: str = "auto", render_mode: str | None = None):
+        self.render_mode = self._check_render_mode(render_mode)
         if not isinstance(problem, BilevelProblem):
             raise TypeError(f"problem must be a BilevelProblem; got {type(problem).__name__}")
         self.problem = problem
@@ -85,8 +99,7 @@ class LeaderEnv(gym.Env):
             raise ValueError(f"follower {follower!r} cannot solve {problem!r}")
         self.context_mode, self.fixed_contexts = self._parse_contexts(contexts)
         for name, value, minimum in (("n_followers", n_followers, 1), ("n_envs", n_envs, 1),
-                                     ("n_rollout_steps", n_rollout_steps, 0),
-                                     ("horizon", horizon, 1)):
+                                     ("n_rollout_steps", n_rollout_steps, 0)):
             check_int(name, value, minimum)
         check_choice("objective", objective, OBJECTIVES)
         check_choice("oracle", oracle, ORACLE_BACKENDS)
@@ -104,7 +117,7 @@ class LeaderEnv(gym.Env):
             raise ValueError("n_rollout_steps=0 leaves nothing to estimate J from; use "
                              "objective='exact' or n_rollout_steps >= 1")
         self.n_followers, self.n_envs = int(n_followers), int(n_envs)
-        self.n_rollout_steps, self.horizon = int(n_rollout_steps), int(horizon)
+        self.n_rollout_steps = int(n_rollout_steps)
         self.objective, self.oracle_backend = objective, oracle
         # A trajectory-level objective of labelled pairs: the reward is estimated from the pairs.
         self._pairwise = not problem.decomposable and isinstance(problem, PairwiseObjective)
@@ -166,7 +179,7 @@ class LeaderEnv(gym.Env):
         self.last_step = LeaderStep(x=x, followers=followers, objective_estimate=estimate,
                                     objective_exact=exact, reward=reward)
         self._t += 1
-        return x, reward, False, self._t >= self.horizon, self._info(self.last_step)
+        return x, reward, False, False, self._info(self.last_step)
 
     def _info(self, step: LeaderStep) -> dict[str, Any]:
         """The step's plain-data ``info`` (the live objects stay on :attr:`last_step`)."""
@@ -180,6 +193,62 @@ class LeaderEnv(gym.Env):
         parts = [f.rollouts for f in step.followers if f.rollouts is not None]
         info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False) if parts else {}
         return info
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> str | np.ndarray | None:
+        """The ``"ansi"`` text view (or a subclass's ``"rgb_array"`` picture) of the last step;
+        ``None`` (with Gymnasium's warning) without a render mode."""
+        if self.render_mode == "ansi":
+            return self.render_text()
+        if self.render_mode == "rgb_array":
+            return self.render_rgb()
+        self._warn_no_render_mode()
+        return None
+
+    def render_text(self) -> str:
+        """A few lines: the step in the episode, the last ``x``, the ``J`` estimate (and exact
+        value), the contexts served and the budget used where the env counts one."""
+        lines = [f"{type(self).__name__}: leader step {self._t} of the episode"]
+        step = self.last_step
+        if step is None:
+            lines.append("no step since reset")
+        else:
+            lines.append(f"x: {self.describe_x(step.x)}")
+            if step.objective_estimate is not None and self.n_rollout_steps:
+                transitions = sum(int(f.rollouts.mask.sum()) for f in step.followers
+                                  if f.rollouts is not None)
+                lines.append(f"J estimate: {step.objective_estimate:.6g} (Monte-Carlo, "
+                             f"{transitions:,} follower transitions)")
+            if step.objective_exact is not None:
+                lines.append(f"J exact: {step.objective_exact:.6g}")
+            names = [self.problem.context_name(c) for c in step.contexts]
+            lines.append(f"contexts: {', '.join(map(str, names))}; follower {self.follower!r}")
+        budget = getattr(self, "budget", None)
+        if budget is not None:
+            lines.append(f"budget used: {_describe_budget(budget)}")
+        return "\n".join(lines) + "\n"
+
+    def describe_x(self, x: np.ndarray) -> str:
+        """One line about ``x``: every value when there are at most 8, else a summary."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.size <= 8:
+            return "[" + ", ".join(f"{v:.4g}" for v in x.ravel()) + "]"
+        return (f"{x.size} values, min {x.min():.4g}, mean {x.mean():.4g}, max {x.max():.4g}, "
+                f"|x| {np.linalg.norm(x):.4g}")
+
+    def render_rgb(self) -> np.ndarray:
+        """The ``"rgb_array"`` picture; subclasses that declare the mode implement it."""
+        raise TypeError(f"{type(self).__name__} has no 'rgb_array' view; render modes: "
+                        f"{self.metadata['render_modes']}")
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """The env without its record of the last step and without warm starts that are not
+        arrays: the pickled size stays bounded however many steps were taken."""
+        state = self.__dict__.copy()
+        state["last_step"] = None
+        state["_warm"] = {c: w for c, w in self._warm.items() if isinstance(w, np.ndarray)}
+        return state
 
     # ------------------------------------------------------------------ checkpoints
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -242,7 +311,7 @@ class LeaderEnv(gym.Env):
         checkpoints record it."""
         settings = (self.problem.fingerprint(), repr(self.follower), self.context_mode,
                     tuple(self.fixed_contexts), self.n_followers, self.n_envs,
-                    self.n_rollout_steps, self.horizon, self.objective, self.oracle_backend)
+                    self.n_rollout_steps, self.objective, self.oracle_backend)
         return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ helpers
@@ -315,3 +384,16 @@ class LeaderEnv(gym.Env):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.problem!r}, follower={self.follower!r}, "
                 f"contexts={self.context_mode!r})")
+
+
+def _describe_budget(budget: Any) -> str:
+    """A budget counter as ``name value`` pairs: a mapping, a dataclass, an object with
+    ``as_dict()``, or its ``str``."""
+    if hasattr(budget, "as_dict"):
+        budget = budget.as_dict()
+    elif dataclasses.is_dataclass(budget) and not isinstance(budget, type):
+        budget = dataclasses.asdict(budget)
+    if isinstance(budget, Mapping):
+        return ", ".join(f"{name} {value:,}" if isinstance(value, (int, np.integer))
+                         else f"{name} {value}" for name, value in budget.items())
+    return str(budget)

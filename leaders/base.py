@@ -120,7 +120,7 @@ class Leader(abc.ABC):
     def query(self, x: np.ndarray) -> tuple[float, dict[str, Any]]:
         """One oracle query: ``env.step(x)``; returns the reward (the env's estimate of ``J(x)``)
         and the info dict. The env's episodes are the loop's business: when a step ends the
-        episode (the env's horizon), the next iteration starts a new one with ``reset``."""
+        episode (the time limit of its spec), the next iteration starts a new one with ``reset``."""
         _, reward, terminated, truncated, info = self.env.step(x)
         if terminated or truncated:
             self._env_ready = False

@@ -116,7 +116,6 @@ CASES = [
      st.one_of(st.text(max_size=3), st.just(np.zeros((4, 104))), st.just(np.full((104, 4),
                                                                                  np.nan)))),
     ("n_envs", lambda v: four_rooms_env(n_envs=v), bad_integers(1)),
-    ("horizon", lambda v: four_rooms_env(horizon=v), bad_integers(1)),
     ("n_rollout_steps", lambda v: gym.make("bilevel/FourRoomsShaping-v0", n_rollout_steps=v),
      st.one_of(NOT_AN_INTEGER, st.integers(max_value=-1), st.just(10**9))),
     ("objective", lambda v: four_rooms_env(objective=v), st.one_of(st.text(max_size=5),

@@ -433,7 +433,8 @@ def test_follower_env_rejects_bad_arguments(kwargs, error, pattern):
 
 
 def test_follower_env_rejects_unknown_render_mode():
-    with pytest.raises(ValueError, match=r"render_mode must be one of \['ansi'\]"):
+    # TypeError: what SB3's make_vec_env catches to retry without a render mode
+    with pytest.raises(TypeError, match=r"render_mode must be one of \['ansi'\]"):
         ContractAgentEnv(render_mode="human")
 
 

@@ -1,7 +1,10 @@
 """Documentation is executable and complete: snippets run, every env documents itself."""
 
 import importlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,14 @@ def test_environment_page_lists_every_id_with_a_gym_make_line():
     page = (ROOT / "docs" / "environments.md").read_text()
     for env_id in bilevel_envs.ENV_IDS:
         assert f"`{env_id}`" in page and f'gym.make("{env_id}"' in page, env_id
+
+
+def test_quickstart_script_is_the_readme_quickstart_and_prints_what_the_readme_shows():
+    section = (ROOT / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"It prints\n\n```\n(.*?)```", section, re.S).group(1)
+    script = ROOT / "examples" / "quickstart.py"
+    assert code in script.read_text()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout == shown

@@ -1,30 +1,107 @@
-"""PettingZoo households_v0: API test, multi-step seed determinism, agreement with the
+"""PettingZoo households_v0: PettingZoo's own checkers (api, parallel api, seeds, max_cycles,
+render, state) with warnings as failures, multi-step seed determinism, agreement with the
 single-household env, bad input and the lazy import."""
 
+import contextlib
+import io
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pettingzoo")
-from pettingzoo.test import parallel_api_test  # noqa: E402
+from pettingzoo.test import (  # noqa: E402
+    api_test,
+    max_cycles_test,
+    parallel_api_test,
+    render_test,
+    seed_test,
+    state_test,
+)
+from pettingzoo.test.seed_test import parallel_seed_test  # noqa: E402
 
 from bilevel_envs.envs import households_v0  # noqa: E402
 from bilevel_envs.envs.tax_design.problem import TaxDesignTabular  # noqa: E402
+from tests.conftest import strict_warnings  # noqa: E402
 from tests.test_household import chi_square_p  # noqa: E402
 
+VARIANTS = [{"households": [0, 0, 1, 1]},
+            {"households": {0: 1, 1: 2}, "asset_cells": 41, "variant": "paper"}]
 
-@pytest.mark.parametrize("kwargs", [{"households": [0, 0, 1, 1]},
-                                    {"households": {0: 1, 1: 2}, "asset_cells": 41,
-                                     "variant": "paper"}])
-def test_parallel_api_test_passes_without_warnings(kwargs):
-    env = households_v0.parallel_env(**kwargs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        parallel_api_test(env, num_cycles=250)
-    assert not caught, [str(w.message) for w in caught]
+
+def quietly(check, *args, **kwargs) -> None:
+    """A PettingZoo checker with its progress prints swallowed and warnings as failures."""
+    with strict_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        check(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_parallel_api_test(kwargs):
+    quietly(parallel_api_test, households_v0.parallel_env(**kwargs), num_cycles=250)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_aec_api_test(kwargs):
+    quietly(api_test, households_v0.env(**kwargs), num_cycles=250)
+
+
+def test_seed_tests():
+    quietly(seed_test, households_v0.env, num_cycles=50)
+    quietly(parallel_seed_test, households_v0.parallel_env, num_cycles=50)
+
+
+def test_max_cycles_test():
+    quietly(max_cycles_test, households_v0)
+
+
+def test_render_test_in_every_mode():
+    quietly(render_test, households_v0.env)
+    quietly(render_test, households_v0.raw_env)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_state_test(kwargs):
+    quietly(state_test, households_v0.env(**kwargs), households_v0.parallel_env(**kwargs))
+
+
+def test_state_is_every_households_assets():
+    env = households_v0.parallel_env(households=[0, 1, 1], asset_cells=41)
+    env.reset(seed=0, options={"state": {"household_0": 0, "household_2": 40}})
+    state = env.state()
+    assert env.state_space.shape == (3,) and env.state_space.contains(state)
+    problem = TaxDesignTabular(asset_cells=41)
+    assert state[0] == problem.assets_of(np.array([0]))[0] < 0 < state[2]
+    env.step({a: 0 for a in env.agents})
+    np.testing.assert_array_equal(env.state(), problem.assets_of(env._state))
+
+
+def test_module_layout_and_wrappers():
+    from pettingzoo import AECEnv
+    from pettingzoo.utils.wrappers import AssertOutOfBoundsWrapper, OrderEnforcingWrapper
+
+    env = households_v0.env()
+    assert isinstance(env, OrderEnforcingWrapper) and isinstance(env.env, AssertOutOfBoundsWrapper)
+    assert isinstance(households_v0.raw_env(), AECEnv)
+    env.reset(seed=0)
+    with pytest.raises(AssertionError):
+        env.step(5000)  # out of bounds
+
+
+def test_human_mode_prints_the_ansi_view():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        env = households_v0.parallel_env(households=[0, 1], render_mode="human")
+        env.reset(seed=0)
+        env.step({a: 0 for a in env.agents})
+        assert env.render() is None
+    text = out.getvalue()
+    assert "household_0: assets" in text and "household_1 (group 1): hours" in text
+    ansi = households_v0.parallel_env(households=[0, 1], render_mode="ansi")
+    ansi.reset(seed=0)
+    assert ansi.render().startswith("household_0: assets")
+    with pytest.raises(TypeError, match=r"render_mode must be one of \['human', 'ansi'\]"):
+        households_v0.parallel_env(render_mode="rgb_array")
 
 
 def play(seed, steps=60, **kwargs):
@@ -169,3 +246,18 @@ def test_households_learn_through_the_parallel_env():
         optimum = model.mu @ soft_value_iteration(model, 0.2).v
         random = model.mu @ evaluate_policy(model, uniform, lam=0.2)
         assert optimum - learned < 0.1 * (optimum - random), (learned, optimum, random)
+
+
+def test_supersuit_sb3_example_trains_households_through_the_vector_env():
+    """The example's pipeline (agent indicator, SuperSuit vector env, VecNormalize, PPO) runs:
+    PPO collects its steps from all four households and acts in the PettingZoo env."""
+    pytest.importorskip("supersuit")
+    pytest.importorskip("stable_baselines3")
+    from examples.households_supersuit_sb3 import evaluate, train
+
+    model, vec_env = train(total_timesteps=256, seed=0)
+    assert vec_env.num_envs == 4 and model.num_timesteps == 4 * 256
+    utility, welfare = evaluate(
+        lambda agent, obs, rng: int(model.predict(vec_env.normalize_obs(obs[None]))[0][0]),
+        episodes=1, seed=0)
+    assert np.isfinite(utility) and np.isfinite(welfare)

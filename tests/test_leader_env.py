@@ -13,6 +13,10 @@ from bilevel_envs.rollouts import Rollouts
 from tests.conftest import check_env_strict
 
 SMALL = {"n_envs": 2, "n_rollout_steps": 50}
+#: cheap constructor arguments of the leader ids
+LEADER_SMALL = {"bilevel/FourRoomsShaping-v0": SMALL, "bilevel/ContractDesign-v0": SMALL,
+                "bilevel/TaxDesign-v0": {**SMALL, "tabular": True, "asset_cells": 11},
+                "bilevel/RLHF-v0": {"instance": "tiny", "n_pairs": 4}}
 
 
 def test_gym_make_and_step():
@@ -43,11 +47,21 @@ def test_check_env_on_every_registered_id(env_id):
     check_env_strict(gym.make(env_id, **kwargs).unwrapped)
 
 
-def test_horizon_truncates():
-    env = gym.make("bilevel/FourRoomsShaping-v0", horizon=2, **SMALL)
+@pytest.mark.parametrize("env_id", [i for i in bilevel_envs.ENV_IDS
+                                    if bilevel_envs.ENV_IDS[i][1]["max_episode_steps"] == 1000])
+def test_leader_ids_truncate_at_their_registered_max_episode_steps(env_id):
+    """The episode length is the spec's (Gymnasium's TimeLimit): 1000 by default, changed with
+    gym.make(max_episode_steps=N); the env itself never ends an episode."""
+    assert gym.spec(env_id).max_episode_steps == 1000
+    env = gym.make(env_id, max_episode_steps=2, **LEADER_SMALL[env_id])
+    assert env.spec.max_episode_steps == 2
     env.reset(seed=0)
-    assert not env.step(np.zeros(105))[3]
-    assert env.step(np.zeros(105))[3]
+    x = env.unwrapped.problem.x_init
+    assert env.step(x)[2:4] == (False, False)
+    assert env.step(x)[2:4] == (False, True)
+    direct = type(env.unwrapped)(**LEADER_SMALL[env_id])
+    direct.reset(seed=0)
+    assert all(direct.step(x)[2:4] == (False, False) for _ in range(3))
 
 
 def test_monte_carlo_objective_agrees_with_exact():

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.tabular import TabularModel
 from bilevel_envs.validation import check_int
 
 
-class TabularMDPEnv(gym.Env):
+class TabularMDPEnv(BilevelEnvBase):
     """## Description
     Samples a finite MDP given as a :class:`TabularModel`: ``s_0 ~ μ``, ``s' ~ P(·|s, a)``.
 
@@ -36,12 +36,14 @@ class TabularMDPEnv(gym.Env):
     ``"leader_reward"`` (float), ``"context"`` (as given).
 
     ## Arguments
-    ``TabularMDPEnv(model, context=None)``; wrap in ``TimeLimit`` for a time limit.
+    ``TabularMDPEnv(model, context=None, render_mode=None)``; wrap in ``TimeLimit`` for a time
+    limit. ``render_mode="ansi"``: the state index.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, model: TabularModel, context: Any = None):
+    def __init__(self, model: TabularModel, context: Any = None, render_mode: str | None = None):
+        self.render_mode = self._check_render_mode(render_mode)
         if model.batch_shape:
             raise ValueError("TabularMDPEnv needs a single model, not a stack")
         self.model = model
@@ -72,3 +74,9 @@ class TabularMDPEnv(gym.Env):
             self.s = k
         info = {"leader_reward": float(self.model.r_leader[s, a]), "context": self.context}
         return self.s, float(self.model.r[s, a]), terminated, False, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return f"state {self.s}\n"
+        self._warn_no_render_mode()
+        return None

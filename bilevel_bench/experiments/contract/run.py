@@ -36,11 +36,7 @@ def revenue_share(problem, share: float) -> np.ndarray:
     Raises:
         ValueError: unless ``share`` is in [0, 1].
     """
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share must be in [0, 1]; got {share!r}")
-    spec = problem.spec
-    return np.minimum(share * spec.revenue[spec.payments[:, 0], spec.payments[:, 1]],
-                      problem.x_max)
+    return problem.revenue_share(share)
 
 
 def reference_optimum(instance: str, starts: int = REFERENCE_STARTS) -> dict[str, Any]:
@@ -78,12 +74,12 @@ def make_leader(spec: ContractSpec):
               "seed": spec.seed, "x0": x0}
     if spec.algorithm == "hpgd":
         env = gym.make(ENV_ID, contexts="all", n_envs=spec.n_envs,
-                       n_rollout_steps=spec.n_rollout_steps, horizon=10**9, **problem_kwargs)
+                       n_rollout_steps=spec.n_rollout_steps, max_episode_steps=10**9, **problem_kwargs)
         return HPGD(env, estimator=spec.estimator, **common)
     if spec.algorithm == "amd":
-        return AMD(gym.make(ENV_ID, horizon=10**9, **problem_kwargs), inner=spec.inner,
+        return AMD(gym.make(ENV_ID, max_episode_steps=10**9, **problem_kwargs), inner=spec.inner,
                    **common)
-    env = gym.make(ENV_ID, contexts="all", objective="exact", n_rollout_steps=0, horizon=10**9,
+    env = gym.make(ENV_ID, contexts="all", objective="exact", n_rollout_steps=0, max_episode_steps=10**9,
                    **problem_kwargs)
     return ZeroOrder(env, perturbation_constant=spec.perturbation_constant, **common)
 

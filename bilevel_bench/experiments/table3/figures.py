@@ -69,14 +69,11 @@ def _figure_legend(fig, ax, band: str) -> None:
 
 def most_likely_path(problem, x: np.ndarray, context: int, max_steps: int = 30) -> list[int]:
     """Follow the argmax action of the follower's π* and the intended move, from the start."""
-    from bilevel_envs.envs.four_rooms.model import GOAL_STATES, NEIGHBOURS, START_STATE
+    from bilevel_envs.envs.four_rooms import model
     from bilevel_envs.tabular import soft_policy_iteration
 
     solution = soft_policy_iteration(problem.tabular(x, context), problem.lam)
-    path = [START_STATE]
-    while len(path) <= max_steps and path[-1] != GOAL_STATES[context]:
-        path.append(int(NEIGHBOURS[path[-1], int(np.argmax(solution.pi[path[-1]]))]))
-    return path
+    return model.most_likely_path(solution.pi, model.GOAL_STATES[context], max_steps)
 
 
 def plot_penalty_maps(results: list[dict], path: str | os.PathLike, lam: float,

@@ -21,7 +21,7 @@ def make_leader(spec: Table3Spec):
     from leaders import AMD, HPGD, ZeroOrder
 
     env_kwargs = {"lam": spec.lam, "beta": spec.beta, "move_prob": spec.move_prob,
-                  "contexts": "sample", "horizon": 10**9}
+                  "contexts": "sample", "max_episode_steps": 10**9}
     common = {"learning_rate": spec.learning_rate, "max_grad_norm": spec.max_grad_norm,
               "seed": spec.seed}
     if spec.algorithm == "hpgd":

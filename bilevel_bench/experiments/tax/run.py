@@ -35,7 +35,7 @@ def make_leader(spec: TaxSpec):
         "variant": spec.variant, "lam": spec.lam, "tabular": spec.tabular,
         "follower": spec.follower, "follower_kwargs": copy.deepcopy(spec.follower_kwargs),
         "contexts": spec.contexts, "n_envs": spec.n_envs,
-        "n_rollout_steps": spec.n_rollout_steps, "horizon": 10**9}
+        "n_rollout_steps": spec.n_rollout_steps, "max_episode_steps": 10**9}
     if spec.observation_cells is not None:
         env_kwargs["observation_cells"] = spec.observation_cells
     env = gym.make(ENV_ID, **env_kwargs)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.contract_design.model import (
     DEFAULT_GAMMA,
     DEFAULT_X_MAX,
@@ -21,8 +21,11 @@ from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.validation import check_int
 
+#: The default contract of ``bilevel/ContractAgent-v0``: this share of the principal's revenue.
+DEFAULT_REVENUE_SHARE = 0.5
 
-class ContractAgentEnv(gym.Env):
+
+class ContractAgentEnv(BilevelEnvBase):
     """## Description
     The agent's side of dynamic contract design (paper App. B). The agent acts in a finite MDP,
     pays effort costs, and is paid ``x(s, s')`` by a principal who observes transitions but not
@@ -52,6 +55,10 @@ class ContractAgentEnv(gym.Env):
     ``work→success, work→failure, success→work, failure→work``; tree: one per edge; grid: one per
     move or stay). Paying on transitions is a restricted (Markov) class of contracts: the
     principal could in general condition on the whole observed history.
+    Default (``x=None``): :data:`DEFAULT_REVENUE_SHARE` = half the principal's revenue on each
+    payable transition (``problem.revenue_share(0.5)``; project: 1 on ``work→success``), a
+    contract under which effort pays (high effort is the better choice in the project), so the
+    default agent has something to learn; ``x=np.zeros(n)`` is the contract that pays nothing.
 
     ## Contexts
     ``context``: the agent type ``i`` with cost multiplier ``cost_scales[i]`` (default one type;
@@ -87,7 +94,8 @@ class ContractAgentEnv(gym.Env):
              cost_scales=(1.0,), type_probs=None, x_max=5.0, render_mode=None,
              **instance_kwargs)  # effort_probs, effort_costs, revenue | depth, seed | move_prob
     ```
-    ``x=None`` means no payments. ``render_mode="ansi"`` gives a text view. ``problem=`` (a
+    ``x=None``: half the revenue (see Contract x). ``render_mode="ansi"`` gives a text view (other
+    modes raise ``TypeError``). ``problem=`` (a
     :class:`~bilevel_envs.envs.contract_design.problem.ContractDesign`) replaces the instance
     arguments; :meth:`ContractDesign.follower_env` passes itself this way.
 
@@ -106,16 +114,15 @@ class ContractAgentEnv(gym.Env):
                  cost_scales=(1.0,), type_probs=None, x_max: float = DEFAULT_X_MAX,
                  render_mode: str | None = None, problem: ContractDesign | None = None,
                  **instance_kwargs: Any):
+        self._check_render_mode(render_mode)
         if problem is None:
             problem = ContractDesign(instance=instance, lam=1.0, cost_scales=cost_scales,
                                      type_probs=type_probs, x_max=x_max, **instance_kwargs)
         self.problem = problem
         spec = self._spec = self.problem.spec
-        self.x = self.problem.check_x(self.problem.x_init if x is None else x)
+        self.x = self.problem.check_x(
+            self.problem.revenue_share(DEFAULT_REVENUE_SHARE) if x is None else x)
         self.context = self.problem.context_index(context)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None;"
-                             f" got {render_mode!r}")
         self.render_mode = render_mode
         self._payment = payment_matrix(spec, self.x)
         self._cost = self.problem.cost_scales[self.context] * spec.costs
@@ -152,6 +159,7 @@ class ContractAgentEnv(gym.Env):
 
     def render(self):
         if self.render_mode != "ansi":
+            self._warn_no_render_mode()
             return None
         if self._spec.name != "grid":
             return f"{self._spec.name}: state {self._spec.state_names[self.s]}\n"
@@ -192,7 +200,12 @@ class ContractDesignEnv(LeaderEnv):
     already pays for success (e.g. half the revenue, as ``bilevel-bench contract`` does).
 
     ## Episode End
-    Truncated after ``horizon`` leader steps; never terminates.
+    Never terminates; the registered id truncates after 1000 leader steps
+    (``max_episode_steps``; ``gym.make(..., max_episode_steps=N)`` changes it).
+
+    ## Rendering
+    ``render_mode="ansi"``: the step, the last contract, the ``J`` estimate and the agent types
+    served.
 
     ## Information
     ``"rollouts"`` (dict of ``(n_envs·n_followers, T)`` arrays, see
@@ -204,8 +217,9 @@ class ContractDesignEnv(LeaderEnv):
     ```python
     gym.make("bilevel/ContractDesign-v0", instance="project", lam=0.05, gamma=0.9,
              cost_scales=(1.0,), type_probs=None, x_max=5.0, follower="soft_vi",
-             contexts="sample", n_followers=1, n_envs=5, n_rollout_steps=2000, horizon=1000,
-             objective="monte_carlo")  # + instance kwargs: depth=3, seed=0 (tree), ...
+             contexts="sample", n_followers=1, n_envs=5, n_rollout_steps=2000,
+             objective="monte_carlo", render_mode=None)
+    # + instance kwargs: depth=3, seed=0 (tree), ...
     ```
 
     ## References
@@ -219,6 +233,7 @@ class ContractDesignEnv(LeaderEnv):
     def __init__(self, instance: str = "project", lam: float = 0.05,
                  gamma: float = DEFAULT_GAMMA, cost_scales=(1.0,), type_probs=None,
                  x_max: float = DEFAULT_X_MAX, **kwargs: Any):
+        self._check_render_mode(kwargs.get("render_mode"))
         instance_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in INSTANCE_KWARGS}
         problem = ContractDesign(instance=instance, lam=lam, gamma=gamma, cost_scales=cost_scales,
                                  type_probs=type_probs, x_max=x_max, **instance_kwargs)

@@ -96,6 +96,14 @@ class ContractDesign(BilevelProblem):
         """No payments."""
         return np.zeros(self.spec.n_payments)
 
+    def revenue_share(self, share: float) -> np.ndarray:
+        """The contract paying ``share`` of the principal's revenue ``r(s, s')`` on each payable
+        transition (clipped to ``x_max``); ``share`` in ``[0, 1]``."""
+        share = check_float("share", share, 0.0, 1.0)
+        spec = self.spec
+        return np.minimum(share * spec.revenue[spec.payments[:, 0], spec.payments[:, 1]],
+                          self.x_max)
+
     def context_name(self, context: Any) -> str:
         i = self.context_index(context)
         return f"type{i} (cost x{self.cost_scales[i]:g})"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.four_rooms.model import (
     CELLS,
     DEFAULT_MOVE_PROB,
@@ -21,7 +21,9 @@ from bilevel_envs.envs.four_rooms.model import (
     direction_probs,
     follower_state_reward,
     leader_state_reward,
+    most_likely_path,
     penalties,
+    render_penalty_map,
     render_rgb,
     render_text,
     softmax,
@@ -31,7 +33,7 @@ from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.validation import check_int
 
 
-class FourRoomsEnv(gym.Env):
+class FourRoomsEnv(BilevelEnvBase):
     """## Description
     The follower's side of Four-Rooms reward shaping (paper §5.1): a 13×13 gridworld with four
     rooms (104 free cells), a start cell (4, 1), the context's goal and the leader's target
@@ -114,10 +116,7 @@ class FourRoomsEnv(gym.Env):
         move_prob, beta = problem.move_prob, problem.beta
         self.x = self.problem.check_x(np.zeros(N_PARAMS) if x is None else x)
         self.context = self.problem.context_index(context)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None;"
-                             f" got {render_mode!r}")
-        self.render_mode = render_mode
+        self.render_mode = self._check_render_mode(render_mode)
         self.goal = GOAL_STATES[self.context]
         sigma = softmax(self.x)
         self._reward = follower_state_reward(sigma, self.goal)
@@ -152,6 +151,7 @@ class FourRoomsEnv(gym.Env):
             return render_text(self.s, self.goal)
         if self.render_mode == "rgb_array":
             return render_rgb(self.s, self.goal, penalties(softmax(self.x)))
+        self._warn_no_render_mode()
         return None
 
 
@@ -179,7 +179,15 @@ class FourRoomsShapingEnv(LeaderEnv):
     policies (``objective="exact"``).
 
     ## Episode End
-    Truncated after ``horizon`` leader steps; never terminates.
+    Never terminates; the registered id truncates after 1000 leader steps
+    (``max_episode_steps``; ``gym.make(..., max_episode_steps=N)`` changes it).
+
+    ## Rendering
+    ``render_mode="ansi"``: the step, a summary of the last ``x``, the ``J`` estimate and the goals
+    served. ``render_mode="rgb_array"``: a picture of the last ``x``'s penalties (white: none, dark
+    red: −0.2, log scale) with the most likely path of each follower of the last step (argmax
+    action, intended move; solid black to G1, dashed violet to G2) and markers for the start
+    (gold), the goals (green) and the leader's "+1" target (blue), as in the docs' penalty maps.
 
     ## Information
     ``"rollouts"`` (dict of ``(n_envs, T)`` arrays: ``obs``, ``actions``, ``next_obs``, ``rewards``,
@@ -191,7 +199,7 @@ class FourRoomsShapingEnv(LeaderEnv):
     ```python
     gym.make("bilevel/FourRoomsShaping-v0", lam=0.001, beta=1.0, move_prob=2/3,
              follower="soft_vi", follower_kwargs=None, contexts="sample", n_followers=1,
-             n_envs=5, n_rollout_steps=2000, horizon=1000, objective="monte_carlo")
+             n_envs=5, n_rollout_steps=2000, objective="monte_carlo", render_mode=None)
     ```
 
     ## References
@@ -201,6 +209,19 @@ class FourRoomsShapingEnv(LeaderEnv):
     * v0: initial release.
     """
 
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
     def __init__(self, lam: float = 0.001, beta: float = 1.0,
                  move_prob: float = DEFAULT_MOVE_PROB, **kwargs: Any):
+        self._check_render_mode(kwargs.get("render_mode"))
         super().__init__(FourRoomsShaping(lam=lam, beta=beta, move_prob=move_prob), **kwargs)
+
+    def render_rgb(self) -> np.ndarray:
+        """The penalties of the last ``x`` and the last step's followers' most likely paths
+        (uniform penalties and no paths before the first step)."""
+        step = self.last_step
+        x = np.zeros(N_PARAMS) if step is None else step.x
+        paths = {} if step is None else {
+            f.context: most_likely_path(f.response.policy.action_probs(np.arange(N_CELLS)),
+                                        GOAL_STATES[f.context]) for f in step.followers}
+        return render_penalty_map(penalties(softmax(x)), paths)

@@ -131,3 +131,71 @@ def render_rgb(agent: int, goal: int, penalty: np.ndarray, scale: int = 16) -> n
         r, c = CELLS[state]
         img[r, c] = colour
     return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+
+
+def most_likely_path(pi: np.ndarray, goal: int, max_steps: int = 30) -> list[int]:
+    """The states visited from the start when the follower takes the most likely action of
+    ``pi`` (``(104, 4)`` action probabilities) and the move goes where intended, until ``goal`` or
+    ``max_steps`` moves."""
+    path = [START_STATE]
+    while len(path) <= max_steps and path[-1] != goal:
+        path.append(int(NEIGHBOURS[path[-1], int(np.argmax(pi[path[-1]]))]))
+    return path
+
+
+#: Colours of the penalty map (RGB): walls, the start, the goals G1 and G2, the leader's target.
+MAP_COLOURS = {"wall": (51, 51, 51), "start": (230, 180, 20), "goal": (40, 160, 60),
+               "target": (60, 90, 230)}
+#: Colours of the most likely paths of the followers of G1 and G2 (black, dark violet).
+PATH_COLOURS = ((0, 0, 0), (110, 30, 140))
+
+
+def render_penalty_map(penalty: np.ndarray, paths: dict[int, list[int]] | None = None,
+                       scale: int = 24) -> np.ndarray:
+    """An RGB picture (``uint8``, ``(13·scale, 13·scale, 3)``) of the penalties and the
+    followers' most likely paths, as in the docs' penalty maps.
+
+    Cells are white (no penalty) to dark red (−0.2) on a logarithmic scale from 1e-3 (penalties
+    below 1e-3 look white); walls are dark grey. Markers (a square in the cell's centre): the
+    start gold, the goals G1 and G2 green, the leader's "+1" target blue. ``paths`` maps a context
+    (0: G1, 1: G2) to its follower's path (:func:`most_likely_path`), drawn as a line through the
+    cells' centres: solid black for G1, dashed violet for G2.
+    """
+    rows, cols = len(MAP), len(MAP[0])
+    img = np.empty((rows, cols, 3), dtype=np.float64)
+    img[:] = MAP_COLOURS["wall"]
+    strength = np.clip(np.log10(np.maximum(np.abs(penalty), 1e-3) / 1e-3)
+                       / np.log10(PENALTY_SCALE / 1e-3), 0.0, 1.0)
+    white, dark_red = np.array([255.0, 245.0, 240.0]), np.array([103.0, 0.0, 13.0])
+    for s, (r, c) in enumerate(CELLS):
+        img[r, c] = white + strength[s] * (dark_red - white)
+    img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    marker = scale // 3
+    for cell, colour in ((START, "start"), (GOALS[0], "goal"), (GOALS[1], "goal"),
+                         (TARGET, "target")):
+        r0, c0 = cell[0] * scale + marker, cell[1] * scale + marker
+        img[r0:r0 + scale - 2 * marker, c0:c0 + scale - 2 * marker] = MAP_COLOURS[colour]
+    width = max(scale // 8, 2)
+    for context, path in sorted((paths or {}).items()):
+        colour, dashed = PATH_COLOURS[context % 2], context % 2 == 1
+        for a, b in zip(path, path[1:]):
+            (ra, ca), (rb, cb) = CELLS[a], CELLS[b]
+            centre_a = (ra * scale + scale // 2, ca * scale + scale // 2)
+            centre_b = (rb * scale + scale // 2, cb * scale + scale // 2)
+            _segment(img, centre_a, centre_b, width, colour, dashed, scale)
+    return np.round(img).astype(np.uint8)
+
+
+def _segment(img: np.ndarray, a: tuple[int, int], b: tuple[int, int], width: int,
+             colour: tuple[int, int, int], dashed: bool, scale: int) -> None:
+    """An axis-aligned line from pixel ``a`` to ``b`` (neighbouring cells' centres)."""
+    (r0, c0), (r1, c1) = sorted((a, b))
+    half = width // 2
+    if r0 == r1:  # horizontal
+        pixels = np.arange(c0, c1 + 1)
+        keep = (pixels // max(scale // 4, 1)) % 2 == 0 if dashed else np.ones(pixels.size, bool)
+        img[r0 - half:r0 - half + width, pixels[keep]] = colour
+    else:  # vertical
+        pixels = np.arange(r0, r1 + 1)
+        keep = (pixels // max(scale // 4, 1)) % 2 == 0 if dashed else np.ones(pixels.size, bool)
+        img[pixels[keep], c0 - half:c0 - half + width] = colour

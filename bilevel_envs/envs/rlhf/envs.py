@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.rlhf.problem import PROBLEM_KWARGS, RLHFProblem
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.validation import check_int
 
 
-class PreferenceGridEnv(gym.Env):
+class PreferenceGridEnv(BilevelEnvBase):
     """## Description
     The follower's side of RLHF as bilevel RL (paper App. B): a gridworld, rewarded by the
     leader's reward model ``r_x``, over a finite horizon ``H``; its trajectories are what the
@@ -31,7 +31,10 @@ class PreferenceGridEnv(gym.Env):
 
     ## Leader parameter x
     ``x ∈ [−10, 10]^d``: ``r_x(s, a) = φ(s, a)·x``; ``reward_model="state_action"`` (``d = S·A``,
-    entry ``s·A + a``), ``"state"`` (``d = S``) or ``"features"``. ``x=None``: the zero reward.
+    entry ``s·A + a``), ``"state"`` (``d = S``) or ``"features"``. Default (``x=None``): the reward
+    model closest to the first annotator's true reward (``problem.true_reward_x(0)``; exact for
+    ``"state_action"``): the follower learns to reach the goal and avoid lava. ``x=np.zeros(d)``
+    is the zero reward (every policy is optimal; the leader's start in ``bilevel/RLHF-v0``).
 
     ## Contexts
     ``context``: an annotator (``annotators="one"``: one; ``"two"``: two). It only sets the true
@@ -56,7 +59,10 @@ class PreferenceGridEnv(gym.Env):
     annotator's labels), see :class:`RLHFEnv`.
 
     ## Episode End
-    Terminates after ``H`` steps (the last step keeps the observation). No truncation.
+    Terminates after ``H`` steps (the last step keeps the observation). The registered id has no
+    ``max_episode_steps`` (a deliberate choice: every episode ends by itself after ``H`` steps, and
+    ``H = trajectory_length`` is an argument, so a fixed time limit could only cut episodes
+    short).
 
     ## Information
     ``"leader_reward"`` (float), ``"context"`` (int), ``"t"`` (int, time of the new observation),
@@ -68,7 +74,8 @@ class PreferenceGridEnv(gym.Env):
              trajectory_length=None,
              reward_model="state_action", annotators="one", move_prob=None, render_mode=None)
     ```
-    Any :class:`RLHFProblem` argument is accepted. ``render_mode="ansi"`` gives a text view.
+    Any :class:`RLHFProblem` argument is accepted. ``render_mode="ansi"`` gives a text view (other
+    modes raise ``TypeError``).
 
     ## References
     Thoma et al., "Contextual Bilevel Reinforcement Learning for Incentive Alignment", NeurIPS
@@ -86,13 +93,10 @@ class PreferenceGridEnv(gym.Env):
                  **problem_kwargs: Any):
         if problem is not None and problem_kwargs:
             raise ValueError("pass either problem or RLHFProblem arguments, not both")
+        self.render_mode = self._check_render_mode(render_mode)
         self.problem = RLHFProblem(**problem_kwargs) if problem is None else problem
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None;"
-                             f" got {render_mode!r}")
-        self.render_mode = render_mode
         p = self.problem
-        self.x = p.check_x(p.x_init if x is None else x)
+        self.x = p.check_x(p.true_reward_x(0) if x is None else x)
         self.context = p.context_index(context)
         self._reward = p.reward(self.x)
         self._true_reward = p.annotators[self.context].reward
@@ -137,6 +141,7 @@ class PreferenceGridEnv(gym.Env):
 
     def render(self):
         if self.render_mode != "ansi":
+            self._warn_no_render_mode()
             return None
         grid = [list(row) for row in self.problem.layout]
         r, c = self.problem.cells[self.s]
@@ -175,7 +180,12 @@ class RLHFEnv(LeaderEnv):
     ``ZeroOrder`` uses the reward; AMD does not apply (``J`` is not a sum of leader rewards).
 
     ## Episode End
-    Truncated after ``horizon`` leader steps; never terminates.
+    Never terminates; the registered id truncates after 1000 leader steps
+    (``max_episode_steps``; ``gym.make(..., max_episode_steps=N)`` changes it).
+
+    ## Rendering
+    ``render_mode="ansi"``: the step, a summary of the last reward model, the ``J`` estimate and
+    the annotators served.
 
     ## Information
     ``"rollouts"`` (dict of ``(2·n_pairs·n_followers, H)`` arrays, one trajectory per chain; chains
@@ -191,9 +201,9 @@ class RLHFEnv(LeaderEnv):
     gym.make("bilevel/RLHF-v0", instance="grid", lam=0.1, n_pairs=128,
              trajectory_length=None, reward_model="state_action", annotators="one", beta=1.0,
              epsilon=0.0, normalise=False, follower="soft_vi", contexts="sample",
-             n_followers=1, horizon=1000)
+             n_followers=1, render_mode=None)
     ```
-    ``trajectory_length`` is ``H``; ``horizon`` the number of leader steps per episode.
+    ``trajectory_length`` is ``H``, the length of the follower's episodes.
     ``objective="exact"`` is not available (the objective is not decomposable).
 
     ## References
@@ -206,6 +216,7 @@ class RLHFEnv(LeaderEnv):
 
     def __init__(self, instance: str = "grid", lam: float = 0.1, n_pairs: int = 128,
                  **kwargs: Any):
+        self._check_render_mode(kwargs.get("render_mode"))
         for name in ("n_envs", "n_rollout_steps"):
             if name in kwargs:
                 raise ValueError(f"{name} is set by n_pairs (each pair is two chains of H steps)")

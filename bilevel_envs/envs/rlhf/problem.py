@@ -197,6 +197,15 @@ class RLHFProblem(BilevelProblem):
         """The zero reward model (uniform follower)."""
         return np.zeros(self.n_params)
 
+    def true_reward_x(self, context: Any = 0) -> np.ndarray:
+        """The reward model closest to annotator ``context``'s true reward: the least-squares
+        ``x`` with ``φ(s, a)·x ≈ r_ξ(s, a)`` over all ``(s, a)``, clipped to ``x_space`` (exact for
+        ``reward_model="state_action"``)."""
+        reward = self.annotators[self.context_index(context)].reward
+        phi = self.features.reshape(-1, self.n_params)
+        x, *_ = np.linalg.lstsq(phi, reward.reshape(-1), rcond=None)
+        return np.clip(x, -self.x_max, self.x_max)
+
     # ------------------------------------------------------------------ the follower
     def reward(self, x: np.ndarray) -> np.ndarray:
         """The reward model ``r_x(s, a) = φ(s, a)·x``, shape ``(S, A)``."""

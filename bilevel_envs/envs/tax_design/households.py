@@ -1,5 +1,9 @@
 """PettingZoo view of tax design: many households, one shared tax schedule ``x``.
 
+PettingZoo's module layout: ``parallel_env`` (the native Parallel API), ``raw_env`` (the same
+env through PettingZoo's AEC API, one household acting at a time) and ``env`` (``raw_env`` with
+PettingZoo's usual wrappers: action bounds asserted, API order enforced).
+
 ```python
 import numpy as np
 from bilevel_envs.envs import households_v0
@@ -9,6 +13,13 @@ observations, infos = env.reset(seed=0)
 while env.agents:
     actions = {agent: env.action_space(agent).sample() for agent in env.agents}
     observations, rewards, terminations, truncations, infos = env.step(actions)
+env.state()  # the planner's view: every household's assets
+
+aec = households_v0.env(households=[0, 1])  # AEC API
+aec.reset(seed=0)
+for agent in aec.agent_iter():
+    observation, reward, termination, truncation, info = aec.last()
+    aec.step(None if termination or truncation else aec.action_space(agent).sample())
 ```
 
 Needs the ``pettingzoo`` extra (``pip install "bilevel-envs[pettingzoo]"``).
@@ -19,22 +30,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gymnasium
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
 try:
-    from pettingzoo import ParallelEnv
+    from pettingzoo import AECEnv, ParallelEnv
+    from pettingzoo.utils import parallel_to_aec, wrappers
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "bilevel_envs.envs.households_v0 needs PettingZoo; install the extra with "
         "pip install \"bilevel-envs[pettingzoo]\"") from exc
 
+from bilevel_envs.env_base import check_render_mode
 from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.validation import check_int
 
-__all__ = ["HouseholdsParallelEnv", "parallel_env"]
+__all__ = ["HouseholdsParallelEnv", "env", "parallel_env", "raw_env"]
 
 
 class HouseholdsParallelEnv(ParallelEnv):
@@ -73,9 +87,19 @@ class HouseholdsParallelEnv(ParallelEnv):
     ## Episode End
     No termination; all agents are truncated together after ``max_cycles`` steps (default 200).
 
+    ## State
+    ``state()``: the planner's view of the economy, every household's assets in agent order
+    (the centre of its asset cell with ``asset_cells``), in
+    ``state_space = Box(−100, 100, (n,), float64)``.
+
     ## Information
     Per agent: ``"group"``, ``"assets"``; after a step also ``"leader_reward"``, ``"hours"``,
     ``"consumption"``.
+
+    ## Rendering
+    ``render_mode="ansi"``: ``render()`` returns one line per household (its last hours,
+    consumption and assets); ``"human"``: the same text is printed after every ``reset`` and
+    ``step`` (and by ``render()``, which returns ``None``). Other modes raise ``TypeError``.
 
     ## Arguments
     ```python
@@ -91,12 +115,14 @@ class HouseholdsParallelEnv(ParallelEnv):
     * v0: initial release.
     """
 
-    metadata = {"name": "households_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {"name": "households_v0", "render_modes": ["human", "ansi"],
+                "is_parallelizable": True, "render_fps": 4}
 
     def __init__(self, x: Any = None, households: Sequence[Any] | Mapping[Any, int] | None = None,
                  variant: str = "code", asset_cells: int | None = None,
                  max_cycles: int | None = None, render_mode: str | None = None,
                  **household_params: Any):
+        self.render_mode = check_render_mode(render_mode, self.metadata, "households_v0")
         self.problem = (TaxDesign(variant, **household_params) if asset_cells is None else
                         TaxDesignTabular(variant, asset_cells=asset_cells, **household_params))
         problem = self.problem
@@ -108,15 +134,13 @@ class HouseholdsParallelEnv(ParallelEnv):
         self.max_cycles = problem.max_episode_steps if max_cycles is None else max_cycles
         if not (isinstance(self.max_cycles, (int, np.integer)) and self.max_cycles >= 1):
             raise ValueError(f"max_cycles must be an integer >= 1; got {max_cycles!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None;"
-                             f" got {render_mode!r}")
-        self.render_mode = render_mode
         # One space object per agent (so each can be seeded), returned unchanged on every call.
         self.observation_spaces = {a: self._make_observation_space()
                                    for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(problem.params.n_actions)
                               for a in self.possible_agents}
+        bound = problem.params.asset_bound
+        self.state_space = spaces.Box(-bound, bound, shape=(len(self.groups),), dtype=np.float64)
         self.agents: list[str] = []
         self._np_random, _ = seeding.np_random(None)
         self._state = problem.sample_initial_obs(np.full(len(self.groups), 0.5))
@@ -188,6 +212,8 @@ class HouseholdsParallelEnv(ParallelEnv):
         observations = {a: self._observation(i) for i, a in enumerate(self.agents)}
         infos = {a: {"group": int(self.groups[i]), "assets": float(assets[i])}
                  for i, a in enumerate(self.agents)}
+        if self.render_mode == "human":
+            self.render()
         return observations, infos
 
     def step(self, actions: Mapping[str, Any]):
@@ -235,25 +261,55 @@ class HouseholdsParallelEnv(ParallelEnv):
                                  f"{new_assets[j]:8.2f}")
         if done:
             self.agents = []
+        if self.render_mode == "human":
+            self.render()
         return observations, rewards, terminations, truncations, infos
 
     def _observation(self, i: int) -> Any:
         state = self._state[i]
-        return int(state) if self.problem.is_tabular else np.array(state, dtype=np.float64)
+        # NumPy values as Discrete.sample() gives them (PettingZoo's checker reads their dtype)
+        return np.int64(state) if self.problem.is_tabular else np.array(state, dtype=np.float64)
+
+    def state(self) -> np.ndarray:
+        """Every household's assets, in the order of ``possible_agents`` (``state_space``)."""
+        return np.asarray(self.problem.assets_of(self._state), dtype=np.float64)
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        if self.render_mode is None:
+            gymnasium.logger.warn("You are calling render method without specifying any render "
+                                  "mode; pass render_mode='ansi' or 'human'")
             return None
         if not self._last:
             assets = self.problem.assets_of(self._state)
-            return "\n".join(f"{a}: assets {assets[i]:8.2f}"
+            text = "\n".join(f"{a}: assets {assets[i]:8.2f}"
                              for i, a in enumerate(self.possible_agents)) + "\n"
-        return "\n".join(self._last.values()) + "\n"
+        else:
+            text = "\n".join(self._last.values()) + "\n"
+        if self.render_mode == "human":
+            print(text, end="")
+            return None
+        return text
 
     def close(self) -> None:
         pass
 
 
 def parallel_env(**kwargs: Any) -> HouseholdsParallelEnv:
-    """A :class:`HouseholdsParallelEnv` (PettingZoo's ``parallel_env`` convention)."""
+    """A :class:`HouseholdsParallelEnv` (PettingZoo's ``parallel_env`` convention); arguments as
+    for the class."""
     return HouseholdsParallelEnv(**kwargs)
+
+
+def raw_env(**kwargs: Any) -> AECEnv:
+    """The households through PettingZoo's AEC API (households act one after another within a
+    step; the economy moves once all have acted), without wrappers; arguments as for
+    :class:`HouseholdsParallelEnv`."""
+    return parallel_to_aec(parallel_env(**kwargs))
+
+
+def env(**kwargs: Any) -> AECEnv:
+    """:func:`raw_env` with PettingZoo's usual wrappers: out-of-bounds actions raise, and the API
+    order (``reset`` before ``step``, ...) is enforced; arguments as for
+    :class:`HouseholdsParallelEnv`."""
+    aec = wrappers.AssertOutOfBoundsWrapper(raw_env(**kwargs))
+    return wrappers.OrderEnforcingWrapper(aec)
