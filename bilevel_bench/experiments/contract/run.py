@@ -74,13 +74,14 @@ def make_leader(spec: ContractSpec):
               "seed": spec.seed, "x0": x0}
     if spec.algorithm == "hpgd":
         env = gym.make(ENV_ID, contexts="all", n_envs=spec.n_envs,
-                       n_rollout_steps=spec.n_rollout_steps, max_episode_steps=10**9, **problem_kwargs)
+                       n_rollout_steps=spec.n_rollout_steps, max_episode_steps=10**9,
+                       **problem_kwargs)
         return HPGD(env, estimator=spec.estimator, **common)
     if spec.algorithm == "amd":
         return AMD(gym.make(ENV_ID, max_episode_steps=10**9, **problem_kwargs), inner=spec.inner,
                    **common)
-    env = gym.make(ENV_ID, contexts="all", objective="exact", n_rollout_steps=0, max_episode_steps=10**9,
-                   **problem_kwargs)
+    env = gym.make(ENV_ID, contexts="all", objective="exact", n_rollout_steps=0,
+                   max_episode_steps=10**9, **problem_kwargs)
     return ZeroOrder(env, perturbation_constant=spec.perturbation_constant, **common)
 
 

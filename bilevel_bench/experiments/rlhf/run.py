@@ -119,7 +119,8 @@ def make_leader(spec: RLHFSpec):
     import bilevel_envs  # noqa: F401  (registers the ids)
     from leaders import HPGD, ZeroOrder
 
-    env = gym.make(ENV_ID, n_pairs=spec.n_pairs, max_episode_steps=10**9, **INSTANCES[spec.instance])
+    env = gym.make(ENV_ID, n_pairs=spec.n_pairs, max_episode_steps=10**9,
+                   **INSTANCES[spec.instance])
     common = {"learning_rate": spec.learning_rate, "max_grad_norm": spec.max_grad_norm,
               "seed": spec.seed}
     if spec.algorithm == "hpgd":
