@@ -103,7 +103,7 @@ def test_specs_are_plain_data_and_validated():
         contract_spec("tree", "amd", 0, n_envs=5)
     with pytest.raises(SpecError, match="estimator is required for hpgd"):
         contract_spec("tree", "hpgd", 0, estimator=None)
-    with pytest.raises(ValueError, match="share must be in"):
+    with pytest.raises(ValueError, match=r"share must be a finite number in \[0, 1\]"):
         contract.revenue_share(contract.make_problem("grid"), 1.5)
 
 
