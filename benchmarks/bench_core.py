@@ -1,6 +1,6 @@
 """Speed of the core layer on Four-Rooms (106-dim x, both contexts).
 
-Targets (issue 2): exact objective + hypergradient ≤ 20 ms; warm-started soft solve after a small
+Targets: exact objective + hypergradient ≤ 20 ms; warm-started soft solve after a small
 step ≤ 2 ms; tabular sampling ≥ 5 M transitions/s on one core.
 """
 
@@ -14,9 +14,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping  # noqa: E402
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.followers import TabularPolicy  # noqa: E402
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import soft_policy_iteration
 
 

@@ -83,7 +83,8 @@ def run_specs(specs: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
         address: Ray cluster address (``None``: start a local Ray instance).
         progress: show a progress bar (tqdm) if available.
         runner: the module-level function executed per spec (importable by the workers);
-            default: the runner of the spec's ``"experiment"`` (see :mod:`bilevel_bench.experiments`).
+            default: the runner of the spec's ``"experiment"`` (see
+            :mod:`bilevel_bench.experiments`).
     """
     from bilevel_bench.experiments import runner_for
 

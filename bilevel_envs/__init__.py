@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from bilevel_envs.followers import (FOLLOWERS, Follower, FollowerResponse, TabularPolicy,
-                                    make_follower)
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
+from bilevel_envs.followers import (
+    FOLLOWERS,
+    Follower,
+    FollowerResponse,
+    TabularPolicy,
+    make_follower,
+)
 from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.oracles import make_oracle
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.oracles import make_oracle
-from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import (
     TabularModel,
     evaluate_policy,

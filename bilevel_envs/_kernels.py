@@ -91,7 +91,8 @@ def discounted_returns(values, ends, gamma):
 
 @nb.njit(cache=True, nogil=True)
 def discounted_accumulation(weights, ends, gamma):
-    """``W_t = w_t + γ (1 − end_{t−1}) W_{t−1}`` per chain: the adjoint of :func:`discounted_returns`.
+    """``W_t = w_t + γ (1 − end_{t−1}) W_{t−1}`` per chain: the adjoint of
+    :func:`discounted_returns`.
 
     ``Σ_t W_t g_t = Σ_t w_t G_t`` for the returns ``G`` of any per-step quantity ``g``.
     """

@@ -11,8 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import (DEFAULT_TOL, LeaderValues, SoftSolution, TabularModel,
-                                  leader_values, solve_follower)
+from bilevel_envs.tabular import (
+    DEFAULT_TOL,
+    LeaderValues,
+    SoftSolution,
+    TabularModel,
+    leader_values,
+    solve_follower,
+)
 
 
 class ExactSolver:
@@ -52,13 +58,12 @@ class ExactSolver:
         """The models of ``contexts`` at ``x`` and the followers' solutions (stacked)."""
         x = self.problem.check_x(x)
         idx = self._contexts(contexts)
-        models, solutions = [], []
-        for c in idx:
-            model = self.problem.tabular(x, c)
+        models = self.problem.tabular_models(x, idx)
+        solutions = []
+        for c, model in zip(idx, models):
             solution = solve_follower(model, self.problem.lam, tol=self.tol,
                                       warm_start=self._warm.get(c), method=self.method)
             self._warm[c] = solution.q
-            models.append(model)
             solutions.append(solution)
         stacked = SoftSolution(q=np.stack([s.q for s in solutions]),
                                v=np.stack([s.v for s in solutions]),
@@ -67,7 +72,7 @@ class ExactSolver:
                                residual=max(s.residual for s in solutions))
         return models, stacked, idx
 
-    def context_values(self, x: np.ndarray, contexts=None, with_gradient: bool = False
+    def per_context(self, x: np.ndarray, contexts=None, with_gradient: bool = False
                        ) -> LeaderValues:
         """Per-context exact leader values (and gradients), in context order."""
         models, solution, _ = self.solve(x, contexts)
@@ -85,12 +90,12 @@ class ExactSolver:
 
     def objective(self, x: np.ndarray, contexts=None) -> float:
         """``J(x) = Σ_ξ P(ξ) μ·V̄_ξ`` (renormalised over ``contexts`` if given)."""
-        values = self.context_values(x, contexts)
+        values = self.per_context(x, contexts)
         return float(self._weights(contexts) @ values.objective)
 
     def value_and_grad(self, x: np.ndarray, contexts=None) -> tuple[float, np.ndarray]:
         """``(J(x), dJ/dx)`` (renormalised over ``contexts`` if given)."""
-        values = self.context_values(x, contexts, with_gradient=True)
+        values = self.per_context(x, contexts, with_gradient=True)
         w = self._weights(contexts)
         grad = (w @ values.gradient.reshape(len(w), -1)).reshape(self.problem.x_space.shape)
         return float(w @ values.objective), grad

@@ -12,11 +12,13 @@ import numpy as np
 from gymnasium import spaces
 
 from bilevel_envs.followers import FollowerResponse, make_follower
+from bilevel_envs.oracles import make_oracle
 from bilevel_envs.plain_data import to_plain_data
-from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.oracles import TrajectoryOracle, make_oracle
-from bilevel_envs.tabular import leader_values
+from bilevel_envs.step_record import FollowerStep, LeaderStep
+from bilevel_envs.tabular import TabularModel, leader_values
+from bilevel_envs.validation import check_int
 
 CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
@@ -43,11 +45,13 @@ class LeaderEnv(gym.Env):
       :class:`~bilevel_envs.rollouts.Rollouts`), ``"contexts"`` (context index per follower),
       ``"context_weights"``, ``"objective_estimate"`` (Monte-Carlo), ``"objective_exact"``
       (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower).
-      Live objects are on the env: :attr:`last_responses`, :attr:`last_oracles`, :attr:`problem`.
+      Live objects (responses, policies, oracles, rollouts, models) are on the env's typed record
+      of the step, :attr:`last_step` (a :class:`~bilevel_envs.step_record.LeaderStep`).
 
     Args:
         problem: the bilevel problem.
-        follower: a follower name (``"soft_vi"``, ...) or a :class:`~bilevel_envs.followers.Follower`.
+        follower: a follower name (``"soft_vi"``, ...) or a
+            :class:`~bilevel_envs.followers.Follower`.
         follower_kwargs: keyword arguments of the named follower (plain data).
         contexts: ``"sample"`` — ``n_followers`` contexts drawn from ``P_ξ`` at every step (weights
             ``1/n_followers``); ``"all"`` — one follower per context of the support, weighted by
@@ -79,9 +83,7 @@ class LeaderEnv(gym.Env):
         for name, value, minimum in (("n_followers", n_followers, 1), ("n_envs", n_envs, 1),
                                      ("n_rollout_steps", n_rollout_steps, 0),
                                      ("horizon", horizon, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-                    or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+            check_int(name, value, minimum)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
         if objective == "exact" and not (problem.is_tabular and problem.decomposable):
@@ -93,15 +95,16 @@ class LeaderEnv(gym.Env):
         self.n_followers, self.n_envs = int(n_followers), int(n_envs)
         self.n_rollout_steps, self.horizon = int(n_rollout_steps), int(horizon)
         self.objective, self.oracle_backend = objective, oracle
+        # A trajectory-level objective of labelled pairs: the reward is estimated from the pairs.
+        self._pairwise = not problem.decomposable and isinstance(problem, PairwiseObjective)
 
         self.action_space = problem.x_space
         low = np.minimum(problem.x_space.low, 0.0)
         high = np.maximum(problem.x_space.high, 0.0)
         self.observation_space = spaces.Box(low, high, dtype=np.float64)
 
-        self.last_responses: list[FollowerResponse] = []
-        self.last_oracles: list[TrajectoryOracle] = []
-        self.last_contexts: list[int] = []
+        #: the typed record of the last step (followers, responses, oracles, rollouts, models)
+        self.last_step: LeaderStep | None = None
         self._warm: dict[int, Any] = {}
         self._t = 0
         self._crn_state: dict | None = None
@@ -111,7 +114,7 @@ class LeaderEnv(gym.Env):
         super().reset(seed=seed)
         self._t = 0
         self._warm = {}
-        self.last_responses, self.last_oracles, self.last_contexts = [], [], []
+        self.last_step = None
         return np.zeros(self.observation_space.shape), {}
 
     def step(self, action):
@@ -119,33 +122,53 @@ class LeaderEnv(gym.Env):
         if self._crn_state is not None:
             self.np_random.bit_generator.state = copy.deepcopy(self._crn_state)
         contexts, weights = self._step_contexts()
+        # Every follower responds before any samples: the random stream's order is part of the
+        # env's reproducibility.
         responses = [self._respond(x, c) for c in contexts]
-        oracles = [make_oracle(self.problem, x, c, r.policy, backend=self.oracle_backend)
-                   for c, r in zip(contexts, responses)]
-
-        info: dict[str, Any] = {"contexts": list(contexts), "context_weights": weights.tolist(),
-                                "follower_stats": [dict(r.stats) for r in responses]}
-        exact = None
-        if self.objective == "exact":
-            exact = self.exact_values(x, contexts, responses)
-            info["objective_exact"] = float(weights @ exact)
+        models = [self._model(x, c, r) for c, r in zip(contexts, responses)]
+        oracles = [make_oracle(self.problem, x, c, r.policy, backend=self.oracle_backend, model=m)
+                   for c, r, m in zip(contexts, responses, models)]
+        parts: list[Rollouts | None] = [None] * len(contexts)
+        pairs: list[TrajectoryPairs | None] = [None] * len(contexts)
+        estimates = np.full(len(contexts), np.nan)
         if self.n_rollout_steps:
             parts = [o.rollout(self.np_random, self.n_envs, self.n_rollout_steps)
                      for o in oracles]
-            means = np.array([self.problem.estimate_objective(x, c, p, self.np_random)
-                              for c, p in zip(contexts, parts)])
-            info["objective_estimate"] = float(weights @ means)
-            info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False)  # fresh arrays
-        else:
-            info["objective_estimate"] = info["objective_exact"]
-            info["rollouts"] = {}
-        reward = info["objective_exact"] if exact is not None else info["objective_estimate"]
-
-        self.last_responses, self.last_oracles = responses, oracles
-        self.last_contexts = list(contexts)
+            for i, (c, rollouts) in enumerate(zip(contexts, parts)):
+                if self._pairwise:
+                    pairs[i] = self.problem.trajectory_pairs(rollouts)
+                    estimates[i] = self.problem.pair_objective(x, c, pairs[i].traj0,
+                                                               pairs[i].traj1).mean()
+                else:
+                    estimates[i] = self.problem.estimate_objective(x, c, rollouts,
+                                                                   self.np_random)
+        followers = tuple(
+            FollowerStep(context=c, weight=float(w), response=r, oracle=o, rollouts=part,
+                         model=m, pairs=pair, objective_estimate=float(e))
+            for c, w, r, o, part, m, pair, e in zip(contexts, weights, responses, oracles, parts,
+                                                     models, pairs, estimates))
+        exact = None
+        if self.objective == "exact":
+            exact = float(weights @ self._exact_values(followers))
+        estimate = float(weights @ estimates) if self.n_rollout_steps else exact
+        reward = exact if exact is not None else estimate
+        self.last_step = LeaderStep(x=x, followers=followers, objective_estimate=estimate,
+                                    objective_exact=exact, reward=reward)
         self._t += 1
-        truncated = self._t >= self.horizon
-        return x, float(reward), False, truncated, info
+        return x, reward, False, self._t >= self.horizon, self._info(self.last_step)
+
+    def _info(self, step: LeaderStep) -> dict[str, Any]:
+        """The step's plain-data ``info`` (the live objects stay on :attr:`last_step`)."""
+        info: dict[str, Any] = {
+            "contexts": step.contexts, "context_weights": step.weights.tolist(),
+            "follower_stats": [dict(f.response.stats) for f in step.followers],
+            "objective_estimate": step.objective_estimate,
+        }
+        if step.objective_exact is not None:
+            info["objective_exact"] = step.objective_exact
+        parts = [f.rollouts for f in step.followers if f.rollouts is not None]
+        info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False) if parts else {}
+        return info
 
     # ------------------------------------------------------------------ checkpoints
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -155,7 +178,8 @@ class LeaderEnv(gym.Env):
         are arrays (soft VI / soft Q tables). Other warm starts (e.g. SB3 models) are dropped:
         after :meth:`set_state` those followers restart cold.
         """
-        data: dict[str, Any] = {"t": self._t, "rng": to_plain_data(self.np_random.bit_generator.state),
+        data: dict[str, Any] = {"t": self._t,
+                                "rng": to_plain_data(self.np_random.bit_generator.state),
                                 "warm_contexts": []}
         arrays: dict[str, np.ndarray] = {}
         for context, warm in self._warm.items():
@@ -185,16 +209,31 @@ class LeaderEnv(gym.Env):
         finally:
             self._crn_state = None
 
-    def exact_values(self, x: np.ndarray, contexts: Sequence[int],
-                     responses: Sequence[FollowerResponse]) -> np.ndarray:
-        """Exact leader value ``μ·V̄`` of each follower's current policy (tabular problems)."""
+    def exact_values(self, step: LeaderStep | None = None) -> np.ndarray:
+        """Exact leader value ``μ·V̄`` of each follower's policy in ``step`` (default: the last
+        step), on the step's exact models (tabular problems with a decomposable objective)."""
+        step = self.last_step if step is None else step
+        if step is None:
+            raise RuntimeError("no step has been taken yet")
+        return self._exact_values(step.followers)
+
+    def _exact_values(self, followers: Sequence[FollowerStep]) -> np.ndarray:
+        if not (self.problem.is_tabular and self.problem.decomposable):
+            raise ValueError("exact leader values need a tabular problem with a decomposable "
+                             "objective")
         values = []
-        for c, response in zip(contexts, responses):
-            model = self.problem.tabular(x, c)
-            table = response.policy.action_probs(np.arange(model.n_states))
-            values.append(float(leader_values(model, table, self.problem.lam,
+        for f in followers:
+            table = f.response.policy.action_probs(np.arange(f.model.n_states))
+            values.append(float(leader_values(f.model, table, self.problem.lam,
                                               with_gradient=False).objective))
         return np.array(values)
+
+    def _model(self, x: np.ndarray, context: int, response: FollowerResponse
+               ) -> TabularModel | None:
+        """The exact model of ``M_{x,ξ}`` for this step: the follower's, or built once here."""
+        if response.model is not None:
+            return response.model
+        return self.problem.tabular(x, context) if self.problem.is_tabular else None
 
     def _respond(self, x: np.ndarray, context: int) -> FollowerResponse:
         seed = int(self.np_random.integers(0, 2**31 - 1))

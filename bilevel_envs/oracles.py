@@ -197,12 +197,16 @@ class GymOracle(TrajectoryOracle):
 
 
 def make_oracle(problem: BilevelProblem, x: np.ndarray, context: Any, policy: Policy,
-                backend: str = "auto", **kwargs: Any) -> TrajectoryOracle:
+                backend: str = "auto", model: TabularModel | None = None,
+                **kwargs: Any) -> TrajectoryOracle:
     """An oracle for ``policy`` in ``M_{x,ξ}``.
 
     Backends: ``"native"`` — the problem's own sampler (:meth:`BilevelProblem.make_oracle`, e.g.
     a vectorised simulator); ``"tabular"`` (fast path); ``"gym"`` (generic); ``"auto"`` — native
     if the problem has one, else tabular whenever the problem is tabular, else gym.
+
+    ``model``: the tabular model of ``M_{x,ξ}`` if the caller has it (the tabular path then
+    samples from it instead of asking the problem to build it again).
     """
     if backend in ("auto", "native"):
         native = problem.make_oracle(x, context, policy, **kwargs)
@@ -214,7 +218,7 @@ def make_oracle(problem: BilevelProblem, x: np.ndarray, context: Any, policy: Po
                              "'tabular' or 'gym'")
         backend = "tabular" if problem.is_tabular else "gym"
     if backend == "tabular":
-        return TabularOracle(problem, x, context, policy, **kwargs)
+        return TabularOracle(problem, x, context, policy, model=model, **kwargs)
     if backend == "gym":
         return GymOracle(problem, x, context, policy, **kwargs)
     raise ValueError(f"backend must be 'auto', 'native', 'tabular' or 'gym'; got {backend!r}")

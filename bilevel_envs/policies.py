@@ -52,6 +52,7 @@ def normalised_cdf(p: np.ndarray) -> np.ndarray:
 
 
 def sample_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Inverse-CDF draw of one index per row of ``probs`` ``(n, A)`` from uniforms ``u`` ``(n,)``."""
+    """Inverse-CDF draw of one index per row of ``probs`` ``(n, A)`` from uniforms ``u``
+    ``(n,)``."""
     cdf = normalised_cdf(probs)
     return np.minimum((u[:, None] >= cdf).sum(-1), probs.shape[-1] - 1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -190,6 +191,12 @@ class BilevelProblem(abc.ABC):
         """The exact finite model of ``M_{x,ξ}`` with derivatives, or ``None`` if not finite."""
         return None
 
+    def tabular_models(self, x: np.ndarray, contexts: list[int]) -> list[TabularModel]:
+        """The models of several contexts at one ``x`` (the exact solver's request). Default: one
+        :meth:`tabular` call each; problems whose contexts share expensive parts (tax design:
+        the transition law) override it to build those once."""
+        return [self.tabular(x, c) for c in contexts]
+
     @property
     def is_tabular(self) -> bool:
         """Whether :meth:`tabular` returns a model (finite states and actions)."""
@@ -262,6 +269,8 @@ class BilevelProblem(abc.ABC):
 
         The default serves decomposable objectives: the mean discounted leader return of the
         finished episodes. ``rng`` is the leader env's generator, for estimators that sample.
+        (A :class:`PairwiseObjective` is estimated from its trajectory pairs instead; other
+        non-decomposable problems override this method.)
         """
         return float(rollouts.episode_returns(self.leader_gamma).mean())
 
@@ -279,22 +288,38 @@ class BilevelProblem(abc.ABC):
         return f"{type(self).__name__}(lam={self.lam}, gamma={self.gamma}, d={self.n_params})"
 
 
+@dataclass(frozen=True)
+class TrajectoryPairs:
+    """The pairs of trajectories in one follower's rollouts (a pairwise objective's view of them).
+
+    Attributes:
+        traj0, traj1: ``N`` first and second trajectories of the pairs (opaque batches that only
+            the problem reads).
+        index: ``(n_envs, T)`` int, the pair each transition of the rollouts belongs to (``−1``
+            outside every pair).
+    """
+
+    traj0: Any
+    traj1: Any
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.traj0)
+
+
 @runtime_checkable
 class PairwiseObjective(Protocol):
     """The trajectory-level objective ``J(x) = E_ξ E_{τ0, τ1 ~ π*_{x,ξ}} ℓ_ξ(τ0, τ1; x)`` of a
     non-decomposable problem (RLHF: ``ℓ`` is the Bradley–Terry log-likelihood of a labelled pair).
 
-    What HPGD's trajectory-level estimator needs from such a problem
-    (:func:`leaders.estimators.trajectory_estimate`); ``traj0``/``traj1`` are opaque batches of
-    ``N`` trajectories that only the problem reads.
+    What the leader env (its reward: the mean ``ℓ`` over the pairs of the rollouts) and HPGD's
+    trajectory-level estimator (:func:`leaders.estimators.trajectory_estimate`) need from such a
+    problem; ``traj0``/``traj1`` are opaque batches of ``N`` trajectories that only the problem
+    reads.
     """
 
-    def pairs_from_rollouts(self, rollouts: Rollouts | dict) -> tuple[Any, Any]:
-        """The ``N`` trajectory pairs ``(traj0, traj1)`` held by ``rollouts``."""
-        ...
-
-    def pair_index(self, rollouts: Rollouts | dict) -> np.ndarray:
-        """``(n_envs, T)`` int: the pair each transition belongs to, ``−1`` outside pairs."""
+    def trajectory_pairs(self, rollouts: Rollouts) -> TrajectoryPairs:
+        """The trajectory pairs held by one follower's ``rollouts`` (extracted once per step)."""
         ...
 
     def pair_objective(self, x: np.ndarray, context: Any, traj0: Any, traj1: Any) -> np.ndarray:

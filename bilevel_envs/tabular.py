@@ -10,7 +10,8 @@ all contexts are solved at once with batched LAPACK calls.
 
 Conventions (paper §2–3, maximisation):
 
-* Follower: ``Q(s,a) = r(s,a) + γ Σ_s' P(s'|s,a) V(s')``, ``V(s) = Σ_a π(a|s)(Q(s,a) − λ log π(a|s))``;
+* Follower: ``Q(s,a) = r(s,a) + γ Σ_s' P(s'|s,a) V(s')``,
+  ``V(s) = Σ_a π(a|s)(Q(s,a) − λ log π(a|s))``;
   the optimum is ``π* = softmax(Q*/λ)`` and ``V* = λ logΣexp(Q*/λ)``.
 * Termination: rows of ``P`` may sum to less than one; the missing mass is the probability that
   the episode ends after ``(s, a)`` (an absorbing goal is a zero row — zero continuation).
@@ -439,7 +440,8 @@ def leader_values(model: TabularModel, pi: np.ndarray, lam: float,
 #: ``"initial_score"`` — ``∂μ·V̄``.
 HYPERGRADIENT_TERMS = ("direct", "best_response", "transition_score", "initial_score")
 #: ``(term, kind)``: the terms split by the derivative of the model they contract
-#: (``"leader_reward"`` ∂r̄, ``"follower_reward"`` ∂r, ``"log_transition"`` ∂P, ``"log_initial"`` ∂μ).
+#: (``"leader_reward"`` ∂r̄, ``"follower_reward"`` ∂r, ``"log_transition"`` ∂P,
+#: ``"log_initial"`` ∂μ).
 HYPERGRADIENT_COMPONENTS = (("direct", "leader_reward"), ("best_response", "follower_reward"),
                             ("best_response", "log_transition"),
                             ("transition_score", "log_transition"),

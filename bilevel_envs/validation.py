@@ -9,14 +9,17 @@ from typing import Any
 import numpy as np
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     """``value`` as an ``int``.
 
     Raises:
-        ValueError: naming ``name``, unless ``value`` is an integer ``>= minimum`` (a bool is not).
+        ValueError: naming ``name`` and the range, unless ``value`` is an integer (a bool is not)
+            in ``minimum..maximum`` (no upper bound if ``maximum`` is None).
     """
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    valid = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not valid or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"{name} must be an integer {allowed}; got {value!r}")
     return int(value)
 
 

@@ -2,7 +2,7 @@
 
 The authors' HPGD sampled its trajectories from a Four-Rooms simulator that slips with
 probability 1/3 (move_prob 0.67), while their follower solved, and their evaluation scored, the
-0.56 model (reference notes §7.1). The library never mixes models by default; this script does it
+0.56 model (docs/reference.md §7.1). The library never mixes models by default; this script does it
 on purpose through the problem's ``make_oracle`` hook — the place to plug any simulator into a
 leader env — and runs the paper's learning-rate grid on held-out seeds, then the selected rate
 on seeds 0–9, for the Table 3 cells where our HPGD differs from the paper.
@@ -19,9 +19,9 @@ from multiprocessing import Pool
 import numpy as np
 
 import bilevel_envs  # noqa: F401  (registers the ids)
+from bilevel_bench.experiments import table3
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.oracles import TabularOracle
-from bilevel_bench.experiments import table3
 
 #: the Table 3 cells where our HPGD (one model throughout) differs from the paper
 CELLS = ((0.003, 1.0), (0.003, 3.0), (0.003, 5.0), (0.001, 5.0), (0.005, 1.0))

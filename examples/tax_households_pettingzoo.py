@@ -18,7 +18,7 @@ import numpy as np
 
 from bilevel_envs.envs import households_v0
 from bilevel_envs.envs.tax_design.problem import TaxDesignTabular
-from bilevel_envs.tabular import evaluate_policy, softmax_policy, soft_value_iteration
+from bilevel_envs.tabular import evaluate_policy, soft_value_iteration, softmax_policy
 
 ECONOMY = {"asset_cells": 21, "hours_levels": (0.0, 4.0, 8.0),
            "consumption_levels": (0.0, 2.5, 5.0)}

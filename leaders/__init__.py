@@ -16,4 +16,5 @@ from leaders.zero_order import ZeroOrder
 #: name -> class, for specs and the command line
 LEADERS = {"hpgd": HPGD, "hpgd_rtq": HPGDRTQ, "amd": AMD, "zero_order": ZeroOrder}
 
-__all__ = ["AMD", "HPGD", "HPGDRTQ", "LEADERS", "Callback", "CheckpointCallback", "Leader", "ZeroOrder"]
+__all__ = ["AMD", "HPGD", "HPGDRTQ", "LEADERS", "Callback", "CheckpointCallback", "Leader",
+           "ZeroOrder"]

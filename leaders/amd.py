@@ -16,7 +16,7 @@ refines them with K synchronous Bellman sweeps of their coupled recursions (warm
 (The paper's "π ← exp(λQ)" reads softmax(Q/λ); its "λ A ∇A" reads ``∂A Ā/λ``.) ``inner="exact"``
 replaces the K sweeps by their limit: an exact soft policy iteration (warm-started) and the exact
 adjoint hypergradient — the same gradient the authors' warm tables had converged to (reference
-notes §3.1), at a fraction of the cost.
+docs/reference.md §3.1), at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from bilevel_envs.tabular import (
     soft_policy_iteration,
     softmax_policy,
 )
+from bilevel_envs.validation import check_int
 from leaders.base import Leader
 
 INNER_MODES = ("sweeps", "exact")
@@ -118,10 +119,8 @@ class AMD(Leader):
                              "estimator) or ZeroOrder")
         if inner not in INNER_MODES:
             raise ValueError(f"inner must be one of {INNER_MODES}; got {inner!r}")
-        if not isinstance(inner_iterations, (int, np.integer)) or inner_iterations < 1:
-            raise ValueError(f"inner_iterations must be a positive integer; got "
-                             f"{inner_iterations!r}")
-        self.inner, self.inner_iterations = inner, int(inner_iterations)
+        self.inner = inner
+        self.inner_iterations = check_int("inner_iterations", inner_iterations, 1)
         self.tables: dict[int, AMDTables] = {}
         self._warm_q: dict[int, np.ndarray] = {}
 
@@ -130,34 +129,34 @@ class AMD(Leader):
                 "inner_iterations": self.inner_iterations}
 
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
-        xi = self.problem.sample_context(self.rng)
-        model = self.problem.tabular(self.x, xi)
+        context = self.problem.sample_context(self.rng)
+        model = self.problem.tabular(self.x, context)
         if self.inner == "sweeps":
-            tables = self.tables.get(xi) or AMDTables.zeros(model)
+            tables = self.tables.get(context) or AMDTables.zeros(model)
             for _ in range(self.inner_iterations):
                 tables = amd_sweep(model, tables, self.problem.lam)
-            self.tables[xi] = tables
+            self.tables[context] = tables
             value, grad = amd_gradient(model, tables, self.problem.lam)
         else:
             solution = soft_policy_iteration(model, self.problem.lam,
-                                             warm_start=self._warm_q.get(xi))
-            self._warm_q[xi] = solution.q
+                                             warm_start=self._warm_q.get(context))
+            self._warm_q[context] = solution.q
             exact = leader_values(model, solution.pi, self.problem.lam)
             value, grad = float(exact.objective), exact.gradient
-        return grad, {"objective_estimate": value, "contexts": [xi]}
+        return grad, {"objective_estimate": value, "contexts": [context]}
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self):
         arrays = {}
-        for xi, tables in self.tables.items():
+        for context, tables in self.tables.items():
             for name in ("q", "dq", "q_bar", "q_tilde"):
-                arrays[f"{name}_{xi}"] = getattr(tables, name)
-        for xi, q in self._warm_q.items():
-            arrays[f"warm_{xi}"] = q
+                arrays[f"{name}_{context}"] = getattr(tables, name)
+        for context, q in self._warm_q.items():
+            arrays[f"warm_{context}"] = q
         return {"tables": sorted(self.tables), "warm": sorted(self._warm_q)}, arrays
 
     def _set_extra_state(self, data, arrays):
-        self.tables = {xi: AMDTables(*(arrays[f"{n}_{xi}"] for n in ("q", "dq", "q_bar",
+        self.tables = {context: AMDTables(*(arrays[f"{n}_{context}"] for n in ("q", "dq", "q_bar",
                                                                         "q_tilde")))
-                       for xi in data.get("tables", [])}
-        self._warm_q = {xi: arrays[f"warm_{xi}"] for xi in data.get("warm", [])}
+                       for context in data.get("tables", [])}
+        self._warm_q = {context: arrays[f"warm_{context}"] for context in data.get("warm", [])}

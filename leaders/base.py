@@ -24,6 +24,7 @@ import numpy as np
 from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_envs.plain_data import to_plain_data
 from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.validation import check_int
 from leaders.callbacks import as_callbacks
 from leaders.optim import OPTIMIZERS, check_clip_groups, clip_by_norm
 
@@ -156,8 +157,7 @@ class Leader(abc.ABC):
         Raises:
             ValueError: for ``eval_every`` when the exact ``J`` is not available.
         """
-        if not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
-            raise ValueError(f"n_iterations must be a non-negative integer; got {n_iterations!r}")
+        n_iterations = check_int("n_iterations", n_iterations, 0)
         if eval_every is not None:
             if self.problem is None or not self.problem.is_tabular:
                 raise ValueError("eval_every needs a tabular problem")
@@ -168,10 +168,7 @@ class Leader(abc.ABC):
                     raise ValueError(f"eval_every needs the exact J, which {self.problem!r} "
                                      f"cannot compute here: {exc}") from exc
             if not callable(eval_every):
-                if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-                    raise ValueError(f"eval_every must be a positive integer or a function of "
-                                     f"the iteration; got {eval_every!r}")
-                every = int(eval_every)
+                every = check_int("eval_every (or a function of the iteration)", eval_every, 1)
                 eval_every = lambda t: t % every == 0  # noqa: E731
         callbacks = as_callbacks(callback)
         bar = _progress_bar(n_iterations) if progress_bar else None
@@ -247,7 +244,7 @@ class Leader(abc.ABC):
                              "per-context leader values; use exact_objective()")
         if self._exact is None:
             self._exact = ExactSolver(self.problem)
-        return np.asarray(self._exact.context_values(self.x if x is None else x).objective)
+        return np.asarray(self._exact.per_context(self.x if x is None else x).objective)
 
     # ------------------------------------------------------------------ history
     @property
@@ -310,7 +307,8 @@ class Leader(abc.ABC):
         return {}, {}
 
     def _set_extra_state(self, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`_extra_state` saved."""
+        """Restore what :meth:`_extra_state` saved (nothing by default)."""
+        return None
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a checkpoint (``.npz`` of arrays + a JSON header; no pickle), atomically."""

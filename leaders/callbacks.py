@@ -6,10 +6,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from leaders.base import Leader
+from bilevel_envs.validation import check_int
+
+
+class Leader(Protocol):
+    """What a callback may use of the :class:`leaders.base.Leader` it is attached to (a protocol,
+    so this module does not import the loop that imports it)."""
+
+    num_iterations: int
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint."""
+        ...
 
 
 class Callback:
@@ -40,9 +50,7 @@ class CheckpointCallback(Callback):
     """Save the leader every ``save_every`` iterations to ``path`` (atomically), and at the end."""
 
     def __init__(self, path: str | os.PathLike, save_every: int):
-        if save_every < 1:
-            raise ValueError(f"save_every must be >= 1; got {save_every}")
-        self.path, self.save_every = Path(path), int(save_every)
+        self.path, self.save_every = Path(path), check_int("save_every", save_every, 1)
 
     def on_step(self, leader, record):
         if leader.num_iterations % self.save_every == 0:
@@ -53,7 +61,13 @@ class CheckpointCallback(Callback):
         leader.save(self.path)
 
 
-def as_callbacks(callback) -> list[Callback]:
+def as_callbacks(callback: Any) -> list[Callback]:
+    """``callback`` (a :class:`Callback`, a function ``(leader, record) -> bool | None``, a list of
+    them or None) as a flat list of callbacks.
+
+    Raises:
+        TypeError: for anything else.
+    """
     if callback is None:
         return []
     if isinstance(callback, Callback):

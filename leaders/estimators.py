@@ -2,14 +2,15 @@
 
 Both estimate the decomposable hypergradient (paper Prop. 1, Eq. 8, written for maximisation)::
 
-    dJ/dx = E_ξ E_{π*} Σ_t γ̄^t [ ∂A(s_t,a_t) Ā(s_t,a_t) / λ + ∂r̄_t + γ̄ ∂log P(s_{t+1}|s_t,a_t) V̄(s_{t+1}) ]
+    dJ/dx = E_ξ E_{π*} Σ_t γ̄^t [ ∂A(s_t,a_t) Ā(s_t,a_t) / λ + ∂r̄_t
+                                 + γ̄ ∂log P(s_{t+1}|s_t,a_t) V̄(s_{t+1}) ]
             + E[∂log μ(s_0) V̄(s_0)]
 
 with ``∂Q(s,a) = E Σ_t γ^t [∂r_t + γ ∂log P_{t+1} V_λ(s_{t+1})]`` (Thm 2) and ``∂A = ∂Q − ∂V``.
 
 * :func:`paper_estimate` — paper Alg. 5 with Alg. 2 inside: geometric horizons, √γ-weighted tails,
   restarts of the follower's oracle from ``(s_T, a_T)``. Unbiased.
-* :func:`every_visit_estimate` — the authors' batch estimator (reference notes §2.2): every-visit
+* :func:`every_visit_estimate` — the authors' batch estimator (docs/reference.md §2.2): every-visit
   Monte-Carlo tables of ``∂Q``, ``∂V``, ``Q̄``, ``V̄`` from one on-policy batch. Slightly biased
   (tables and weights share the batch; returns cut at the batch end) but low variance. Tables
   live on the problem's observation cells (state aggregation for continuous observations);
@@ -42,9 +43,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bilevel_envs._kernels import discounted_returns, every_visit_weights
-from bilevel_envs.problem import BilevelProblem, PairwiseObjective
-from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.oracles import TrajectoryOracle
+from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
+from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import HYPERGRADIENT_COMPONENTS, HYPERGRADIENT_TERMS
 
 ESTIMATORS = ("paper", "every_visit", "every_visit_loo", "trajectory")
@@ -291,7 +292,7 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
 # ---------------------------------------------------------------------------- every-visit batch
 def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
                          rollouts: Rollouts, leave_one_out: bool = False) -> WeightedTerms:
-    """The authors' batch estimator (reference notes §2.2, generalised to ∂log P and ∂log μ).
+    """The authors' batch estimator (docs/reference.md §2.2, generalised to ∂log P and ∂log μ).
 
     From one on-policy batch (chains with auto-reset): every-visit tables ``Q̄̂(s,a)``, ``V̄̂(s)``
     of the leader's discounted returns and ``∂Q̂(s,a)``, ``∂V̂(s)`` of the follower's reward-
@@ -418,8 +419,8 @@ def leave_one_out_baseline(values: np.ndarray) -> np.ndarray:
 
 def trajectory_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
                         rollouts: Rollouts, oracle: TrajectoryOracle, rng: np.random.Generator,
-                        n_inner: int = 1, coupled: bool = False,
-                        baseline: bool = True) -> TrajectoryTerms:
+                        n_inner: int = 1, coupled: bool = False, baseline: bool = True,
+                        pairs: TrajectoryPairs | None = None) -> TrajectoryTerms:
     """The trajectory-level (score-function) hypergradient estimate of a pairwise objective.
 
     For ``J(x) = E_{τ0, τ1 ~ π*_x} ℓ(τ0, τ1; x)`` (paper App. B, RLHF) and
@@ -441,12 +442,14 @@ def trajectory_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
         problem: a :class:`~bilevel_envs.problem.PairwiseObjective` problem.
         x: the leader's parameter the follower responded to.
         context: the context of the follower that produced ``rollouts``.
-        rollouts: its rollouts (holding at least one pair, see ``problem.pair_index``).
+        rollouts: its rollouts (holding at least one pair, see ``problem.trajectory_pairs``).
         oracle: its trajectory oracle (restarts from given ``(state, action)``).
         rng: the leader's generator (restarts).
         n_inner: Alg. 2 restart pairs averaged per ``∂Â``.
         coupled: common random numbers for each ∂Q̂/∂V̂ restart pair.
         baseline: subtract the leave-one-out baseline ``b_k`` (else ``b = 0``).
+        pairs: ``problem.trajectory_pairs(rollouts)`` if the caller has it (the leader env's
+            step record does); extracted here otherwise.
 
     Returns:
         :class:`TrajectoryTerms`; ``.total() / .n_samples`` is the mean estimate.
@@ -458,10 +461,11 @@ def trajectory_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     if problem.transitions_depend_on_x or problem.initial_depends_on_x:
         raise ValueError("the trajectory estimator covers problems where x enters the follower's "
                          "reward only (∇log p_x(τ) = Σ_t ∂A/λ); this one also moves P or μ")
-    traj0, traj1 = problem.pairs_from_rollouts(rollouts)
+    if pairs is None:
+        pairs = problem.trajectory_pairs(rollouts)
+    traj0, traj1, pair = pairs.traj0, pairs.traj1, pairs.index
     ell = problem.pair_objective(x, context, traj0, traj1)
     b = leave_one_out_baseline(ell) if baseline else np.zeros_like(ell)
-    pair = problem.pair_index(rollouts)
     paired = pair >= 0
     segment = pair[paired]
     scores = WeightedTerms(problem, x, context)

@@ -22,11 +22,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bilevel_envs.step_record import FollowerStep
+from bilevel_envs.validation import check_int
 from leaders.base import Leader
 from leaders.estimators import (
     BATCH_ESTIMATORS,
     ESTIMATORS,
-    Rollouts,
     every_visit_estimate,
     paper_estimate,
     trajectory_estimate,
@@ -51,7 +52,7 @@ class HPGD(Leader):
             visit weighting its own future — large with many actions, e.g. tax design's 1,250) or
             ``"paper"`` (Alg. 5 with Alg. 2 restarts: unbiased for any problem, but its noise is
             ~10³–10⁴ × the gradient per sample on Four-Rooms because ``∂Â`` is scaled by
-            ``1/(λ(1−γ̄))`` — see the closing note of issue 3 for the measurements). For a
+            ``1/(λ(1−γ̄))`` — measurements in docs/table3.md). For a
             trajectory-level ``J`` (``problem.decomposable`` False, e.g. RLHF): ``"trajectory"``
             (the default there; the score-function form over the pairs of the env's rollouts,
             :func:`~leaders.estimators.trajectory_estimate`). ``None``: the default for the
@@ -96,10 +97,9 @@ class HPGD(Leader):
             raise ValueError(f"estimator={estimator!r} needs discrete follower observations "
                              "or a state aggregation (problem.observation_index); use "
                              "estimator='paper' for this problem")
-        for name, value in (("n_samples", n_samples), ("n_inner", n_inner)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        self.estimator, self.n_samples, self.n_inner = estimator, int(n_samples), int(n_inner)
+        self.estimator = estimator
+        self.n_samples, self.n_inner = check_int("n_samples", n_samples, 1), check_int(
+            "n_inner", n_inner, 1)
         self.coupled_restarts = bool(coupled_restarts)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -110,24 +110,22 @@ class HPGD(Leader):
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
         # The followers respond to x_t; we observe their trajectories (and the env's J estimate).
         reward, info = self.query(self.x)
+        step = self.env.unwrapped.last_step
         grad = np.zeros(self.problem.n_params)
-        for i, (context, weight) in enumerate(zip(info["contexts"], info["context_weights"])):
-            grad += weight * self._follower_gradient(i, context, info)
-        return grad, {"objective_estimate": reward, "contexts": info["contexts"]}
+        for follower in step.followers:
+            grad += follower.weight * self._follower_gradient(follower)
+        return grad, {"objective_estimate": reward, "contexts": step.contexts}
 
-    def _follower_gradient(self, i: int, context: int, info: dict[str, Any]) -> np.ndarray:
-        """The estimate of ``dJ_ξ/dx`` from follower ``i`` of the last env step."""
-        env = self.env.unwrapped
-        oracle = env.last_oracles[i]
+    def _follower_gradient(self, follower: FollowerStep) -> np.ndarray:
+        """The estimate of ``dJ_ξ/dx`` from one follower of the last env step."""
         if self.estimator == "paper":
-            terms = paper_estimate(self.problem, self.x, context, oracle, self.rng,
-                                   self.n_samples, self.n_inner, self.coupled_restarts)
+            terms = paper_estimate(self.problem, self.x, follower.context, follower.oracle,
+                                   self.rng, self.n_samples, self.n_inner, self.coupled_restarts)
             return terms.total() / self.n_samples
-        chains = slice(i * env.n_envs, (i + 1) * env.n_envs)
-        rollouts = Rollouts.from_dict({k: v[chains] for k, v in info["rollouts"].items()})
         if self.estimator in BATCH_ESTIMATORS:
-            return every_visit_estimate(self.problem, self.x, context, rollouts,
+            return every_visit_estimate(self.problem, self.x, follower.context, follower.rollouts,
                                         leave_one_out=self.estimator == "every_visit_loo").total()
-        terms = trajectory_estimate(self.problem, self.x, context, rollouts, oracle, self.rng,
-                                    self.n_inner, self.coupled_restarts)
+        terms = trajectory_estimate(self.problem, self.x, follower.context, follower.rollouts,
+                                    follower.oracle, self.rng, self.n_inner,
+                                    self.coupled_restarts, pairs=follower.pairs)
         return terms.total() / terms.n_samples

@@ -32,6 +32,7 @@ import numpy as np
 
 from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.oracles import make_oracle
+from bilevel_envs.validation import check_int
 from leaders.base import Leader
 from leaders.estimators import COMPONENTS, paper_estimate
 
@@ -64,9 +65,9 @@ class HPGDRTQ(Leader):
                              f"{type(self.problem).__name__} has none")
         for name, value, minimum in (("levels", levels, 2), ("steps_scale", steps_scale, 1),
                                      ("n_samples", n_samples, 1)):
-            if not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-        self.levels, self.steps_scale, self.n_samples = int(levels), int(steps_scale), int(n_samples)
+            check_int(name, value, minimum)
+        self.levels, self.steps_scale = int(levels), int(steps_scale)
+        self.n_samples = int(n_samples)
         self.soft_q_kwargs = dict(soft_q_kwargs or {})
         self.soft_q = SoftQLearning(**self.soft_q_kwargs)
         self.coupled_restarts = bool(coupled_restarts)
@@ -98,22 +99,22 @@ class HPGDRTQ(Leader):
         return dict(zip(COMPONENTS, grad)), info
 
     def _telescoped(self, by_term: bool) -> tuple[np.ndarray, dict[str, Any]]:
-        xi = self.problem.sample_context(self.rng)
+        context = self.problem.sample_context(self.rng)
         k = 1 + int(self.rng.choice(self.levels - 1, p=self.truncation_probs))
         t1, tk, tk1 = self.schedule[0], self.schedule[k - 1], self.schedule[k]
         seed = int(self.rng.integers(0, 2**31 - 1))
         pi_1, pi_k, pi_k1 = (r.policy for r in self.soft_q.learn_iterates(
-            self.problem, self.x, xi, [t1, tk, tk1], seed=seed))
+            self.problem, self.x, context, [t1, tk, tk1], seed=seed))
 
-        g_1 = self._alg5_mean(xi, pi_1, self.n_samples, by_term)
+        g_1 = self._alg5_mean(context, pi_1, self.n_samples, by_term)
         n = 2**k * self.n_samples
         shared = self.rng.bit_generator.state
-        g_k1 = self._alg5_mean(xi, pi_k1, n, by_term)
+        g_k1 = self._alg5_mean(context, pi_k1, n, by_term)
         self.rng.bit_generator.state = shared  # common random numbers for the pair
-        g_k = self._alg5_mean(xi, pi_k, n, by_term)
+        g_k = self._alg5_mean(context, pi_k, n, by_term)
         grad = g_1 + (g_k1 - g_k) / self.truncation_probs[k - 1]
-        return grad, {"objective_estimate": self._objective_estimate(xi, pi_k1),
-                      "contexts": [xi], "truncation_level": k, "lower_level_steps": tk1}
+        return grad, {"objective_estimate": self._objective_estimate(context, pi_k1),
+                      "contexts": [context], "truncation_level": k, "lower_level_steps": tk1}
 
     def _objective_estimate(self, context: int, policy, n_envs: int = 16) -> float:
         """Monte-Carlo ``J_ξ`` of the finest policy: ``n_envs`` episodes of at most
@@ -127,11 +128,11 @@ class HPGDRTQ(Leader):
         """The estimate of HPGD with vanilla soft Q-learning at ``t_K`` (paper Alg. 7) and its
         lower-level step count, for comparison with RT-Q (Table 2); ``by_term``: the estimate
         as a ``(len(COMPONENTS), d)`` array, one row per component."""
-        xi = self.problem.sample_context(self.rng)
+        context = self.problem.sample_context(self.rng)
         seed = int(self.rng.integers(0, 2**31 - 1))
-        (response,) = self.soft_q.learn_iterates(self.problem, self.x, xi, [self.schedule[-1]],
+        (response,) = self.soft_q.learn_iterates(self.problem, self.x, context, [self.schedule[-1]],
                                                  seed=seed)
-        return self._alg5_mean(xi, response.policy, self.n_samples, by_term), self.schedule[-1]
+        return self._alg5_mean(context, response.policy, self.n_samples, by_term), self.schedule[-1]
 
     def _alg5_mean(self, context: int, policy, n: int, by_term: bool = False) -> np.ndarray:
         """The mean of ``n`` Alg. 5 estimates with the follower's ``policy``: ``(d,)``, or

@@ -10,7 +10,8 @@ follower. Two oracle queries per iteration:
         x_{t+1} ← Π_X(x_t + α clip(ĝ))
 
 Both queries run under the env's common random numbers when it offers them (the same contexts and
-rollout randomness for both points), as the authors' sampled-context evaluation did (notes §3.2).
+rollout randomness for both points), as the authors' sampled-context evaluation did
+(docs/reference.md §3.2).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bilevel_bench.cli import build_parser, main
-from bilevel_bench.experiments.table3 import (ALGORITHMS, TABLE3_CELLS, cell_name, load_selection)
+from bilevel_bench.experiments.table3 import ALGORITHMS, TABLE3_CELLS, cell_name, load_selection
 
 
 @pytest.fixture
@@ -53,16 +53,17 @@ def test_slip_mismatch_example_samples_from_its_own_simulator():
     the env's trajectories come from it, the follower and J from the 0.56 model."""
     import numpy as np
 
+    from bilevel_bench.experiments.table3 import table3_spec
     from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
     from bilevel_envs.oracles import sampling_tables
     from examples.table3_slip_mismatch import SIMULATOR_MOVE_PROB, mismatched_leader
-    from bilevel_bench.experiments.table3 import table3_spec
 
     leader = mismatched_leader(table3_spec("hpgd", 0.003, 1.0, 0, 0.5))
     env = leader.env.unwrapped
     env.reset(seed=0)
     env.step(leader.x)
-    oracle, context = env.last_oracles[0], env.last_contexts[0]
+    follower = env.last_step.followers[0]
+    oracle, context = follower.oracle, follower.context
     simulator = FourRoomsShaping(lam=0.003, beta=1.0, move_prob=SIMULATOR_MOVE_PROB)
     for problem, same in ((simulator, True), (env.problem, False)):
         cdf = sampling_tables(problem.tabular(leader.x, context))[1]

@@ -1,13 +1,20 @@
 """Contract design: instances, closed forms of the project, exact gradients, env vs model,
 checkers."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.optimize import minimize_scalar
 
-import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
+from bilevel_envs.envs.contract_design.closed_forms import (
+    cheapest_effort_bonus,
+    project_hard_optimum,
+    project_objective_closed_form,
+    project_optimum,
+)
+from bilevel_envs.envs.contract_design.envs import ContractAgentEnv
 from bilevel_envs.envs.contract_design.model import (
     HIGH,
     INSTANCES,
@@ -21,15 +28,8 @@ from bilevel_envs.envs.contract_design.model import (
     tree_spec,
 )
 from bilevel_envs.envs.contract_design.problem import ContractDesign
-from bilevel_envs.envs.contract_design.closed_forms import (
-    cheapest_effort_bonus,
-    project_hard_optimum,
-    project_objective_closed_form,
-    project_optimum,
-)
-from bilevel_envs.envs.contract_design.envs import ContractAgentEnv
-from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
+from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import evaluate_policy
 from tests.conftest import check_env_strict, z_score
 
@@ -439,7 +439,7 @@ def test_follower_env_rejects_unknown_render_mode():
 
 def test_reset_state_option_is_validated():
     env = ContractAgentEnv(instance="tree")
-    with pytest.raises(ValueError, match=r"options\['state'\] must be a state index in 0..14"):
+    with pytest.raises(ValueError, match=r"options\['state'\] must be an integer in 0..14"):
         env.reset(options={"state": 15})
 
 

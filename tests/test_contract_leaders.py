@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from bilevel_bench.cli import main as bench
+from bilevel_bench.experiments import contract
 from bilevel_envs.envs.contract_design import closed_forms as cd
 from bilevel_envs.exact import ExactSolver
 from leaders import AMD
 from leaders.optim import clip_by_norm
-from bilevel_bench.cli import main as bench
-from bilevel_bench.experiments import contract
 
 #: iterations per leader: HPGD's estimates average both types before clipping and converge
 #: fast; AMD (one sampled type per step) and zero-order (one random direction per step) need
@@ -64,7 +64,7 @@ def test_clipping_sampled_type_gradients_moves_the_fixed_point():
     gamma = problem.gamma
 
     def slopes(u):
-        g = solver.context_values(np.array([u, 0.0, 0.0, 0.0]), with_gradient=True).gradient
+        g = solver.per_context(np.array([u, 0.0, 0.0, 0.0]), with_gradient=True).gradient
         clipped = np.mean([clip_by_norm(gi, 1.0) for gi in g], axis=0)
         full = problem.context_probs @ g
         return clipped[0] + gamma * clipped[2], full[0] + gamma * full[2]

@@ -6,8 +6,8 @@ model (:func:`bilevel_envs.tabular.hypergradient_terms`). A check passes when th
 term's estimates is within ``Z_MAX`` measured standard errors of its exact value along every
 coordinate and along the exact term's direction; the same samples with the term scaled by 0.95
 and by 1.05 must fail it (``tests/term_checks.py``). The docstrings give the |z| the controls
-reach, as measured with the seeds below (with -5 % and +5 % they differ: the estimator's own error adds to one
-and subtracts from the other).
+reach with the seeds below (−5 % and +5 % differ: the estimator's own error, a fraction of a
+standard error, adds to one and subtracts from the other).
 
 The problems are chosen for power: tiny Garnet instances (2 states, 2 actions, 2 parameters),
 short horizons, rewards centred so that the values the score terms multiply have mean 0.

@@ -6,9 +6,9 @@ import pytest
 
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
 
 
@@ -16,7 +16,7 @@ def _estimates(problem, x, n_samples, seed, drop=None):
     """``(n_samples, d)`` context-weighted Alg. 5 estimates and the exact ``dJ/dx``."""
     solver = ExactSolver(problem, tol=1e-12)
     _, solution, _ = solver.solve(x)
-    values = solver.context_values(x, with_gradient=True)
+    values = solver.per_context(x, with_gradient=True)
     weights = problem.context_probs
     rng = np.random.default_rng(seed)
     per_sample = 0.0

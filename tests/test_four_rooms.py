@@ -1,11 +1,12 @@
 """Four-Rooms: layout, the Gymnasium env against the tabular model, env checkers."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from scipy import stats
 
-import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
+from bilevel_envs.envs.four_rooms.envs import FourRoomsEnv
 from bilevel_envs.envs.four_rooms.model import (
     CELLS,
     GOAL_STATES,
@@ -15,7 +16,6 @@ from bilevel_envs.envs.four_rooms.model import (
     TARGET_STATE,
     softmax,
 )
-from bilevel_envs.envs.four_rooms.envs import FourRoomsEnv
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from tests.conftest import check_env_strict
 from tests.term_checks import slip_chi_square_p
@@ -133,7 +133,7 @@ def test_per_transition_terms_match_model():
 
 def test_reset_state_option_is_validated():
     env = FourRoomsEnv()
-    with pytest.raises(ValueError, match=r"options\['state'\] must be a cell index in 0..103"):
+    with pytest.raises(ValueError, match=r"options\['state'\] must be an integer in 0..103"):
         env.reset(options={"state": 104})
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilevel_teaching import ASSIGNMENTS, assignment_module, grade
-from bilevel_teaching import core
+from bilevel_teaching import ASSIGNMENTS, assignment_module, core, grade
 from bilevel_teaching.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,14 +241,14 @@ def test_statistical_checks_are_reproducible(monkeypatch):
 
 @pytest.mark.parametrize("context", [0, 1])
 def test_exact_terms_sum_to_the_library_hypergradient(context):
-    from bilevel_teaching.assignments import hpgd_estimator as g
     from bilevel_envs.exact import ExactSolver
     from bilevel_envs.tabular import leader_values
+    from bilevel_teaching.assignments import hpgd_estimator as g
 
     su = g.setup(context)
     problem = g._problem()
     solver = ExactSolver(problem, tol=1e-13)
-    values = solver.context_values(su.x, [context], with_gradient=True)
+    values = solver.per_context(su.x, [context], with_gradient=True)
     np.testing.assert_allclose(su.exact.gradient, values.gradient[0], rtol=1e-9, atol=1e-12)
     # ∂V = Σ_a π ∂Q and Σ_a π ∂A = 0 (policy held fixed)
     np.testing.assert_allclose(np.einsum("sa,sad->sd", su.exact.pi, su.exact.da), 0, atol=1e-12)

@@ -120,7 +120,7 @@ def test_vat_derivative_of_utility_matches_finite_differences(variant):
 
 def test_vat_derivative_is_zero_not_nan_when_a_consumption_is_zero():
     """Zero consumption of a good with α > 0: C ≡ 0 in y, so ∂C/∂y = 0 (the authors' code got
-    NaN there and substituted −0.1, notes §7.15)."""
+    NaN there and substituted −0.1, docs/reference.md §7.15)."""
     p = hh.make_params()
     cons = np.array([[0.0, 2.5, 5.0], [1.25, 0.0, 0.0]])
     grad = hh.grad_consumption_utility_vat(cons, np.full(3, 0.3), p.alpha[0], np.ones(3))

@@ -110,7 +110,7 @@ def test_households_transition_like_the_tabular_model():
 @pytest.mark.parametrize("kwargs, error, pattern", [
     ({"households": [0, 2]}, KeyError, r"unknown household group 2 in households; expected an "
                                        r"index in 0..1"),
-    ({"households": {0: -1}}, ValueError, r"households counts must be non-negative integers"),
+    ({"households": {0: -1}}, ValueError, r"households\[0\] \(a count\) must be an integer >= 0"),
     ({"households": []}, ValueError, r"households must name at least one household"),
     ({"households": "all"}, ValueError, r"households must be a list of preference groups"),
     ({"x": np.full(4, 2.5)}, ValueError, r"x is outside x_space: x\[0\] = 2.5 is not in \[0, 2\]"),

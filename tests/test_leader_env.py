@@ -3,13 +3,13 @@
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-import gymnasium as gym
 import bilevel_envs
-from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.exact import ExactSolver
+from bilevel_envs.rollouts import Rollouts
 from tests.conftest import check_env_strict
 
 SMALL = {"n_envs": 2, "n_rollout_steps": 50}

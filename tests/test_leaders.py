@@ -7,8 +7,8 @@ import pytest
 import bilevel_envs  # noqa: F401
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
-from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.exact import ExactSolver
+from bilevel_envs.leader_env import LeaderEnv
 from leaders import AMD, HPGD, Callback, CheckpointCallback, ZeroOrder
 from leaders.amd import AMDTables, amd_gradient, amd_sweep
 
@@ -30,7 +30,7 @@ def test_amd_sweeps_converge_to_the_exact_hypergradient(problem, sweeps):
         for _ in range(sweeps):
             tables = amd_sweep(model, tables, problem.lam)
         value, grad = amd_gradient(model, tables, problem.lam)
-        exact = ExactSolver(problem, tol=1e-13).context_values(x, [context], with_gradient=True)
+        exact = ExactSolver(problem, tol=1e-13).per_context(x, [context], with_gradient=True)
         assert value == pytest.approx(float(exact.objective[0]), abs=1e-9)
         np.testing.assert_allclose(grad, exact.gradient[0], atol=1e-6, rtol=0)
 
@@ -40,7 +40,7 @@ def test_amd_exact_inner_solve_equals_exact_hypergradient():
     leader = AMD(env, inner="exact", seed=0)
     grad, info = leader.estimate_gradient()
     xi = info["contexts"][0]
-    exact = ExactSolver(leader.problem).context_values(leader.x, [xi], with_gradient=True)
+    exact = ExactSolver(leader.problem).per_context(leader.x, [xi], with_gradient=True)
     np.testing.assert_allclose(grad, exact.gradient[0], atol=1e-8)
 
 
@@ -182,7 +182,7 @@ def test_iterates_stay_in_the_box():
     (lambda: HPGD(four_rooms(), estimator="magic"), r"estimator must be one of"),
     (lambda: HPGD(four_rooms(), learning_rate=-1.0), r"learning_rate must be a positive"),
     (lambda: HPGD(four_rooms(), optimizer="lbfgs"), r"optimizer must be one of"),
-    (lambda: HPGD(four_rooms(), n_samples=0), r"n_samples must be a positive integer"),
+    (lambda: HPGD(four_rooms(), n_samples=0), r"n_samples must be an integer >= 1"),
     (lambda: AMD(four_rooms(), inner="magic"), r"inner must be one of"),
     (lambda: ZeroOrder(four_rooms(), perturbation_constant=0.0), r"perturbation_constant"),
     (lambda: HPGD(four_rooms(), x0=np.zeros(3)), r"x0 must have shape \(105,\)"),

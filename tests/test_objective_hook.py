@@ -1,15 +1,15 @@
 """The trajectory-level objective hook: ``BilevelProblem.decomposable`` and ``estimate_objective``
 (used by LeaderEnv) and the exact layer's dispatch."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-import gymnasium as gym
 import bilevel_envs  # noqa: F401
 from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 
 
 class MeanActionObjective(GarnetProblem):

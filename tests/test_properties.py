@@ -1,11 +1,12 @@
-"""Property-based hardening: every registered env and every leader, random valid and invalid input."""
+"""Property-based hardening: every registered env and every leader, random valid and invalid
+input."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gymnasium as gym
 import bilevel_envs
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.followers import TabularPolicy

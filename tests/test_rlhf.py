@@ -1,26 +1,26 @@
 """RLHF as bilevel RL: follower solver, score table, exact J and ∇J by enumeration, estimators,
 metrics, env vs model, checkers."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from scipy import stats
 
-import gymnasium as gym
 import bilevel_envs  # noqa: F401  (registers the ids)
 from bilevel_envs.envs.four_rooms import model as fr
 from bilevel_envs.envs.rlhf.envs import PreferenceGridEnv
 from bilevel_envs.envs.rlhf.model import (
-    Annotator,
     INSTANCES,
+    Annotator,
     TrajectoryBatch,
     enumerate_trajectories,
     log_sigmoid,
     teacher_label_prob,
 )
 from bilevel_envs.envs.rlhf.problem import RLHFProblem
+from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.tabular import expected_next, policy_transitions, soft_policy_iteration
 from tests.conftest import check_env_strict, z_score
 
@@ -41,7 +41,8 @@ def sample_pairs(problem, x, n_pairs, seed, context=0):
     policy = TabularPolicy(problem.policy(x).reshape(H * S, A))
     oracle = TabularOracle(problem, x, context, policy)
     rollouts = oracle.rollout(np.random.default_rng(seed), 2 * n_pairs, H)
-    return problem.pairs_from_rollouts(rollouts)
+    pairs = problem.trajectory_pairs(rollouts)
+    return pairs.traj0, pairs.traj1
 
 
 # ---------------------------------------------------------------------------- the MDPs
@@ -275,11 +276,11 @@ def test_leader_env_reward_is_an_unbiased_estimate_of_exact_J():
     x = random_x(problem, 7)
     _, reward, terminated, truncated, info = env.step(x)
     assert not terminated and not truncated
-    traj_sets = [problem.pairs_from_rollouts({k: v[c * 40_000:(c + 1) * 40_000]
-                                              for k, v in info["rollouts"].items()})
+    traj_sets = [problem.trajectory_pairs({k: v[c * 40_000:(c + 1) * 40_000]
+                                           for k, v in info["rollouts"].items()})
                  for c in (0, 1)]
-    se = 0.5 * np.sqrt(sum(problem.pair_objective(x, c, *pairs).var() / 20_000
-                           for c, pairs in enumerate(traj_sets)))
+    se = 0.5 * np.sqrt(sum(problem.pair_objective(x, c, p.traj0, p.traj1).var() / 20_000
+                           for c, p in enumerate(traj_sets)))
     assert z_score(reward, exact_objective(problem, x), se) < 4
     assert info["labels"].shape == (2, 20_000) and set(np.unique(info["labels"])) <= {0, 1}
     assert 0 <= info["preference_accuracy"] <= 1 and info["true_regret"] > 0
@@ -292,8 +293,9 @@ def test_leader_env_metrics_against_problem_functions():
     problem = env.unwrapped.problem
     x = random_x(problem, 8)
     _, reward, _, _, info = env.step(x)
-    traj0, traj1 = problem.pairs_from_rollouts(info["rollouts"])
-    assert len(traj0) == 64
+    pairs = problem.trajectory_pairs(info["rollouts"])
+    traj0, traj1 = pairs.traj0, pairs.traj1
+    assert len(traj0) == 64 and pairs is not env.unwrapped.last_step.followers[0].pairs
     assert reward == pytest.approx(problem.pair_objective(x, 0, traj0, traj1).mean())
     assert info["log_likelihood"] == pytest.approx(
         problem.log_likelihood(x, traj0, traj1, info["labels"][0]).mean())
@@ -323,7 +325,7 @@ def test_trajectories_from_longer_rollouts_and_wrong_rollouts():
     with pytest.raises(ValueError, match="not time-augmented episodes"):
         problem.trajectories_from_rollouts(other)
     with pytest.raises(ValueError, match="a pair needs two"):
-        problem.pairs_from_rollouts(r.to_dict() | {k: v[:1, :3] for k, v in r.to_dict().items()})
+        problem.trajectory_pairs(r.to_dict() | {k: v[:1, :3] for k, v in r.to_dict().items()})
 
 
 # ---------------------------------------------------------------------------- follower env
@@ -483,8 +485,8 @@ def test_follower_env_rejects_bad_x_context_and_state():
     with pytest.raises(KeyError, match=r"unknown context 2; expected an index in 0..1"):
         PreferenceGridEnv(context=2, annotators="two")
     env = PreferenceGridEnv()
-    with pytest.raises(ValueError, match=r"options\['state'\] must be an index t·S \+ s in "
-                                         r"0..127"):
+    with pytest.raises(ValueError, match=r"options\['state'\] \(an index t·S \+ s\) must be an "
+                                         r"integer in 0..127"):
         env.reset(options={"state": 128})
 
 

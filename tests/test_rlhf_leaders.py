@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_envs.envs.rlhf import problem as rlhf
 from bilevel_envs.envs.contract_design.problem import ContractDesign
+from bilevel_envs.envs.rlhf import problem as rlhf
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.oracles import TabularOracle
@@ -101,8 +101,8 @@ def test_pair_index_labels_the_transitions_of_each_pair():
     oracle, _ = oracle_and_rollouts(problem, x, 1, seed=0)
     # Longer chains: several episodes per chain, the last one cut by the batch end.
     rollouts = oracle.rollout(np.random.default_rng(0), 3, 3 * problem.trajectory_length + 5)
-    traj0, traj1 = problem.pairs_from_rollouts(rollouts)
-    index = problem.pair_index(rollouts)
+    pairs = problem.trajectory_pairs(rollouts)
+    traj0, traj1, index = pairs.traj0, pairs.traj1, pairs.index
     assert index.max() == len(traj0) - 1 == 3  # 9 complete episodes: 4 pairs, one left over
     S = problem.n_states
     for k in range(len(traj0)):

@@ -5,10 +5,10 @@ import pytest
 
 from bilevel_envs._kernels import discounted_accumulation, discounted_returns
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
+from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import GymOracle, TabularOracle, make_oracle
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.exact import ExactSolver
 
 
 @pytest.fixture(scope="module")

@@ -47,17 +47,17 @@ def test_trains_through_the_leader_env_with_warm_starts(algo):
     budget = BUDGETS[algo]["total_timesteps"]
     assert (first["warm_started"], second["warm_started"]) == (False, True)
     assert first["num_timesteps"] >= budget and second["num_timesteps"] >= 2 * budget
-    probs = env.last_responses[0].policy.action_probs(ALL_STATES)
+    probs = env.last_step.followers[0].response.policy.action_probs(ALL_STATES)
     assert probs.shape == (104, 4) and probs.dtype == np.float64
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=0, atol=1e-12)
-    exact = env.exact_values(np.zeros(105), env.last_contexts, env.last_responses)
+    exact = env.exact_values()
     assert np.all(np.isfinite(exact))
 
 
 @pytest.mark.parametrize("algo", ["PPO", "DQN"])
 def test_same_seed_same_policy_different_seed_different(algo):
     runs = [_leader_run(BUDGETS[algo], seed=s)[0] for s in (3, 3, 4)]
-    probs = [r.last_responses[0].policy.action_probs(ALL_STATES) for r in runs]
+    probs = [r.last_step.followers[0].response.policy.action_probs(ALL_STATES) for r in runs]
     np.testing.assert_array_equal(probs[0], probs[1])
     assert not np.array_equal(probs[0], probs[2])
 
@@ -166,7 +166,8 @@ def test_generic_gymnasium_oracle_samples_the_sb3_policy():
     env.reset(seed=0)
     info = env.step(np.zeros(105))[4]
     rollouts = info["rollouts"]
-    probs = env.unwrapped.last_responses[0].policy.action_probs(rollouts["obs"].ravel())
+    probs = env.unwrapped.last_step.followers[0].response.policy.action_probs(
+        rollouts["obs"].ravel())
     np.testing.assert_allclose(rollouts["action_probs"].ravel(),
                                probs[np.arange(probs.shape[0]), rollouts["actions"].ravel()])
 

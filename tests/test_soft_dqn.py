@@ -103,7 +103,7 @@ def test_follower_through_the_leader_env_is_seeded():
         env = gym.make("bilevel/FourRoomsShaping-v0", **kwargs)
         env.reset(seed=2)
         stats.append([env.step(np.zeros(105))[4]["follower_stats"] for _ in range(2)])
-        response = env.unwrapped.last_responses[0]
+        response = env.unwrapped.last_step.followers[0].response
         probs.append(response.policy.action_probs(np.arange(104)))
     np.testing.assert_array_equal(probs[0], probs[1])
     assert stats[0] == stats[1] and stats[0][1][0]["algo"] == "SoftDQN"

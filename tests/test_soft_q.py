@@ -9,8 +9,7 @@ import pytest
 import bilevel_envs  # noqa: F401  (registers the env ids)
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
-from bilevel_envs.followers import make_follower
-from bilevel_envs.followers import soft_q
+from bilevel_envs.followers import make_follower, soft_q
 from bilevel_envs.followers.soft_q import SoftQLearning, SoftQState, soft_q_steps
 from bilevel_envs.tabular import soft_max_value, soft_policy_iteration, softmax_policy
 from tests.conftest import check_env_strict
@@ -198,7 +197,7 @@ def test_leader_env_with_soft_q_follower_is_seeded_and_passes_the_checker():
         env.reset(seed=seed)
         steps = [env.step(np.zeros(105)) for _ in range(2)]
         return ([(s[1], s[4]["follower_stats"]) for s in steps],
-                env.unwrapped.last_responses[0].policy.table)
+                env.unwrapped.last_step.followers[0].response.policy.table)
 
     (steps_a, table_a), (steps_b, table_b) = run(1), run(1)
     assert steps_a == steps_b

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from bilevel_bench.runner import result_path, run_specs, spec_key
 from bilevel_bench.experiments.table3 import run_spec, table3_spec
+from bilevel_bench.runner import result_path, run_specs, spec_key
 
 
 def tiny_specs(n_seeds=2, iterations=40):

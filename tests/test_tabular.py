@@ -19,10 +19,11 @@ SANITY = {0.001: (-0.1475, 0.726), 0.003: (-0.1443, 0.546), 0.005: (-0.1293, 0.4
 @pytest.mark.parametrize("lam", sorted(SANITY))
 def test_sanity_values_from_reference_notes(lam):
     problem = FourRoomsShaping(lam=lam, beta=1.0, move_prob=0.56)
-    values = ExactSolver(problem, tol=1e-12).context_values(np.zeros(105)).objective
+    values = ExactSolver(problem, tol=1e-12).per_context(np.zeros(105)).objective
     g1, g2 = SANITY[lam]
-    # G1 is insensitive to the reference's random N(0, 0.01²) init; G2's policy is near a tie
-    # between two routes, so the notes' value at a random init differs in the third decimal.
+    # G1 is insensitive to the authors' random N(0, 0.01²) init; G2's policy is near a tie
+    # between two routes, so the authors' value (docs/reference.md §1.6) at a random init
+    # differs in the third decimal.
     assert values[0] == pytest.approx(g1, abs=5e-4)
     assert values[1] == pytest.approx(g2, abs=0.01)
     if lam == 0.001:  # the issue's statement: about −0.147 and 0.72
@@ -79,7 +80,7 @@ def test_warm_start_needs_few_iterations():
 def test_exact_objective_is_context_average():
     problem = FourRoomsShaping(lam=0.003, beta=2.0)
     x = np.random.default_rng(3).normal(size=105)
-    per_context = ExactSolver(problem).context_values(x).objective
+    per_context = ExactSolver(problem).per_context(x).objective
     assert exact_objective(problem, x) == pytest.approx(per_context.mean(), abs=1e-12)
 
 

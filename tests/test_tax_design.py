@@ -2,23 +2,25 @@
 Gymnasium env), the vectorised simulator, the registered envs and bad input."""
 
 import pickle
+import subprocess
+import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-import gymnasium as gym
 import bilevel_envs
-from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
-from bilevel_envs.envs.tax_design.followers import GridPolicy, GridSoftVI
+from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.envs import HouseholdEnv, default_follower
-from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.envs.tax_design.followers import GridPolicy, GridSoftVI
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
-from bilevel_envs.followers import FOLLOWERS, TabularPolicy
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.exact import ExactSolver, exact_hypergradient
+from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import GymOracle, TabularOracle, make_oracle
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel, leader_values
-from bilevel_envs.exact import ExactSolver, exact_hypergradient
 from tests.conftest import check_env_strict
 from tests.test_household import chi_square_p, moments_agree
 
@@ -360,12 +362,22 @@ def test_grid_policy_reads_continuous_assets_by_cell():
     np.testing.assert_array_equal(policy.cells(np.array([[edges[3] + 0.01], [100.0]])), [3, 20])
 
 
-def test_default_followers(monkeypatch):
+def test_default_followers():
     assert default_follower(True) == "soft_vi"
-    monkeypatch.delitem(FOLLOWERS, "soft_dqn", raising=False)
-    assert default_follower(False) == "grid_soft_vi"
-    monkeypatch.setitem(FOLLOWERS, "soft_dqn", "some.module:SoftDQN")
-    assert default_follower(False) == "soft_dqn"
+    assert default_follower(False) == "soft_dqn"  # the sb3 extra is installed here
+
+
+def test_default_follower_without_the_sb3_extra():
+    # A fresh interpreter where stable_baselines3 cannot be imported (an install without the
+    # extra): the continuous-asset default falls back to the exact grid follower.
+    code = ("import sys; sys.modules['stable_baselines3'] = None\n"
+            "from bilevel_envs.envs.tax_design.envs import default_follower\n"
+            "from bilevel_envs.followers import follower_available\n"
+            "print(default_follower(False), follower_available('soft_dqn'), "
+            "follower_available('soft_vi'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["grid_soft_vi", "False", "True"]
 
 
 # ---------------------------------------------------------------------------- registered envs
@@ -411,7 +423,7 @@ def test_leader_env_uses_the_simulator_and_is_seeded():
         env = gym.make("bilevel/TaxDesign-v0", **GRID, **SMALL)
         env.reset(seed=seed)
         out = [env.step(np.full(4, 0.3 + 0.1 * k)) for k in range(2)]
-        assert isinstance(env.unwrapped.last_oracles[0], HouseholdOracle)
+        assert isinstance(env.unwrapped.last_step.followers[0].oracle, HouseholdOracle)
         return out
 
     a, b, c = run(3), run(3), run(4)
@@ -519,7 +531,7 @@ def test_bad_constructor_arguments(make, error, pattern):
 @pytest.mark.parametrize("kwargs, state, pattern", [
     ({}, 150.0, r"options\['state'\] must be one asset level in \[-100, 100\]; got 150.0"),
     ({}, np.nan, r"options\['state'\] must be one asset level"),
-    ({"asset_cells": 41}, 41, r"options\['state'\] must be an asset cell index in 0..40"),
+    ({"asset_cells": 41}, 41, r"options\['state'\] \(an asset cell\) must be an integer in 0..40"),
 ])
 def test_reset_state_option_is_validated(kwargs, state, pattern):
     env = gym.make("bilevel/Household-v0", **kwargs)

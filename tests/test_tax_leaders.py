@@ -11,13 +11,13 @@ import pytest
 
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.tax_design.followers import GridSoftVI
-from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
+from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
+from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.exact import ExactSolver
-from leaders.optim import check_clip_groups, clip_by_norm
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
+from leaders.optim import check_clip_groups, clip_by_norm
 from tests.conftest import z_score
 
 X = np.array([0.45, 0.2, 0.35, 0.6])  # income tax below its optimum (≈ 0.62), VATs spread

@@ -24,7 +24,6 @@ import numpy as np
 
 from bilevel_bench.runner import (
     ALGORITHM_LABELS,
-    validate_instance_spec,
     add_runner_arguments,
     group_runs,
     instance_spec,
@@ -34,6 +33,7 @@ from bilevel_bench.runner import (
     pyplot,
     save_figure,
     spec_key,
+    validate_instance_spec,
     write_summary,
 )
 

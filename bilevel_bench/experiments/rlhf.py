@@ -25,7 +25,6 @@ import numpy as np
 
 from bilevel_bench.runner import (
     ALGORITHM_LABELS,
-    validate_instance_spec,
     add_runner_arguments,
     group_runs,
     instance_spec,
@@ -35,8 +34,10 @@ from bilevel_bench.runner import (
     pyplot,
     save_figure,
     spec_key,
+    validate_instance_spec,
     write_summary,
 )
+from bilevel_envs.validation import check_int
 
 NAME = "rlhf"
 ENV_ID = "bilevel/RLHF-v0"
@@ -84,12 +85,11 @@ def evaluate(problem, x: np.ndarray, n_pairs: int = 2000, seed: int = 0,
     bound), the exact ``true_regret`` of ``π*_x`` and, with ``exact=True``, the enumerated
     ``exact_objective``. Same ``seed`` → same pairs and labels for the same ``x``.
     """
+    from bilevel_envs.exact import exact_objective
     from bilevel_envs.followers import TabularPolicy
     from bilevel_envs.oracles import TabularOracle
-    from bilevel_envs.exact import exact_objective
 
-    if not (isinstance(n_pairs, (int, np.integer)) and n_pairs >= 2):
-        raise ValueError(f"n_pairs must be an integer >= 2; got {n_pairs!r}")
+    check_int("n_pairs", n_pairs, 2)
     rng = np.random.default_rng(seed)
     pi = problem.policy(x)
     H, S, A = pi.shape
@@ -97,7 +97,8 @@ def evaluate(problem, x: np.ndarray, n_pairs: int = 2000, seed: int = 0,
     ell, accuracy, regret = [], [], []
     for context in range(problem.n_contexts):
         oracle = TabularOracle(problem, x, context, policy)
-        traj0, traj1 = problem.pairs_from_rollouts(oracle.rollout(rng, 2 * n_pairs, H))
+        pairs = problem.trajectory_pairs(oracle.rollout(rng, 2 * n_pairs, H))
+        traj0, traj1 = pairs.traj0, pairs.traj1
         labels = problem.sample_labels(context, traj0, traj1, rng)
         ell.append(problem.pair_objective(x, context, traj0, traj1))
         accuracy.append(problem.preference_accuracy(x, context, traj0, traj1, labels))

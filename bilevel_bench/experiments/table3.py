@@ -1,6 +1,6 @@
 """The paper's Four-Rooms Table 3 (and Fig. 1b, Fig. 2): specs, runs, aggregation, figures.
 
-Table 3 metric (reference notes §4, our decision in shared/reference/README.md): per run, the
+Table 3 metric (docs/reference.md §4 and §8): per run, the
 mean of the exact context-averaged ``J(x_t)`` over the last 1,000 pre-update iterates; per cell
 and algorithm, the best learning rate (and C) of the paper's grid by mean score; mean over seeds
 ± standard error with ``ddof=0``. The authors' variant (the sampled context's exact value only)
@@ -20,9 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from bilevel_bench.runner import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
-                               add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
-                               trailing_mean)
+from bilevel_bench.runner import (
+    ALGORITHM_COLOURS,
+    ALGORITHM_LABELS,
+    FieldCheck,
+    add_runner_arguments,
+    check_fields,
+    pyplot,
+    save_figure,
+    spec_key,
+    trailing_mean,
+)
 
 NAME = "table3"
 ENV_ID = "bilevel/FourRoomsShaping-v0"
@@ -42,7 +50,7 @@ PAPER_TABLE3 = {
     (0.005, 3.0): {"hpgd": (1.01, 0.002), "amd": (1.13, 0.004), "zero_order": (1.02, 0.027)},
     (0.005, 5.0): {"hpgd": (0.87, 0.003), "amd": (0.97, 0.009), "zero_order": (0.79, 0.027)},
 }
-#: Everything else of a Table 3 run (paper App. F.2, reference notes §2–3).
+#: Everything else of a Table 3 run (paper App. F.2, docs/reference.md §2–3).
 TABLE3_DEFAULTS: dict[str, Any] = {
     "experiment": "table3", "move_prob": 0.56, "iterations": 10_000, "n_envs": 5,
     "n_rollout_steps": 2_000, "estimator": "every_visit", "amd_inner": "exact",
@@ -386,7 +394,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         NAME, help="reproduce the paper's Four-Rooms Table 3 (with Fig. 1b and Fig. 2)",
         description="Runs the 9 (λ, β) cells × HPGD, AMD, zero-order × seeds at the selected "
-                    "learning rates (shipped in bilevel_bench/data/table3_selected.json, or found with "
+                    "learning rates (shipped in bilevel_bench/data/table3_selected.json, or found "
+                    "with "
                     "--grid), then writes table3.md/json, learning curves and penalty maps.")
     p.add_argument("--seeds", type=int, default=10, help="seeds per cell (default 10)")
     p.add_argument("--iterations", type=int, default=None,

@@ -21,7 +21,8 @@ not the follower's training). The summary reports the welfare gain over the init
 estimates), the final tax rates, wall and CPU time. ``PAPER_BUDGET`` is the authors' full
 budget (3 M follower transitions per leader step, 1,000 iterations) as a configuration.
 
-Deviations from the authors' code (reference notes §5, §7.15–21) and why: ``docs/tax_design.md``.
+Deviations from the authors' code (docs/reference.md §5 and §7.15–21) and why:
+``docs/tax_design.md``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,18 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_bench.runner import (
+    ALGORITHM_COLOURS,
+    ALGORITHM_LABELS,
+    FieldCheck,
+    add_runner_arguments,
+    check_fields,
+    pyplot,
+    save_figure,
+    spec_key,
+    trailing_mean,
+)
 from bilevel_envs.plain_data import to_plain_data
-
-from bilevel_bench.runner import (ALGORITHM_COLOURS, ALGORITHM_LABELS, FieldCheck,
-                               add_runner_arguments, check_fields, pyplot, save_figure, spec_key,
-                               trailing_mean)
 
 NAME = "tax"
 ENV_ID = "bilevel/TaxDesign-v0"
@@ -56,7 +64,7 @@ NEURAL_FOLLOWER: dict[str, Any] = {
                     "target_update_interval": 500, "exploration_initial_eps": 0.1,
                     "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse"},
 }
-#: The authors' follower budget (reference notes §5.2): 3 M transitions per solve (10 envs),
+#: The authors' follower budget (docs/reference.md §5.2): 3 M transitions per solve (10 envs),
 #: replay 10,000, batch 1,000 every 10 transitions, target copy every 5,000, Adam 5e-5 clipped
 #: at 1.0, ε 1 → 0.1 over the first third. (Warm-started here; they restarted from scratch.)
 PAPER_FOLLOWER: dict[str, Any] = {
@@ -319,7 +327,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         "² the authors' ratio: mean of the last 10 over the first 10 Monte-Carlo welfare "
         "estimates of the run (10 % of the iterations for runs shorter than 100; sampled "
         "preference group, the follower's own policy). "
-        "³ reference notes §6.4: ≈600 s per leader iteration with their follower budget.",
+        "³ docs/reference.md §6: ≈600 s per leader iteration with their follower budget.",
     ]
     return "\n".join(lines)
 
@@ -441,10 +449,9 @@ def build_specs(setups: list[str], algorithms: list[str], seeds: range,
 
 
 def main(args) -> int:
-    from bilevel_envs.followers import FOLLOWERS
-    from bilevel_bench.runner import run_specs, write_summary
-
     import bilevel_envs  # noqa: F401  (registers grid_soft_vi)
+    from bilevel_bench.runner import run_specs, write_summary
+    from bilevel_envs.followers import FOLLOWERS
 
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]

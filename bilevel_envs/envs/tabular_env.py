@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from bilevel_envs.tabular import TabularModel
+from bilevel_envs.validation import check_int
 
 
 class TabularMDPEnv(gym.Env):
@@ -54,11 +55,7 @@ class TabularMDPEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if options and "state" in options:
-            s = options["state"]
-            if not (isinstance(s, (int, np.integer)) and 0 <= int(s) < self.model.n_states):
-                raise ValueError(f"options['state'] must be a state index in "
-                                 f"0..{self.model.n_states - 1}; got {s!r}")
-            self.s = int(s)
+            self.s = check_int("options['state']", options["state"], 0, self.model.n_states - 1)
         else:
             self.s = min(int(np.searchsorted(self._mu_cdf, self.np_random.random(), "right")),
                          self.model.n_states - 1)

@@ -18,6 +18,7 @@ follower's arguments and a "Can I use?" table of followers × environments × le
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from bilevel_envs.followers.base import Follower, FollowerResponse
@@ -30,6 +31,25 @@ FOLLOWERS: dict[str, str] = {
     "sb3": "bilevel_envs.followers.sb3:SB3Follower",
     "soft_dqn": "bilevel_envs.followers.soft_dqn:SoftDQNFollower",
 }
+
+
+#: the optional packages a follower imports (its extra): checked without importing them
+REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "sb3": ("torch", "stable_baselines3"),
+    "soft_dqn": ("torch", "stable_baselines3"),
+}
+
+
+def follower_available(name: str) -> bool:
+    """Whether ``make_follower(name)`` can work in this installation: ``name`` is registered and
+    the packages of its extra (:data:`REQUIREMENTS`) are importable (found, not imported)."""
+    if name not in FOLLOWERS:
+        return False
+    try:
+        return all(importlib.util.find_spec(module) is not None
+                   for module in REQUIREMENTS.get(name, ()))
+    except (ImportError, ValueError):  # a module set to None or a broken parent package
+        return False
 
 
 def register_follower(name: str, entry_point: str) -> None:
@@ -56,5 +76,5 @@ def make_follower(follower: str | Follower, **kwargs: Any) -> Follower:
     return getattr(importlib.import_module(module), cls)(**kwargs)
 
 
-__all__ = ["FOLLOWERS", "Follower", "FollowerResponse", "Policy", "TabularPolicy",
-           "make_follower", "register_follower"]
+__all__ = ["FOLLOWERS", "REQUIREMENTS", "Follower", "FollowerResponse", "Policy", "TabularPolicy",
+           "follower_available", "make_follower", "register_follower"]

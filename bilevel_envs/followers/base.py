@@ -12,6 +12,7 @@ from bilevel_envs.policies import Policy
 
 if TYPE_CHECKING:
     from bilevel_envs.problem import BilevelProblem
+    from bilevel_envs.tabular import TabularModel
 
 
 @dataclass
@@ -23,11 +24,15 @@ class FollowerResponse:
         warm_start: whatever lets the next :meth:`Follower.respond` start from here (a Q-table,
             network weights, ...); pass it back unchanged.
         stats: plain-data diagnostics (iterations, residuals, wall time, ...).
+        model: the exact model of ``M_{x,ξ}`` the follower solved or simulated, if it built one
+            (tabular followers); the leader env samples and evaluates on it instead of asking the
+            problem again.
     """
 
     policy: Policy
     warm_start: Any = None
     stats: dict[str, Any] = field(default_factory=dict)
+    model: TabularModel | None = None
 
 
 class Follower(abc.ABC):

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bilevel_envs.validation import check_int
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
+from bilevel_envs.validation import check_int
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm

@@ -9,7 +9,7 @@ the regularised objective ``E[Σ_t γ^t (r_t + λ H(π(·|s_t)))]``. It changes 
   actions at DQN's exploration rate ε (annealed from 1 to 0 early in training by default).
 
 The soft optimum is ``π* = softmax(Q*/λ)``: the follower's evaluation policy. The paper trains
-such a network for tax design (reference notes §5.2); there it uses factorised per-dimension
+such a network for tax design (docs/reference.md §5.2); there it uses factorised per-dimension
 heads, here the Q-network covers the flattened ``Discrete`` action space.
 """
 

@@ -25,11 +25,11 @@ import numba as nb
 import numpy as np
 
 from bilevel_envs._kernels import _first_above
-from bilevel_envs.validation import check_int
 from bilevel_envs.followers.base import Follower, FollowerResponse
-from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.oracles import sampling_tables
+from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import expected_next, soft_max_value, softmax_policy
+from bilevel_envs.validation import check_int
 
 if TYPE_CHECKING:
     from bilevel_envs.problem import BilevelProblem
@@ -199,7 +199,7 @@ class SoftQLearning(Follower):
             stats = {"steps": t, "updates": t * self.n_chains, "episodes": int(episodes),
                      "min_visits": int(state.visits.min()), "bellman_residual": float(residual)}
             responses.append(FollowerResponse(policy=TabularPolicy(softmax_policy(q, lam)),
-                                              warm_start=state, stats=stats))
+                                              warm_start=state, stats=stats, model=model))
         return responses
 
     def __repr__(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, solve_follower
@@ -46,7 +45,7 @@ class SoftValueIteration(Follower):
         stats: dict[str, Any] = {"iterations": solution.iterations,
                                  "residual": solution.residual}
         return FollowerResponse(policy=TabularPolicy(solution.pi), warm_start=solution.q,
-                                stats=stats)
+                                stats=stats, model=model)
 
     def __repr__(self) -> str:
         return f"SoftValueIteration(tol={self.tol:g}, method={self.method!r})"

@@ -13,15 +13,16 @@ Tolerances: the closed forms are exact, so the comparisons allow the exact solve
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from bilevel_envs.envs.contract_design.closed_forms import cheapest_effort_bonus, project_optimum
 from bilevel_envs.envs.contract_design.model import FAILURE, HIGH, LOW, SUCCESS, TWO_TYPES, WORK
 from bilevel_envs.envs.contract_design.problem import ContractDesign
-from bilevel_envs.envs.contract_design.closed_forms import cheapest_effort_bonus, project_optimum
+from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_teaching.core import (
     Check,
     CheckFailed,
@@ -33,7 +34,6 @@ from bilevel_teaching.core import (
     passed,
     require_function,
 )
-from bilevel_envs.exact import ExactSolver, exact_objective
 
 TITLE = "Assignment 3 - Designing a contract for soft-optimal agents (v1.0)"
 
@@ -61,7 +61,7 @@ INSTANCES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _problem(index: int) -> ContractDesign:
     return ContractDesign(**INSTANCES[index][1])
 

@@ -19,7 +19,7 @@ the one the submission's means agree with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +27,16 @@ import numpy as np
 
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.followers import TabularPolicy
+from bilevel_envs.oracles import TabularOracle
+from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.tabular import (
+    TabularModel,
+    evaluate_policy,
+    expected_next,
+    policy_transitions,
+    soft_policy_iteration,
+    solve_bellman,
+)
 from bilevel_teaching.core import (
     Check,
     CheckFailed,
@@ -37,16 +47,6 @@ from bilevel_teaching.core import (
     passed,
     require_function,
     unbiasedness,
-)
-from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.oracles import TabularOracle
-from bilevel_envs.tabular import (
-    TabularModel,
-    evaluate_policy,
-    expected_next,
-    policy_transitions,
-    soft_policy_iteration,
-    solve_bellman,
 )
 
 TITLE = "Assignment 2 - The HPGD hypergradient estimator (v1.0)"
@@ -215,7 +215,7 @@ class Setup:
     exact: ExactTerms
 
 
-@lru_cache(maxsize=None)
+@cache
 def _problem(overrides: tuple[tuple[str, Any], ...] = ()) -> GarnetProblem:
     return GarnetProblem(**{**PROBLEM_KWARGS, **dict(overrides)})
 

@@ -17,11 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, partial
 from types import ModuleType
 
 import numpy as np
 
+from bilevel_envs.tabular import (
+    TabularModel,
+    evaluate_policy,
+    expected_next,
+    soft_max_value,
+    soft_policy_iteration,
+    softmax_policy,
+)
 from bilevel_teaching.core import (
     Check,
     CheckFailed,
@@ -32,14 +40,6 @@ from bilevel_teaching.core import (
     failed,
     passed,
     require_function,
-)
-from bilevel_envs.tabular import (
-    TabularModel,
-    evaluate_policy,
-    expected_next,
-    soft_max_value,
-    soft_policy_iteration,
-    softmax_policy,
 )
 
 TITLE = "Assignment 1 - Soft value iteration: the follower (v1.0)"
@@ -59,7 +59,7 @@ ROUND_OFF = 1e-9
 
 
 # ---------------------------------------------------------------------------- test models
-@lru_cache(maxsize=None)
+@cache
 def _garnet(seed: int, lam: float, gamma: float, p_end: float):
     from bilevel_envs.envs.garnet import GarnetProblem
 
@@ -75,7 +75,7 @@ def garnet_model(context: int = 0, seed: int = 1, lam: float = 0.5, gamma: float
                         f"gamma={gamma}, lambda={lam}, termination probability {p_end})")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _four_rooms_problem():
     from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 

@@ -40,8 +40,7 @@ def run(follower: str, follower_kwargs: dict[str, Any] | None = None, leader_ste
         start = time.perf_counter()
         _, j_estimate, _, _, info = env.step(x)
         elapsed = time.perf_counter() - start
-        j_follower = np.asarray(info["context_weights"]) @ leader_env.exact_values(
-            x, leader_env.last_contexts, leader_env.last_responses)
+        j_follower = np.asarray(info["context_weights"]) @ leader_env.exact_values()
         j_best, grad = exact.value_and_grad(x)
         print(f"{t:4d}  {j_estimate:10.4f}  {j_follower:8.4f}  {j_best:8.4f}  {elapsed:7.2f}")
         x = np.clip(x + learning_rate * grad, problem.x_space.low, problem.x_space.high)

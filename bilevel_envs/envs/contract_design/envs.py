@@ -19,6 +19,7 @@ from bilevel_envs.envs.contract_design.model import (
 )
 from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.validation import check_int
 
 
 class ContractAgentEnv(gym.Env):
@@ -33,7 +34,8 @@ class ContractAgentEnv(gym.Env):
       on ``work→success``.
     * ``"tree"`` — a complete binary tree of ``depth`` effort decisions (heap-indexed nodes ``n0``,
       ``n1``, ...); high effort reaches the good child with probability 0.9, low effort with 0.1;
-      seeded random revenues and costs (:func:`~bilevel_envs.envs.contract_design.model.tree_spec`); leaves are terminal.
+      seeded random revenues and costs
+      (:func:`~bilevel_envs.envs.contract_design.model.tree_spec`); leaves are terminal.
     * ``"grid"`` — walk from ``S`` to the terminal ``G`` on the map below; moves succeed with
       probability ``move_prob`` (else the agent stays) and cost 0.1 (0.3 out of mud ``~``); resting
       is free. Principal revenue 2 on entering ``G``.
@@ -129,12 +131,7 @@ class ContractAgentEnv(gym.Env):
         super().reset(seed=seed)
         self.s = self._start
         if options and "state" in options:
-            s = options["state"]
-            n = self._spec.n_states
-            if not (isinstance(s, (int, np.integer)) and 0 <= int(s) < n):
-                raise ValueError(f"options['state'] must be a state index in 0..{n - 1}; "
-                                 f"got {s!r}")
-            self.s = int(s)
+            self.s = check_int("options['state']", options["state"], 0, self._spec.n_states - 1)
         return self.s, {"context": self.context}
 
     def step(self, action):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_envs.validation import check_int
 
 # ---------------------------------------------------------------------------- constants
 INSTANCES = ("project", "tree", "grid")
@@ -180,11 +181,8 @@ def tree_spec(depth: int = TREE_DEPTH, seed: int = 0) -> ContractSpec:
     edges into good children ~ U(0.5, 1.5), into bad children ~ U(0, 0.2); the high-effort cost of
     each node ~ U(0.05, 0.35), low effort is free. Leaves are terminal.
     """
-    if not (isinstance(depth, (int, np.integer)) and 1 <= depth <= TREE_MAX_DEPTH):
-        raise ValueError(f"depth must be an integer in 1..{TREE_MAX_DEPTH}; got {depth!r}")
-    if not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
-    rng = np.random.default_rng(int(seed))
+    depth = check_int("depth", depth, 1, TREE_MAX_DEPTH)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     n_internal, n_nodes = 2 ** depth - 1, 2 ** (depth + 1) - 1
     nodes = np.arange(n_internal)
     good, bad = 2 * nodes + 1, 2 * nodes + 2

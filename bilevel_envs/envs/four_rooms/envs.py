@@ -28,6 +28,7 @@ from bilevel_envs.envs.four_rooms.model import (
 )
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.validation import check_int
 
 
 class FourRoomsEnv(gym.Env):
@@ -53,12 +54,13 @@ class FourRoomsEnv(gym.Env):
     ```
 
     ## Leader parameter x
-    ``x ∈ [−30, 30]^105`` (softmax logits, one per free cell in row-major order plus an unused slot).
+    ``x ∈ [−30, 30]^105`` (softmax logits, one per free cell in row-major order plus an unused
+    slot).
     Penalty of cell ``c``: ``r̃(c) = −0.2 · softmax(x)[c]``, so the total penalty is at most 0.2.
 
     ## Contexts
-    ``context ∈ {0, 1}``: the goal ``G1 = (1, 9)`` or ``G2 = (11, 11)`` (the other goal is an ordinary
-    cell).
+    ``context ∈ {0, 1}``: the goal ``G1 = (1, 9)`` or ``G2 = (11, 11)`` (the other goal is an
+    ordinary cell).
 
     ## Action Space
     ``Discrete(4)``: 0 up, 1 right, 2 down, 3 left. The chosen move happens with probability
@@ -79,7 +81,8 @@ class FourRoomsEnv(gym.Env):
     by the registered ``TimeLimit``.
 
     ## Information
-    ``info``: ``"leader_reward"`` (float), ``"context"`` (int), ``"cell"`` ((row, col) after the step).
+    ``info``: ``"leader_reward"`` (float), ``"context"`` (int), ``"cell"`` ((row, col) after the
+    step).
 
     ## Arguments
     ```python
@@ -128,11 +131,7 @@ class FourRoomsEnv(gym.Env):
         super().reset(seed=seed)
         self.s = START_STATE
         if options and "state" in options:
-            s = options["state"]
-            if not (isinstance(s, (int, np.integer)) and 0 <= int(s) < N_CELLS):
-                raise ValueError(f"options['state'] must be a cell index in 0..{N_CELLS - 1}; "
-                                 f"got {s!r}")
-            self.s = int(s)
+            self.s = check_int("options['state']", options["state"], 0, N_CELLS - 1)
         return self.s, {"context": self.context, "cell": CELLS[self.s]}
 
     def step(self, action):

@@ -119,7 +119,8 @@ def render_text(agent: int, goal: int) -> str:
 
 
 def render_rgb(agent: int, goal: int, penalty: np.ndarray, scale: int = 16) -> np.ndarray:
-    """An RGB image: walls dark, cells shaded red by penalty, goal green, target blue, agent gold."""
+    """An RGB image: walls dark, cells shaded red by penalty, goal green, target blue, agent
+    gold."""
     img = np.full((len(MAP), len(MAP[0]), 3), 40, dtype=np.uint8)
     strength = np.abs(penalty) / max(float(np.abs(penalty).max()), 1e-12)
     for s, (r, c) in enumerate(CELLS):

@@ -28,6 +28,7 @@ from bilevel_envs.envs.four_rooms.model import (
 from bilevel_envs.problem import BilevelProblem
 from bilevel_envs.tabular import TabularModel
 
+
 class FourRoomsShaping(BilevelProblem):
     """The Four-Rooms reward-shaping problem (paper §5.1) as a :class:`BilevelProblem`.
 
@@ -69,8 +70,8 @@ class FourRoomsShaping(BilevelProblem):
         self.context_probs = np.full(len(GOALS), 1.0 / len(GOALS))
         self._mu = np.zeros(N_CELLS)
         self._mu[START_STATE] = 1.0
+        # x-independent tables derived from P (sampling, sparse successors), one set per goal
         self._caches: dict[int, dict] = {i: {} for i in range(len(GOALS))}
-        self._last_model: dict[int, tuple[np.ndarray, TabularModel]] = {}
 
     @property
     def x_init(self) -> np.ndarray:
@@ -88,15 +89,6 @@ class FourRoomsShaping(BilevelProblem):
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
         ctx = self.context_index(context)
         x = self.check_x(x)
-        # A leader step asks for the same (x, ξ) twice (follower solve, sampler): reuse it.
-        last = self._last_model.get(ctx)
-        if last is not None and np.array_equal(last[0], x):
-            return last[1]
-        model = self._build_model(x, ctx)
-        self._last_model[ctx] = (x, model)
-        return model
-
-    def _build_model(self, x: np.ndarray, ctx: int) -> TabularModel:
         goal = GOAL_STATES[ctx]
         sigma = softmax(x)
         dr_state = penalty_jacobian(sigma)

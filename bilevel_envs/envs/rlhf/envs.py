@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from bilevel_envs.envs.rlhf.problem import PROBLEM_KWARGS, RLHFProblem
 from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.validation import check_int
 
 
 class PreferenceGridEnv(gym.Env):
@@ -106,11 +107,8 @@ class PreferenceGridEnv(gym.Env):
         super().reset(seed=seed)
         S, n = self.problem.n_states, self.observation_space.n
         if options and "state" in options:
-            state = options["state"]
-            if not (isinstance(state, (int, np.integer)) and 0 <= int(state) < n):
-                raise ValueError(f"options['state'] must be an index t·S + s in 0..{n - 1}; "
-                                 f"got {state!r}")
-            self.t, self.s = divmod(int(state), S)
+            state = check_int("options['state'] (an index t·S + s)", options["state"], 0, n - 1)
+            self.t, self.s = divmod(state, S)
         else:
             self.t = 0
             self.s = int(np.searchsorted(self._mu_cdf, self.np_random.random(), side="right"))
@@ -173,7 +171,7 @@ class RLHFEnv(LeaderEnv):
     instance: ``bilevel_envs.tabular.exact_objective(env.unwrapped.problem, x)``.
     Leaders: ``HPGD`` estimates ``∇J`` from the rollouts' pairs with the trajectory-level
     score-function form (``leaders.estimators.trajectory_estimate``; the problem supplies
-    ``pair_objective``, ``grad_pair_objective``, ``pairs_from_rollouts``, ``pair_index``);
+    ``pair_objective``, ``grad_pair_objective``, ``trajectory_pairs``);
     ``ZeroOrder`` uses the reward; AMD does not apply (``J`` is not a sum of leader rewards).
 
     ## Episode End
@@ -211,8 +209,7 @@ class RLHFEnv(LeaderEnv):
         for name in ("n_envs", "n_rollout_steps"):
             if name in kwargs:
                 raise ValueError(f"{name} is set by n_pairs (each pair is two chains of H steps)")
-        if not (isinstance(n_pairs, (int, np.integer)) and n_pairs >= 1):
-            raise ValueError(f"n_pairs must be an integer >= 1; got {n_pairs!r}")
+        check_int("n_pairs", n_pairs, 1)
         problem_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in PROBLEM_KWARGS}
         problem = RLHFProblem(instance=instance, lam=lam, **problem_kwargs)
         self.n_pairs = int(n_pairs)
@@ -225,18 +222,17 @@ class RLHFEnv(LeaderEnv):
         metrics = {"log_likelihood": [], "preference_accuracy": [], "true_regret": []}
         labels = []
         states = np.arange(problem.follower_observation_space.n)
-        for f, (context, response) in enumerate(zip(info["contexts"], self.last_responses)):
-            chains = slice(f * self.n_envs, (f + 1) * self.n_envs)
-            traj0, traj1 = problem.pairs_from_rollouts(
-                {k: v[chains] for k, v in info["rollouts"].items()})
-            label = problem.sample_labels(context, traj0, traj1, self.np_random)
+        for follower in self.last_step.followers:
+            context, pairs = follower.context, follower.pairs
+            label = problem.sample_labels(context, pairs.traj0, pairs.traj1, self.np_random)
             labels.append(label)
-            metrics["log_likelihood"].append(problem.log_likelihood(x, traj0, traj1, label).mean())
+            metrics["log_likelihood"].append(
+                problem.log_likelihood(x, pairs.traj0, pairs.traj1, label).mean())
             metrics["preference_accuracy"].append(
-                problem.preference_accuracy(x, context, traj0, traj1, label))
+                problem.preference_accuracy(x, context, pairs.traj0, pairs.traj1, label))
             metrics["true_regret"].append(
-                problem.true_regret(x, context, response.policy.action_probs(states)))
-        weights = np.asarray(info["context_weights"])
+                problem.true_regret(x, context, follower.response.policy.action_probs(states)))
+        weights = self.last_step.weights
         info.update({k: float(weights @ np.asarray(v)) for k, v in metrics.items()})
         info["labels"] = np.stack(labels)
         return x, reward, terminated, truncated, info

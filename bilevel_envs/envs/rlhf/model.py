@@ -219,3 +219,162 @@ class TrajectoryBatch:
                            minlength=n_states * n_actions).reshape(n_states, n_actions)
 
 
+
+
+# ---------------------------------------------------------------------------- problem construction
+def cell_reward(values: dict, cell_chars: np.ndarray, moves, move_cost: float) -> np.ndarray:
+    """``(S, A)`` reward: the value of each cell's character (0 if unlisted) minus ``move_cost``
+    for every action that moves."""
+    per_cell = np.array([values.get(ch, 0.0) for ch in cell_chars])
+    moving = np.array([m != STAY for m in moves], dtype=np.float64)
+    return per_cell[:, None] - move_cost * moving[None, :]
+
+
+def reward_features(reward_model: str, spec: InstanceDef, cell_chars: np.ndarray,
+                    n_actions: int, features: np.ndarray | None = None) -> np.ndarray:
+    """The features ``φ (S, A, d)`` of the reward model ``r_x = φ·x``.
+
+    ``"state_action"``: one-hot of ``(s, a)``; ``"state"``: one-hot of ``s``; ``"features"``: the
+    given ``features`` (``(S, A, d)`` or ``(S, d)``) or, if None, one-hot of the valued cell types
+    of the instance plus a "moves" indicator.
+
+    Raises:
+        ValueError: for ``features`` of the wrong shape or with non-finite entries.
+    """
+    S, A = len(cell_chars), n_actions
+    if reward_model == "state_action":
+        return np.eye(S * A).reshape(S, A, S * A)
+    if reward_model == "state":
+        return np.broadcast_to(np.eye(S)[:, None, :], (S, A, S)).copy()
+    if features is None:
+        kinds = sorted(set(spec.values) | set(spec.alt_values))
+        moving = np.array([m != STAY for m in spec.moves], dtype=np.float64)
+        cell = (cell_chars[:, None] == np.array(kinds)[None, :]).astype(np.float64)
+        return np.concatenate([np.broadcast_to(cell[:, None, :], (S, A, len(kinds))),
+                               np.broadcast_to(moving[None, :, None], (S, A, 1))], axis=-1)
+    phi = np.asarray(features, dtype=np.float64)
+    if phi.ndim == 2 and phi.shape[0] == S:
+        phi = np.broadcast_to(phi[:, None, :], (S, A, phi.shape[1]))
+    if phi.ndim != 3 or phi.shape[:2] != (S, A) or not np.all(np.isfinite(phi)):
+        raise ValueError(f"features must be a finite array of shape ({S}, {A}, d) or "
+                         f"({S}, d); got shape {np.shape(features)}")
+    return np.array(phi)
+
+
+def make_annotators(annotators, spec: InstanceDef, cell_chars: np.ndarray, n_actions: int,
+                    beta: float, epsilon: float) -> tuple[Annotator, ...]:
+    """The annotators (contexts) of an instance: the presets ``"one"``/``"two"`` (see
+    :class:`~bilevel_envs.envs.rlhf.problem.RLHFProblem`) or a validated sequence of
+    :class:`Annotator`.
+
+    Raises:
+        ValueError: naming the argument, for a bad preset, rationality, mistake probability or
+            annotator.
+    """
+    if not (np.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a non-negative number; got {beta!r}")
+    if not 0.0 <= epsilon <= 0.5:
+        raise ValueError(f"epsilon must be in [0, 0.5]; got {epsilon!r}")
+    if isinstance(annotators, str):
+        if annotators not in ("one", "two"):
+            raise ValueError(f"annotators must be 'one', 'two' or a sequence of Annotator; "
+                             f"got {annotators!r}")
+        first = Annotator(cell_reward(spec.values, cell_chars, spec.moves, MOVE_COST), beta,
+                          epsilon, "annotator0")
+        if annotators == "one":
+            return (first,)
+        second = Annotator(cell_reward(spec.alt_values, cell_chars, spec.moves, 0.0), beta / 2,
+                           min(epsilon + 0.1, 0.5), "annotator1")
+        return first, second
+    out = []
+    S, A = len(cell_chars), n_actions
+    for i, a in enumerate(annotators):
+        if not isinstance(a, Annotator):
+            raise ValueError(f"annotators[{i}] must be an Annotator; got {type(a).__name__}")
+        reward = np.asarray(a.reward, dtype=np.float64)
+        if reward.shape == (S,):
+            reward = np.broadcast_to(reward[:, None], (S, A))
+        if reward.shape != (S, A) or not np.all(np.isfinite(reward)):
+            raise ValueError(f"annotators[{i}].reward must be finite with shape ({S}, {A}) "
+                             f"or ({S},); got shape {np.shape(a.reward)}")
+        if not (np.isfinite(a.beta) and a.beta >= 0 and 0 <= a.epsilon <= 0.5):
+            raise ValueError(f"annotators[{i}] needs beta >= 0 and epsilon in [0, 0.5]")
+        out.append(Annotator(np.array(reward), float(a.beta), float(a.epsilon),
+                             a.name if a.name != "annotator" else f"annotator{i}"))
+    if not out:
+        raise ValueError("annotators must not be empty")
+    if len({a.name for a in out}) < len(out):
+        raise ValueError(f"annotator names must be unique; got {[a.name for a in out]}")
+    return tuple(out)
+
+
+def return_scale(reward: np.ndarray, gamma: float, horizon: int) -> float:
+    """``Σ_{t<H} γ^t (max r − min r)``: the spread of discounted returns a teacher normalises by
+    (1 for a constant reward)."""
+    spread = float(reward.max() - reward.min())
+    discount = float(np.sum(gamma ** np.arange(horizon)))
+    return spread * discount if spread > 0 else 1.0
+
+
+# ---------------------------------------------------------------------------- rollouts and pairs
+def complete_episodes(rollouts, horizon: int, n_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the complete length-``H`` episodes of time-augmented ``rollouts`` (a
+    :class:`~bilevel_envs.rollouts.Rollouts`), in chain, then time order: ``chain (n,)`` and
+    ``cols (n, H)`` (the episode's steps in its chain).
+
+    Raises:
+        ValueError: if the observations are not time-augmented states ``t·S + s``.
+    """
+    H, S = horizon, n_states
+    T = rollouts.n_steps
+    if T < H:
+        return np.zeros(0, np.int64), np.zeros((0, H), np.int64)
+    starts = rollouts.mask & (rollouts.episode_step == 0)
+    starts[:, T - H + 1:] = False
+    chain, t0 = np.nonzero(starts)
+    cols = t0[:, None] + np.arange(H)
+    complete = rollouts.mask[chain[:, None], cols].all(1) & rollouts.ends[chain, t0 + H - 1]
+    chain, cols = chain[complete], cols[complete]
+    obs = rollouts.obs[chain[:, None], cols]
+    if not np.array_equal(obs // S, np.broadcast_to(np.arange(H), obs.shape)):
+        raise ValueError("rollouts are not time-augmented episodes of this problem "
+                         f"(observation // {S} must count 0..{H - 1})")
+    return chain, cols
+
+
+# ---------------------------------------------------------------------------- exact objective
+def enumerated_likelihood(x: np.ndarray, traj: TrajectoryBatch, p: np.ndarray,
+                          score: np.ndarray, features: np.ndarray, gamma: float,
+                          annotator: Annotator, scale: float, block: int = 512
+                          ) -> tuple[float, np.ndarray]:
+    """One annotator's exact ``(J_ξ(x), ∇J_ξ(x))`` over every pair of enumerated trajectories.
+
+    ``J_ξ = Σ_{i,j} p_i p_j ℓ_ξ(i, j)`` and, with ``W_ij = p_i p_j (q_ij − σ(Δ_ij))``,
+    ``∇J_ξ = Σ_ij W_ij (Φ_j − Φ_i) + Σ_i p_i score_i Σ_j p_j (ℓ_ij + ℓ_ji)``.
+
+    Args:
+        x: reward-model parameters.
+        traj: every trajectory of the horizon (:func:`enumerate_trajectories`) and ``p`` their
+            probabilities under ``π*_x``.
+        score: ``∇_x log p_x(τ)`` per trajectory, ``(n, d)``.
+        features: ``φ (S, A, d)``; ``gamma``: the discount inside the horizon.
+        annotator: the teacher; ``scale``: its return normalisation.
+        block: rows of the pair matrices held in memory at once.
+    """
+    phi = traj.discounted_sum(features, gamma)  # (n, d)
+    R = phi @ x
+    G = traj.discounted_sum(annotator.reward, gamma)
+    row_w, col_w = np.zeros(len(p)), np.zeros(len(p))  # Σ_j W_ij, Σ_i W_ij
+    row_l, col_l = np.zeros(len(p)), np.zeros(len(p))  # Σ_j p_j ℓ_ij, Σ_i p_i ℓ_ij
+    for start in range(0, len(p), block):
+        rows = slice(start, start + block)
+        delta = R[None, :] - R[rows, None]
+        q = teacher_label_prob(G[rows, None], G[None, :], annotator.beta, annotator.epsilon,
+                               scale)
+        ell = expected_log_likelihood(delta, q)
+        W = p[rows, None] * p[None, :] * (q - sigmoid(delta))
+        row_w[rows] = W.sum(1)
+        col_w += W.sum(0)
+        row_l[rows] = ell @ p
+        col_l += p[rows] @ ell
+    return float(p @ row_l), (col_w - row_w) @ phi + (p * (row_l + col_l)) @ score

@@ -60,21 +60,22 @@ from bilevel_envs.envs.rlhf.model import (
     INSTANCE_DEFS,
     INSTANCES,
     MAX_ENUMERATED_TRAJECTORIES,
-    MOVE_COST,
     REWARD_MODELS,
-    STAY,
-    Annotator,
-    InstanceDef,
     TrajectoryBatch,
     advantage_gradient,
+    complete_episodes,
     enumerate_trajectories,
+    enumerated_likelihood,
     expected_log_likelihood,
+    make_annotators,
+    return_scale,
+    reward_features,
     sigmoid,
     soft_backward_induction,
     soft_policy_value,
     teacher_label_prob,
 )
-from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.problem import BilevelProblem, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import TabularModel
 
@@ -156,9 +157,13 @@ class RLHFProblem(BilevelProblem):
         self.P = gridworld_transitions(spec.layout, spec.moves, spec.slip, move_prob)
         self.mu = (self.cell_chars == "S").astype(np.float64)
         S, A = self.P.shape[:2]
-        self.features = self._features(spec, features)
-        self.annotators = self._annotators(spec, annotators, beta, epsilon)
-        self.return_scales = np.array([self._return_scale(a.reward) for a in self.annotators])
+        self.features = reward_features(reward_model, spec, self.cell_chars, self.P.shape[1],
+                                        features)
+        self.annotators = make_annotators(annotators, spec, self.cell_chars, self.P.shape[1],
+                                          beta, epsilon)
+        self.return_scales = np.array([
+            return_scale(a.reward, self.gamma, self.trajectory_length) if self.normalise else 1.0
+            for a in self.annotators])
         for array in (self.P, self.mu, self.features):
             array.setflags(write=False)
 
@@ -178,8 +183,6 @@ class RLHFProblem(BilevelProblem):
         self.context_probs = probs
         self._augmented: dict[str, np.ndarray] = {}
         self._cache: dict = {}  # sampling tables of the time-augmented model
-        self._solved: tuple[bytes, Any] | None = None  # the last x and its follower solution
-        self._scores: tuple[bytes, np.ndarray] | None = None  # the last x and its score table
         self._true_optimum: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ construction helpers
@@ -191,75 +194,6 @@ class RLHFProblem(BilevelProblem):
     @property
     def n_actions(self) -> int:
         return self.P.shape[1]
-
-    def _features(self, spec: InstanceDef, features) -> np.ndarray:
-        S, A = self.P.shape[:2]
-        if self.reward_model == "state_action":
-            return np.eye(S * A).reshape(S, A, S * A)
-        if self.reward_model == "state":
-            return np.broadcast_to(np.eye(S)[:, None, :], (S, A, S)).copy()
-        if features is None:
-            kinds = sorted(set(spec.values) | set(spec.alt_values))
-            moving = np.array([m != STAY for m in self.moves], dtype=np.float64)
-            cell = (self.cell_chars[:, None] == np.array(kinds)[None, :]).astype(np.float64)
-            return np.concatenate([np.broadcast_to(cell[:, None, :], (S, A, len(kinds))),
-                                   np.broadcast_to(moving[None, :, None], (S, A, 1))], axis=-1)
-        phi = np.asarray(features, dtype=np.float64)
-        if phi.ndim == 2 and phi.shape[0] == S:
-            phi = np.broadcast_to(phi[:, None, :], (S, A, phi.shape[1]))
-        if phi.ndim != 3 or phi.shape[:2] != (S, A) or not np.all(np.isfinite(phi)):
-            raise ValueError(f"features must be a finite array of shape ({S}, {A}, d) or "
-                             f"({S}, d); got shape {np.shape(features)}")
-        return np.array(phi)
-
-    def _cell_reward(self, values: dict, move_cost: float) -> np.ndarray:
-        per_cell = np.array([values.get(ch, 0.0) for ch in self.cell_chars])
-        moving = np.array([m != STAY for m in self.moves], dtype=np.float64)
-        return per_cell[:, None] - move_cost * moving[None, :]
-
-    def _annotators(self, spec: InstanceDef, annotators, beta, epsilon) -> tuple[Annotator, ...]:
-        if not (np.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a non-negative number; got {beta!r}")
-        if not 0.0 <= epsilon <= 0.5:
-            raise ValueError(f"epsilon must be in [0, 0.5]; got {epsilon!r}")
-        if isinstance(annotators, str):
-            if annotators not in ("one", "two"):
-                raise ValueError(f"annotators must be 'one', 'two' or a sequence of Annotator; "
-                                 f"got {annotators!r}")
-            first = Annotator(self._cell_reward(spec.values, MOVE_COST), beta, epsilon,
-                              "annotator0")
-            if annotators == "one":
-                return (first,)
-            second = Annotator(self._cell_reward(spec.alt_values, 0.0), beta / 2,
-                               min(epsilon + 0.1, 0.5), "annotator1")
-            return first, second
-        out = []
-        S, A = self.P.shape[:2]
-        for i, a in enumerate(annotators):
-            if not isinstance(a, Annotator):
-                raise ValueError(f"annotators[{i}] must be an Annotator; got {type(a).__name__}")
-            reward = np.asarray(a.reward, dtype=np.float64)
-            if reward.shape == (S,):
-                reward = np.broadcast_to(reward[:, None], (S, A))
-            if reward.shape != (S, A) or not np.all(np.isfinite(reward)):
-                raise ValueError(f"annotators[{i}].reward must be finite with shape ({S}, {A}) "
-                                 f"or ({S},); got shape {np.shape(a.reward)}")
-            if not (np.isfinite(a.beta) and a.beta >= 0 and 0 <= a.epsilon <= 0.5):
-                raise ValueError(f"annotators[{i}] needs beta >= 0 and epsilon in [0, 0.5]")
-            out.append(Annotator(np.array(reward), float(a.beta), float(a.epsilon),
-                                 a.name if a.name != "annotator" else f"annotator{i}"))
-        if not out:
-            raise ValueError("annotators must not be empty")
-        if len({a.name for a in out}) < len(out):
-            raise ValueError(f"annotator names must be unique; got {[a.name for a in out]}")
-        return tuple(out)
-
-    def _return_scale(self, reward: np.ndarray) -> float:
-        if not self.normalise:
-            return 1.0
-        spread = float(reward.max() - reward.min())
-        discount = float(np.sum(self.gamma ** np.arange(self.trajectory_length)))
-        return spread * discount if spread > 0 else 1.0
 
     @property
     def x_init(self) -> np.ndarray:
@@ -273,34 +207,23 @@ class RLHFProblem(BilevelProblem):
 
     def solve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The follower's exact soft optimum ``(q (H,S,A), v (H+1,S), pi (H,S,A))`` for ``r_x``
-        (:func:`soft_backward_induction`; the last ``x`` is cached)."""
-        x = self.check_x(x)
-        key = x.tobytes()
-        if self._solved is None or self._solved[0] != key:
-            solution = soft_backward_induction(self.P, self.reward(x), self.gamma, self.lam,
-                                               self.trajectory_length)
-            for array in solution:
-                array.setflags(write=False)  # shared with later callers at the same x
-            self._solved = (key, solution)
-        return self._solved[1]
+        (:func:`~bilevel_envs.envs.rlhf.model.soft_backward_induction`)."""
+        return soft_backward_induction(self.P, self.reward(self.check_x(x)), self.gamma, self.lam,
+                                       self.trajectory_length)
 
     def policy(self, x: np.ndarray) -> np.ndarray:
         """``π*_x`` per time step, ``(H, S, A)``; ``.reshape(H·S, A)`` indexes it by the follower
         env's observations."""
         return self.solve(x)[2]
 
-    def score_table(self, x: np.ndarray) -> np.ndarray:
+    def score_table(self, x: np.ndarray, pi: np.ndarray | None = None) -> np.ndarray:
         """``∇_x log π*_{x,t}(a|s) = ∂_x A_t(s, a)/λ``, shape ``(H, S, A, d)`` (exact).
 
-        ``.reshape(H·S, A, d)[obs, action]`` indexes it with the follower env's observations.
+        ``pi``: ``π*_x`` if the caller has it (:meth:`policy`). ``.reshape(H·S, A, d)[obs,
+        action]`` indexes the table with the follower env's observations.
         """
-        key = self.check_x(x).tobytes()
-        if self._scores is None or self._scores[0] != key:
-            table = advantage_gradient(self.P, self.policy(x), self.features, self.gamma)
-            table /= self.lam
-            table.setflags(write=False)
-            self._scores = (key, table)
-        return self._scores[1]
+        pi = self.policy(x) if pi is None else pi
+        return advantage_gradient(self.P, pi, self.features, self.gamma) / self.lam
 
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
         """The time-augmented MDP: state ``t·S + s``, termination after ``H`` steps; follower
@@ -351,59 +274,36 @@ class RLHFProblem(BilevelProblem):
         return self._zero_grads(len(obs), weights)
 
     # ------------------------------------------------------------------ trajectories and pairs
-    def _complete_episodes(self, rollouts: Rollouts) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the complete length-``H`` episodes of ``rollouts``, in chain, then time
-        order: ``chain (n,)`` and ``cols (n, H)`` (the episode's steps in its chain)."""
-        H, S = self.trajectory_length, self.n_states
-        T = rollouts.n_steps
-        if T < H:
-            return np.zeros(0, np.int64), np.zeros((0, H), np.int64)
-        starts = rollouts.mask & (rollouts.episode_step == 0)
-        starts[:, T - H + 1:] = False
-        chain, t0 = np.nonzero(starts)
-        cols = t0[:, None] + np.arange(H)
-        complete = rollouts.mask[chain[:, None], cols].all(1) & rollouts.ends[chain, t0 + H - 1]
-        chain, cols = chain[complete], cols[complete]
-        obs = rollouts.obs[chain[:, None], cols]
-        if not np.array_equal(obs // S, np.broadcast_to(np.arange(H), obs.shape)):
-            raise ValueError("rollouts are not time-augmented episodes of this problem "
-                             f"(observation // {S} must count 0..{H - 1})")
-        return chain, cols
-
     def trajectories_from_rollouts(self, rollouts: Rollouts | dict) -> TrajectoryBatch:
         """The complete length-``H`` episodes of ``rollouts`` (in chain, then time order)."""
         if isinstance(rollouts, dict):
             rollouts = Rollouts.from_dict(rollouts)
-        chain, cols = self._complete_episodes(rollouts)
+        chain, cols = complete_episodes(rollouts, self.trajectory_length, self.n_states)
         return TrajectoryBatch(rollouts.obs[chain[:, None], cols] % self.n_states,
                                rollouts.actions[chain[:, None], cols])
 
-    def pairs_from_rollouts(self, rollouts: Rollouts | dict
-                            ) -> tuple[TrajectoryBatch, TrajectoryBatch]:
-        """Consecutive complete episodes paired up: ``(τ_0, τ_1), (τ_2, τ_3), ...``."""
-        traj = self.trajectories_from_rollouts(rollouts)
-        n = len(traj) // 2
-        if n == 0:
-            raise ValueError(f"the rollouts hold {len(traj)} complete episodes of "
-                             f"{self.trajectory_length} steps; a pair needs two")
-        return traj[0:2 * n:2], traj[1:2 * n:2]
+    def trajectory_pairs(self, rollouts: Rollouts | dict) -> TrajectoryPairs:
+        """The labelled pairs of ``rollouts``: consecutive complete length-``H`` episodes paired up,
+        ``(τ_0, τ_1), (τ_2, τ_3), ...`` (in chain, then time order), and the ``(n_envs, T)``
+        index of the pair each transition belongs to (``−1`` outside every pair). HPGD's
+        trajectory estimator restarts the follower's oracle from the ``(obs, action)`` of every
+        paired transition (:func:`leaders.estimators.trajectory_estimate`).
 
-    def pair_index(self, rollouts: Rollouts | dict) -> np.ndarray:
-        """``(n_envs, T)`` int: the pair (of :meth:`pairs_from_rollouts`) each transition of
-        ``rollouts`` belongs to, ``−1`` for transitions outside every pair. HPGD's trajectory
-        estimator restarts the follower's oracle from the ``(obs, action)`` of every labelled
-        transition (:func:`leaders.estimators.trajectory_estimate`)."""
+        Raises:
+            ValueError: if the rollouts hold fewer than two complete episodes.
+        """
         if isinstance(rollouts, dict):
             rollouts = Rollouts.from_dict(rollouts)
-        chain, cols = self._complete_episodes(rollouts)
-        n_paired = 2 * (len(chain) // 2)
-        if n_paired == 0:
+        chain, cols = complete_episodes(rollouts, self.trajectory_length, self.n_states)
+        n = len(chain) // 2
+        if n == 0:
             raise ValueError(f"the rollouts hold {len(chain)} complete episodes of "
                              f"{self.trajectory_length} steps; a pair needs two")
+        traj = TrajectoryBatch(rollouts.obs[chain[:, None], cols] % self.n_states,
+                               rollouts.actions[chain[:, None], cols])
         index = np.full(rollouts.mask.shape, -1, dtype=np.int64)
-        pair = np.arange(n_paired) // 2
-        index[chain[:n_paired, None], cols[:n_paired]] = pair[:, None]
-        return index
+        index[chain[:2 * n, None], cols[:2 * n]] = (np.arange(2 * n) // 2)[:, None]
+        return TrajectoryPairs(traj[0:2 * n:2], traj[1:2 * n:2], index)
 
     def _check_pair(self, traj0: TrajectoryBatch, traj1: TrajectoryBatch) -> None:
         shape = traj0.states.shape
@@ -495,9 +395,11 @@ class RLHFProblem(BilevelProblem):
         score = np.where(predicted == 0, 0.5, (predicted == preferred).astype(np.float64))
         return float(score[decided].mean())
 
-    def trajectory_score(self, x: np.ndarray, traj: TrajectoryBatch) -> np.ndarray:
-        """``∇_x log p_x(τ) = Σ_t ∂_x A_t(s_t, a_t)/λ`` (exact), ``(N, d)``."""
-        table = self.score_table(x)
+    def trajectory_score(self, x: np.ndarray, traj: TrajectoryBatch,
+                         table: np.ndarray | None = None) -> np.ndarray:
+        """``∇_x log p_x(τ) = Σ_t ∂_x A_t(s_t, a_t)/λ`` (exact), ``(N, d)``; ``table``:
+        :meth:`score_table` at ``x`` if the caller has it."""
+        table = self.score_table(x) if table is None else table
         return table[np.arange(self.trajectory_length), traj.states, traj.actions].sum(axis=1)
 
     def hypergradient_samples(self, x: np.ndarray, context: Any, traj0: TrajectoryBatch,
@@ -505,7 +407,8 @@ class RLHFProblem(BilevelProblem):
         """Unbiased per-pair estimates of ``∇J_ξ`` for pairs drawn from ``π*_x``, ``(N, d)``:
         ``∂_x ℓ + (ℓ − b)(∇ log p_x(τ0) + ∇ log p_x(τ1))`` with the exact score."""
         ell = self.pair_objective(x, context, traj0, traj1) - baseline
-        scores = self.trajectory_score(x, traj0) + self.trajectory_score(x, traj1)
+        table = self.score_table(x)
+        scores = self.trajectory_score(x, traj0, table) + self.trajectory_score(x, traj1, table)
         return self.grad_pair_objective(x, context, traj0, traj1) + ell[:, None] * scores
 
     # ------------------------------------------------------------------ exact quantities
@@ -527,32 +430,16 @@ class RLHFProblem(BilevelProblem):
         idx = (list(range(self.n_contexts)) if contexts is None
                else [self.context_index(c) for c in contexts])
         w = self.context_probs[idx] / self.context_probs[idx].sum()
-        states, actions, p = enumerate_trajectories(self.P, self.mu, self.policy(x),
-                                                    max_trajectories)
+        pi = self.policy(x)
+        states, actions, p = enumerate_trajectories(self.P, self.mu, pi, max_trajectories)
         traj = TrajectoryBatch(states, actions)
-        phi = traj.discounted_sum(self.features, self.gamma)  # (n, d)
-        R = phi @ x
-        score = self.trajectory_score(x, traj)
+        score = self.trajectory_score(x, traj, self.score_table(x, pi))
         value, grad = 0.0, np.zeros(self.n_params)
         for weight, ctx in zip(w, idx):
-            a = self.annotators[ctx]
-            G = self.true_returns(ctx, traj)
-            row_w, col_w = np.zeros(len(p)), np.zeros(len(p))  # Σ_j W_ij, Σ_i W_ij
-            row_l, col_l = np.zeros(len(p)), np.zeros(len(p))  # Σ_j p_j ℓ_ij, Σ_i p_i ℓ_ij
-            for start in range(0, len(p), block):
-                rows = slice(start, start + block)
-                delta = R[None, :] - R[rows, None]
-                q = teacher_label_prob(G[rows, None], G[None, :], a.beta, a.epsilon,
-                                       self.return_scales[ctx])
-                ell = expected_log_likelihood(delta, q)
-                pw = p[rows, None] * p[None, :]
-                W = pw * (q - sigmoid(delta))
-                row_w[rows] = W.sum(1)
-                col_w += W.sum(0)
-                row_l[rows] = ell @ p
-                col_l += p[rows] @ ell
-            value += weight * float(p @ row_l)
-            grad += weight * ((col_w - row_w) @ phi + (p * (row_l + col_l)) @ score)
+            v, g = enumerated_likelihood(x, traj, p, score, self.features, self.gamma,
+                                         self.annotators[ctx], self.return_scales[ctx], block)
+            value += weight * v
+            grad += weight * g
         return value, grad
 
     def exact_objective(self, x: np.ndarray, contexts=None) -> float:
@@ -583,13 +470,6 @@ class RLHFProblem(BilevelProblem):
         pi = self.policy(x) if policy is None else np.asarray(policy, np.float64).reshape(shape)
         v_pi = soft_policy_value(self.P, pi, reward, self.gamma, self.lam)
         return float(self.mu @ (self._true_optimum[ctx] - v_pi))
-
-    # ------------------------------------------------------------------ the LeaderEnv hook
-    def estimate_objective(self, x: np.ndarray, context: int, rollouts: Rollouts,
-                           rng: np.random.Generator) -> float:
-        """Mean ``ℓ_ξ`` over the pairs of consecutive complete episodes (labels averaged out)."""
-        traj0, traj1 = self.pairs_from_rollouts(rollouts)
-        return float(self.pair_objective(x, context, traj0, traj1).mean())
 
     def __repr__(self) -> str:
         return (f"RLHFProblem(instance={self.instance!r}, trajectory_length="

@@ -15,7 +15,7 @@ from bilevel_envs.envs.tax_design.problem import (
     TaxDesign,
     TaxDesignTabular,
 )
-from bilevel_envs.followers import FOLLOWERS
+from bilevel_envs.followers import follower_available
 from bilevel_envs.leader_env import LeaderEnv
 
 
@@ -262,4 +262,4 @@ def default_follower(tabular: bool) -> str:
     or ``"grid_soft_vi"`` where ``"soft_dqn"`` is not installed."""
     if tabular:
         return "soft_vi"
-    return "soft_dqn" if "soft_dqn" in FOLLOWERS else "grid_soft_vi"
+    return "soft_dqn" if follower_available("soft_dqn") else "grid_soft_vi"

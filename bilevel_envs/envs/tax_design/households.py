@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
+from bilevel_envs.validation import check_int
 
 __all__ = ["HouseholdsParallelEnv", "parallel_env"]
 
@@ -135,10 +136,8 @@ class HouseholdsParallelEnv(ParallelEnv):
         if isinstance(households, Mapping):
             groups = []
             for group, count in households.items():
-                if not (isinstance(count, (int, np.integer)) and count >= 0):
-                    raise ValueError(f"households counts must be non-negative integers; got "
-                                     f"{count!r} for group {group!r}")
-                groups += [self._group(group)] * int(count)
+                count = check_int(f"households[{group!r}] (a count)", count, 0)
+                groups += [self._group(group)] * count
         elif isinstance(households, (str, bytes)) or not isinstance(households, Sequence):
             raise ValueError("households must be a list of preference groups (indices in "
                              f"0..{problem.n_contexts - 1} or α tuples) or a dict of counts per "

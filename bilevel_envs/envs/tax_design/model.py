@@ -48,7 +48,7 @@ consumption term as ``15 · mean_i(c_i/(1+y_i)) / 5``, which is ``Σ_i c_i/(1+y_
 we keep the sum (``κ = 1``) for any M.
 
 Derivatives are exact. Two places where the authors' code differs and we deliberately do not
-follow it (notes §7.15–16): the VAT derivative of the Cobb–Douglas term is
+follow it (docs/reference.md §7.15–16): the VAT derivative of the Cobb–Douglas term is
 ``−α_j C/(1 + y_j)``, which is 0 (not NaN) when a consumption is zero — the code's autodiff gave
 NaN there and replaced it by −0.1; and the score ``∂ log p(s'|s, a)/∂x_inc`` differentiates the
 density truncated to ``[−L, L]`` including its normalising constant (the code passed ±100 as
@@ -64,6 +64,8 @@ from typing import Any
 
 import numpy as np
 from scipy import special
+
+from bilevel_envs.validation import check_int
 
 VARIANTS = ("code", "paper")
 DEBT_UTILITIES = ("linear", "zero")
@@ -285,7 +287,7 @@ def grad_consumption_utility_vat(c: np.ndarray, vat: np.ndarray, alpha: np.ndarr
     """``∂C/∂y_j = −α_j C/(1 + y_j)``, shape ``(N, M)``.
 
     Exactly 0 when some consumption with ``α > 0`` is zero (then ``C ≡ 0`` in ``y``); the authors'
-    autodiff produced NaN there, which their code replaced by −0.1 (notes §7.15).
+    autodiff produced NaN there, which their code replaced by −0.1 (docs/reference.md §7.15).
     """
     C = consumption_utility(c, vat, alpha, prices)
     return -np.asarray(alpha) * C[:, None] / (1.0 + np.asarray(vat))
@@ -438,9 +440,8 @@ def sample_initial_assets(u: np.ndarray, params: HouseholdParams) -> np.ndarray:
 # ---------------------------------------------------------------------------- asset grid
 def uniform_asset_edges(n_cells: int, params: HouseholdParams) -> np.ndarray:
     """``n_cells + 1`` equally spaced cell edges covering ``[−L, L]``."""
-    if not (isinstance(n_cells, (int, np.integer)) and n_cells >= 2):
-        raise ValueError(f"asset_cells must be an integer >= 2; got {n_cells!r}")
-    return np.linspace(-params.asset_bound, params.asset_bound, int(n_cells) + 1)
+    n_cells = check_int("asset_cells", n_cells, 2)
+    return np.linspace(-params.asset_bound, params.asset_bound, n_cells + 1)
 
 
 def cell_of(assets: np.ndarray, edges: np.ndarray) -> np.ndarray:

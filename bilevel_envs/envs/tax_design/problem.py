@@ -24,6 +24,7 @@ from bilevel_envs.oracles import TrajectoryOracle
 from bilevel_envs.policies import Policy
 from bilevel_envs.problem import BilevelProblem, weighted_sum
 from bilevel_envs.tabular import TabularModel
+from bilevel_envs.validation import check_int
 
 #: Default size of the asset grid of the tabular variant (odd: a cell is centred on 0).
 DEFAULT_ASSET_CELLS = 41
@@ -229,7 +230,8 @@ class TaxDesignTabular(TaxDesign):
         P(k'|k, a) = (Φ(β_k') − Φ(α_k')) / Z,   α, β = (cell edges − m)/ς
 
     (outer cells extended to the truncation bounds, see
-    :func:`~bilevel_envs.envs.tax_design.model.cell_probabilities`), ``μ(k) = P(s_0 ∈ cell k)``. Rewards
+    :func:`~bilevel_envs.envs.tax_design.model.cell_probabilities`),
+    ``μ(k) = P(s_0 ∈ cell k)``. Rewards
     use ``s = g_k``. ``dP[..., 0] = ∂P/∂m · ∂m/∂x_inc``; the VAT columns of ``dP`` are zero but the
     array is dense ``(S, A, S, 1+M)`` (``S = 41``, ``A = 1250``: 67 MB per context).
 
@@ -252,8 +254,6 @@ class TaxDesignTabular(TaxDesign):
         self.n_cells = int(asset_cells)
         self.follower_observation_space = spaces.Discrete(self.n_cells)
         self.mu = hh.initial_cell_probabilities(self.edges, self.params)
-        self._transition_cache: tuple[float, np.ndarray, np.ndarray] | None = None
-        self._model_cache: dict[str, Any] = {}  # sampling tables, shared by both contexts
 
     # ------------------------------------------------------------------ observations
     def assets_of(self, obs: Any) -> np.ndarray:
@@ -263,10 +263,7 @@ class TaxDesignTabular(TaxDesign):
         return hh.cell_of(assets, self.edges)
 
     def check_obs(self, obs: Any, name: str = "state") -> int:
-        if not (isinstance(obs, (int, np.integer)) and 0 <= int(obs) < self.n_cells):
-            raise ValueError(f"{name} must be an asset cell index in 0..{self.n_cells - 1}; got "
-                             f"{obs!r}")
-        return int(obs)
+        return check_int(f"{name} (an asset cell)", obs, 0, self.n_cells - 1)
 
     @property
     def n_observation_cells(self) -> int:
@@ -285,10 +282,9 @@ class TaxDesignTabular(TaxDesign):
 
     # ------------------------------------------------------------------ the model
     def transitions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``P (S, A, S)`` and ``dP (S, A, S, d)``; they depend on the income tax only (cached)."""
+        """``P (S, A, S)`` and ``dP (S, A, S, d)``; they depend on the income tax only (the same
+        for every preference group)."""
         income_tax = float(x[0])
-        if self._transition_cache is not None and self._transition_cache[0] == income_tax:
-            return self._transition_cache[1], self._transition_cache[2]
         S, A = self.n_cells, self.params.n_actions
         mean, d_mean = hh.transition_mean(np.repeat(self.points, A), np.tile(self.hours, S),
                                           np.tile(self.consumption, (S, 1)), income_tax,
@@ -302,25 +298,31 @@ class TaxDesignTabular(TaxDesign):
         dP[..., 0] = dP_u[inverse].reshape(S, A, S) * d_mean.reshape(S, A, 1)
         for array in (P, dP):
             array.setflags(write=False)
-        self._transition_cache = (income_tax, P, dP)
-        self._model_cache = {}
         return P, dP
 
     def tabular(self, x: np.ndarray, context: Any) -> TabularModel:
+        return self.tabular_models(x, [context])[0]
+
+    def tabular_models(self, x: np.ndarray, contexts: list[int]) -> list[TabularModel]:
+        """The models of ``contexts`` at ``x``; they share one transition law (built once)."""
         x = self.check_x(x)
         P, dP = self.transitions(x)
+        cache: dict[str, Any] = {}  # sampling tables of this P, shared by the contexts' models
         S, A = self.n_cells, self.params.n_actions
         states = np.repeat(np.arange(S), A)
         actions = np.tile(np.arange(A), S)
-        args = (x, context, states, actions, states)
         shape = (S, A, self.n_params)
-        return TabularModel(
-            P=P, r=self.follower_reward(*args).reshape(S, A),
-            r_leader=self.leader_reward(*args).reshape(S, A), mu=self.mu,
-            gamma=self.gamma, leader_gamma=self.leader_gamma,
-            dr=self.grad_follower_reward(*args).reshape(shape),
-            dr_leader=self.grad_leader_reward(*args).reshape(shape), dP=dP, dmu=None,
-            cache=self._model_cache)
+        models = []
+        for context in contexts:
+            args = (x, context, states, actions, states)
+            models.append(TabularModel(
+                P=P, r=self.follower_reward(*args).reshape(S, A),
+                r_leader=self.leader_reward(*args).reshape(S, A), mu=self.mu,
+                gamma=self.gamma, leader_gamma=self.leader_gamma,
+                dr=self.grad_follower_reward(*args).reshape(shape),
+                dr_leader=self.grad_leader_reward(*args).reshape(shape), dP=dP, dmu=None,
+                cache=cache))
+        return models
 
     def grad_log_transition(self, x, context, obs, actions, next_obs, weights=None):
         """``∂x log P(k'|k, a) = ∂x P / P`` of the grid model (zero where ``P = 0``)."""

@@ -57,8 +57,8 @@ def leader_q_estimates(problem, oracle, rng, states, actions) -> np.ndarray:
     n = len(states)
     root = np.sqrt(problem.leader_gamma)
     tail = geometric_horizon(rng, root, n)
-    r = oracle.rollout(rng, n, int(tail.max()) + 1, start_states=states, start_actions=actions,
-                       lengths=tail + 1)
+    r = oracle.rollout(rng, n, int(tail.max()) + 1, start_states=states,  # noqa: F841 (yours)
+                       start_actions=actions, lengths=tail + 1)
     # TODO (2.1): weight r.leader_rewards by root**k on the valid steps (r.mask) and sum.
     return np.zeros(n)
 
