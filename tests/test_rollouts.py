@@ -158,3 +158,63 @@ def test_tabular_sampler_matches_the_model_and_catches_a_two_percent_slip_error(
 
     assert slip_p(1.0) > 0.001
     assert slip_p(0.98) < 0.001 and slip_p(1.02) < 0.001
+
+
+# ---------------------------------------------------------------------------- gym vs tabular path
+@pytest.fixture(scope="module")
+def deterministic():
+    """Four-Rooms without slips and two one-hot policies: the soft-optimal route to the goal
+    (episodes end at the goal) and "always up" (episodes end at the time limit). Every oracle
+    must then produce the same trajectories, whatever its random numbers."""
+    problem = FourRoomsShaping(lam=0.003, beta=1.0, move_prob=1.0)
+    x = np.random.default_rng(0).normal(0, 0.5, size=105)
+    _, sol, _ = ExactSolver(problem).solve(x)
+    to_goal = np.eye(4)[sol.pi[0].argmax(-1)]
+    always_up = np.tile(np.eye(4)[0], (104, 1))
+    return problem, x, {"to_goal": to_goal, "always_up": always_up}
+
+
+ROLLOUT_CASES = {
+    "stream": ({"n_envs": 2, "n_steps": 450}, "to_goal"),
+    "time_limit": ({"n_envs": 2, "n_steps": 450}, "always_up"),
+    "no_time_limit": ({"n_envs": 1, "n_steps": 250, "time_limit": False}, "always_up"),
+    "restarts": ({"n_envs": 4, "n_steps": 30, "start_states": [94, 31, 103, 40],
+                  "start_actions": [2, -1, 0, 1], "lengths": [10, 30, 30, 4],
+                  "auto_reset": False, "time_limit": False}, "to_goal"),
+    "one_chain": ({"n_envs": 1, "n_steps": 12, "start_states": [60], "start_actions": [3],
+                   "auto_reset": False}, "always_up"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROLLOUT_CASES))
+def test_gym_path_returns_the_tabular_paths_trajectories(deterministic, case):
+    """Every field of the rollouts (padding included) of the generic Gymnasium path equals the
+    compiled tabular path's on a deterministic MDP and policy: starts, forced first actions,
+    individual lengths, stopping or auto-reset at episode ends, truncation, probabilities."""
+    problem, x, policies = deterministic
+    kwargs, name = ROLLOUT_CASES[case]
+    kwargs = dict(kwargs)
+    n_envs, n_steps = kwargs.pop("n_envs"), kwargs.pop("n_steps")
+    policy = TabularPolicy(policies[name])
+    fast = TabularOracle(problem, x, 1, policy).rollout(np.random.default_rng(0), n_envs,
+                                                        n_steps, **kwargs)
+    slow = GymOracle(problem, x, 1, policy).rollout(np.random.default_rng(1), n_envs, n_steps,
+                                                    **kwargs)
+    for field, value in fast.to_dict().items():
+        other = getattr(slow, field)
+        assert other.shape == value.shape and other.dtype == value.dtype, field
+        np.testing.assert_allclose(other, value, rtol=1e-12, err_msg=field)
+    assert fast.terminated.any() or fast.truncated.any() or case in ("no_time_limit",
+                                                                     "one_chain")
+
+
+def test_gym_path_is_reproducible_and_checks_start_states(setup):
+    problem, x, policies = setup
+    oracle = GymOracle(problem, x, 0, policies[0])
+    a = oracle.rollout(np.random.default_rng(3), 2, 60)
+    b = oracle.rollout(np.random.default_rng(3), 2, 60)
+    for key, value in a.to_dict().items():
+        np.testing.assert_array_equal(value, getattr(b, key))
+    assert not np.array_equal(a.obs, oracle.rollout(np.random.default_rng(4), 2, 60).obs)
+    with pytest.raises(ValueError, match=r"start_states must hold 2 states; got 3"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[1, 2, 3])
