@@ -159,3 +159,12 @@ def test_every_visit_estimate_ignores_padding():
         for term in (None, "best_response", "transition_score"):
             np.testing.assert_allclose(b.total(term=term), a.total(term=term), rtol=1e-12,
                                        atol=1e-15)
+
+
+def test_leave_one_out_baseline():
+    from leaders.estimators import leave_one_out_baseline
+
+    np.testing.assert_allclose(leave_one_out_baseline(np.array([1.0, 2.0, 6.0])),
+                               [4.0, 3.5, 1.5], rtol=1e-15)
+    np.testing.assert_array_equal(leave_one_out_baseline(np.array([3.0])), [0.0])
+    assert leave_one_out_baseline(np.array([3.0])).dtype == np.float64

@@ -117,3 +117,10 @@ def test_loop_refuses_a_non_finite_gradient():
     with pytest.raises(FloatingPointError, match="non-finite gradient estimate at iteration 0"):
         leader.learn(1)
     assert leader.num_iterations == 0
+
+
+def test_loop_reshapes_the_estimate_to_x():
+    leader = fixed_leader([[3.0, 0.0, 4.0]], learning_rate=0.1, max_grad_norm=None)
+    leader.learn(1)
+    assert leader.x.shape == (3,)
+    np.testing.assert_allclose(leader.x, [2.0, 0.0, -0.6], rtol=1e-15)

@@ -218,3 +218,67 @@ def test_gym_path_is_reproducible_and_checks_start_states(setup):
     assert not np.array_equal(a.obs, oracle.rollout(np.random.default_rng(4), 2, 60).obs)
     with pytest.raises(ValueError, match=r"start_states must hold 2 states; got 3"):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[1, 2, 3])
+
+
+def _rollouts(leader, ends, step, mask=None, rewards=None):
+    z = np.zeros(leader.shape)
+    i = z.astype(int)
+    return Rollouts(obs=i, actions=i, next_obs=i, rewards=z if rewards is None else rewards,
+                    leader_rewards=leader, terminated=ends, truncated=np.zeros(leader.shape, bool),
+                    context=i, action_probs=z, entropy=z, episode_step=step,
+                    mask=np.ones(leader.shape, bool) if mask is None else mask)
+
+
+def test_episode_returns_of_chains_ending_at_different_times_and_padded():
+    """Chain 0: episodes [0], [1, 2], unfinished [3]; chain 1: [0, 1, 2, 3], then padding;
+    chain 2: unfinished, padded (its cut episode counts, padding adds nothing)."""
+    leader = np.array([[1.0, 2.0, 3.0, 9.0, 9.0], [1.0, 1.0, 1.0, 1.0, 0.0],
+                       [2.0, 2.0, 0.0, 0.0, 0.0]])
+    ends = np.zeros(leader.shape, bool)
+    ends[0, [0, 2]] = True
+    ends[1, 3] = True
+    step = np.array([[0, 0, 1, 0, 1], [0, 1, 2, 3, 0], [0, 1, 0, 0, 0]])
+    mask = np.ones(leader.shape, bool)
+    mask[1, 4] = mask[2, 2:] = False
+    r = _rollouts(leader, ends, step, mask)
+    expected = [1.0, 2 + 0.5 * 3, 1 + 0.5 + 0.25 + 0.125, 2 + 0.5 * 2]
+    assert sorted(r.episode_returns(0.5)) == pytest.approx(sorted(expected))
+    rewards = -leader
+    r = _rollouts(leader, ends, step, mask, rewards=rewards)
+    assert sorted(r.episode_returns(0.5, leader=False)) == pytest.approx(
+        sorted(-np.array(expected)))
+
+
+def test_rollouts_to_dict_copies_unless_asked_not_to():
+    leader = np.ones((1, 3))
+    r = _rollouts(leader, np.zeros((1, 3), bool), np.arange(3)[None])
+    assert not np.shares_memory(r.to_dict()["leader_rewards"], r.leader_rewards)
+    shared = r.to_dict(copy=False)
+    assert all(np.shares_memory(v, getattr(r, k)) for k, v in shared.items())
+    back = Rollouts.from_dict(shared)
+    for key, value in shared.items():
+        np.testing.assert_array_equal(getattr(back, key), value)
+
+
+def test_make_oracle_prefers_the_problems_own_sampler():
+    """``"auto"`` and ``"native"`` return the problem's sampler, made with the policy and the
+    keyword arguments; without one, ``"native"`` says so and ``"auto"`` takes the tabular path."""
+    from bilevel_envs.envs.garnet import GarnetProblem
+
+    class NativeGarnet(GarnetProblem):
+        def make_oracle(self, x, context, policy, **kwargs):
+            return ("native", context, policy, kwargs)
+
+    policy = TabularPolicy(np.full((6, 3), 1 / 3))
+    x = np.zeros(4)
+    for backend in ("auto", "native"):
+        assert make_oracle(NativeGarnet(), x, 1, policy, backend=backend, speed=2) == (
+            "native", 1, policy, {"speed": 2})
+    assert isinstance(make_oracle(NativeGarnet(), x, 1, policy, backend="tabular"),
+                      TabularOracle)
+    assert isinstance(make_oracle(GarnetProblem(), x, 1, policy), TabularOracle)
+    assert isinstance(make_oracle(GarnetProblem(), x, 1, policy, backend="gym"), GymOracle)
+    with pytest.raises(ValueError, match=r"GarnetProblem has no native oracle "
+                       r"\(BilevelProblem.make_oracle returned None\); use backend='auto', "
+                       r"'tabular' or 'gym'"):
+        make_oracle(GarnetProblem(), x, 1, policy, backend="native")

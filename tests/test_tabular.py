@@ -257,3 +257,23 @@ def test_finite_difference_check_detects_a_five_percent_error_in_any_term():
                 wrong = grad + (scale - 1) * weight * value
                 worst = min(worst, np.linalg.norm(wrong - fd) / np.linalg.norm(fd) / 1e-6)
     assert worst > 1  # every control fails the check
+
+
+def test_exact_objective_uses_the_given_tolerance_and_names_what_is_missing():
+    from bilevel_envs.envs.garnet import GarnetProblem
+
+    problem = GarnetProblem(seed=2, lam=0.05)
+    x = np.full(problem.n_params, 0.5)
+    loose = ExactSolver(problem, tol=1e-2, method="value_iteration")
+    assert exact_objective(problem, x, tol=1e-2) != exact_objective(problem, x, tol=1e-12)
+    assert ExactSolver(problem, tol=1e-2).objective(x) == exact_objective(problem, x, tol=1e-2)
+    assert loose.method == "value_iteration"
+
+    class NoExactJ:
+        decomposable = False
+
+    with pytest.raises(ValueError, match="NoExactJ has a trajectory-level objective and no "
+                                         r"exact_objective\(x\) method"):
+        exact_objective(NoExactJ(), x)
+    with pytest.raises(ValueError, match=r"no exact_hypergradient\(x\) method"):
+        exact_hypergradient(NoExactJ(), x)

@@ -151,3 +151,33 @@ def test_value_iteration_starts_from_a_warm_q_and_reports_divergence():
     huge = model.with_updates(r=np.full_like(model.r, 1e308))
     with pytest.raises(FloatingPointError, match="soft value iteration diverged"):
         soft_value_iteration(huge, 0.2)
+
+
+def test_hypergradient_terms_of_stacks_and_of_models_without_moving_p_or_mu():
+    """Components of a stack are the components of each model; a model whose P and μ do not
+    depend on x (Four-Rooms) has zero score components, the others sum to its dJ/dx."""
+    from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
+    from bilevel_envs.tabular import HYPERGRADIENT_COMPONENTS, hypergradient_terms
+
+    problem = GarnetProblem(n_contexts=2, seed=4, lam=0.3)
+    x = np.random.default_rng(1).uniform(-1, 1, size=problem.n_params)
+    models = garnet_models(problem, x)
+    stacked = TabularModel.stack(models)
+    pi = soft_policy_iteration(stacked, problem.lam, tol=1e-12).pi
+    together = hypergradient_terms(stacked, pi, problem.lam)
+    for c, model in enumerate(models):
+        alone = hypergradient_terms(model, pi[c], problem.lam)
+        for component in HYPERGRADIENT_COMPONENTS:
+            np.testing.assert_allclose(together[component][c], alone[component], rtol=1e-10,
+                                       atol=1e-13)
+    rooms = FourRoomsShaping(lam=0.01)
+    model = rooms.tabular(np.random.default_rng(2).normal(size=105), 0)
+    pi = soft_policy_iteration(model, rooms.lam, tol=1e-12).pi
+    terms = hypergradient_terms(model, pi, rooms.lam)
+    for component in (("best_response", "log_transition"), ("transition_score", "log_transition"),
+                      ("initial_score", "log_initial")):
+        np.testing.assert_array_equal(terms[component], np.zeros(105))
+    np.testing.assert_allclose(sum(terms.values()), leader_values(model, pi, rooms.lam).gradient,
+                               rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="lam"):
+        hypergradient_terms(model, pi, 0.0)
