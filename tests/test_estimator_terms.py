@@ -246,8 +246,8 @@ def test_trajectory_estimate_splits_into_direct_and_best_response():
                                + terms.per_segment(term="best_response"), terms.per_segment(),
                                rtol=1e-12, atol=1e-14)
     assert terms.per_segment(term="direct").shape == (200, problem.n_params)
-    # every pair, the first one too, has its restarts
-    assert (np.abs(terms.per_segment(term="best_response")).sum(1) > 0).all()
+    # pair 0 has its restarts too (∂Â of other pairs may vanish: ∂r depends on s only here)
+    assert np.abs(terms.per_segment(term="best_response")[0]).sum() > 0
     np.testing.assert_array_equal(terms.total(term="transition_score"), 0.0)
     with pytest.raises(ValueError, match="direct term of a trajectory estimate is kind"):
         terms.total(term="direct", kind="follower_reward")
