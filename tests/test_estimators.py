@@ -116,9 +116,9 @@ def test_every_visit_estimator_is_consistent_with_score_terms():
 def test_every_visit_needs_discrete_observations():
     problem = GarnetProblem()
     problem.follower_observation_space = gym.spaces.Box(-1.0, 1.0, shape=(1,))
-    with pytest.raises(ValueError, match=r"needs a Discrete follower observation space or a "
-                       r"state aggregation \(problem.n_observation_cells, observation_index\); "
-                       r"use estimator='paper'"):
+    with pytest.raises(ValueError, match=r"^estimator='every_visit' needs a Discrete follower "
+                       r"observation space or a state aggregation \(problem.n_observation_cells, "
+                       r"observation_index\); use estimator='paper'$"):
         every_visit_estimate(problem, np.zeros(4), 0, None)
 
 

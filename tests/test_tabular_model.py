@@ -25,14 +25,14 @@ def two_state_model(**changes):
 # ---------------------------------------------------------------------------- check
 @pytest.mark.parametrize("changes, message", [
     ({"P": np.array([[[1.0, -1e-6], [0.5, 0.5]], [[1.0, 0.0], [0.0, 1.0]]])},
-     r"TabularModel.P rows must be non-negative with sums <= 1"),
+     r"^TabularModel.P rows must be non-negative with sums <= 1$"),
     ({"P": np.array([[[1.0, 0.5], [0.5, 0.5]], [[1.0, 0.0], [0.0, 1.0]]])},
-     r"TabularModel.P rows must be non-negative with sums <= 1"),
-    ({"mu": np.array([1.5, -0.5])}, r"TabularModel.mu must be a probability distribution"),
-    ({"mu": np.array([0.5, 0.6])}, r"TabularModel.mu must be a probability distribution"),
-    ({"gamma": 1.0}, r"TabularModel.gamma must be in \[0, 1\); got 1.0"),
-    ({"gamma": 1.5}, r"TabularModel.gamma must be in \[0, 1\); got 1.5"),
-    ({"leader_gamma": -0.1}, r"TabularModel.leader_gamma must be in \[0, 1\); got -0.1"),
+     r"^TabularModel.P rows must be non-negative with sums <= 1$"),
+    ({"mu": np.array([1.5, -0.5])}, r"^TabularModel.mu must be a probability distribution$"),
+    ({"mu": np.array([0.5, 0.6])}, r"^TabularModel.mu must be a probability distribution$"),
+    ({"gamma": 1.0}, r"^TabularModel.gamma must be in \[0, 1\); got 1.0$"),
+    ({"gamma": 1.5}, r"^TabularModel.gamma must be in \[0, 1\); got 1.5$"),
+    ({"leader_gamma": -0.1}, r"^TabularModel.leader_gamma must be in \[0, 1\); got -0.1$"),
 ])
 def test_model_check_names_what_is_wrong(changes, message):
     two_state_model().check()
@@ -83,7 +83,8 @@ def test_stack_fills_missing_derivatives_with_zeros_and_can_skip_them():
     light = TabularModel.stack([full, bare], derivatives=False)
     for name in ("dr", "dr_leader", "dP", "dmu"):
         array = getattr(light, name)
-        assert array.shape == getattr(mixed, name).shape and not array.any()
+        assert array.shape == getattr(mixed, name).shape and array.dtype == np.float64
+        assert not array.any()
         assert array.strides[0] == 0  # a broadcast view: nothing is copied
     np.testing.assert_array_equal(light.P, mixed.P)
     np.testing.assert_array_equal(light.r_leader, mixed.r_leader)
@@ -91,7 +92,7 @@ def test_stack_fills_missing_derivatives_with_zeros_and_can_skip_them():
     pi = soft_policy_iteration(light, problem.lam).pi
     np.testing.assert_allclose(leader_values(light, pi, problem.lam, with_gradient=False).objective,
                                leader_values(mixed, pi, problem.lam, with_gradient=False).objective)
-    with pytest.raises(ValueError, match="stacked models must share gamma and leader_gamma"):
+    with pytest.raises(ValueError, match="^stacked models must share gamma and leader_gamma$"):
         TabularModel.stack([full, full.with_updates(leader_gamma=0.5)])
 
 
@@ -149,8 +150,20 @@ def test_value_iteration_starts_from_a_warm_q_and_reports_divergence():
     assert warm.iterations == 1
     np.testing.assert_allclose(warm.q, exact.q, atol=1e-9)
     huge = model.with_updates(r=np.full_like(model.r, 1e308))
-    with pytest.raises(FloatingPointError, match="soft value iteration diverged"):
+    with pytest.raises(FloatingPointError, match="^soft value iteration diverged"):
         soft_value_iteration(huge, 0.2)
+
+
+def test_value_iteration_without_sweeps():
+    """``max_iter=0``: no sweep, the soft values of ``Q = r + γ P·0``, not converged (residual
+    inf); a non-finite model is still reported."""
+    model = GarnetProblem(seed=0).tabular(np.zeros(4), 0)
+    solution = soft_value_iteration(model, 0.2, max_iter=0)
+    assert solution.iterations == 0 and solution.residual == np.inf
+    np.testing.assert_array_equal(solution.q, model.r)
+    bad = model.with_updates(r=np.full_like(model.r, np.inf))
+    with pytest.raises(FloatingPointError, match="^soft value iteration diverged"):
+        soft_value_iteration(bad, 0.2, max_iter=0)
 
 
 def test_hypergradient_terms_of_stacks_and_of_models_without_moving_p_or_mu():
