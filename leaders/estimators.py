@@ -27,11 +27,18 @@ Every estimate is a sum of scalar weights times per-transition derivative terms.
 computed here, vectorised over samples; the contraction with ``∂r``, ``∂r̄``, ``∂log P`` and
 ``∂log μ`` is the problem's job (its ``grad_*`` methods with ``weights=``), so the ``(N, d)``
 array of per-transition gradients is never formed in the training loop.
+
+Each block of weights is labelled with the term of Eq. 8 it estimates (:data:`TERMS`), so every
+estimate splits into components ``(term, kind)`` — the term and the derivative it contracts
+(:data:`COMPONENTS`) — that can be checked one by one against their exact values
+(:func:`bilevel_envs.tabular.hypergradient_terms`): ``total(term=..., kind=...)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,35 +46,97 @@ from bilevel_envs._kernels import discounted_returns, every_visit_weights
 from bilevel_envs.oracles import TrajectoryOracle
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
+from bilevel_envs.tabular import HYPERGRADIENT_COMPONENTS, HYPERGRADIENT_TERMS
 
 ESTIMATORS = ("paper", "every_visit", "every_visit_loo", "trajectory")
 #: the estimators of a decomposable J computed from the env's on-policy batch (no restarts)
 BATCH_ESTIMATORS = ("every_visit", "every_visit_loo")
 
+#: The terms of the hypergradient (paper Eq. 8; a trajectory-level objective's ``∂xℓ`` is its
+#: ``"direct"`` term) and, as ``(term, kind)``, split by the derivative they contract (the
+#: ``kind`` of a :class:`Part`); see :data:`bilevel_envs.tabular.HYPERGRADIENT_TERMS`.
+TERMS = HYPERGRADIENT_TERMS
+COMPONENTS = HYPERGRADIENT_COMPONENTS
+
 
 # ---------------------------------------------------------------------------- contraction
+class Part(NamedTuple):
+    """One block of an estimate: ``Σ_n weights[n] · ∂kind(obs[n], actions[n], next_obs[n])``.
+
+    ``segment`` (optional) says which sample each weight belongs to; ``terms`` splits the
+    weights between the hypergradient's terms (:data:`TERMS`; the arrays sum to ``weights``).
+    """
+
+    kind: str
+    obs: Any
+    actions: Any
+    next_obs: Any
+    weights: np.ndarray
+    segment: np.ndarray | None = None
+    terms: Mapping[str, np.ndarray] | None = None
+
+    def weights_of(self, term: str | None) -> np.ndarray | None:
+        """The weights of ``term`` in this block (all of them for ``None``; ``None`` if the
+        block has none of ``term``)."""
+        if term is None:
+            return self.weights
+        return None if self.terms is None else self.terms.get(term)
+
+
 @dataclass
 class WeightedTerms:
     """Per-transition weights of the four derivative terms, optionally labelled by sample.
 
     ``kind`` is one of ``"follower_reward"``, ``"leader_reward"``, ``"log_transition"``,
-    ``"log_initial"``; ``segment`` says which estimate (sample) each weight belongs to.
+    ``"log_initial"``; ``segment`` says which estimate (sample) each weight belongs to, ``term``
+    which term of the hypergradient (:data:`TERMS`) it estimates.
     """
 
     problem: BilevelProblem
     x: np.ndarray
     context: int
-    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = \
-        field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
 
-    def add(self, kind: str, obs, actions, next_obs, weights, segment=None) -> None:
+    def add(self, kind: str, obs, actions, next_obs, weights, segment=None,
+            term: str | Mapping[str, Any] | None = None) -> None:
+        """Add the block ``Σ_n weights[n] · ∂kind(obs[n], actions[n], next_obs[n])``.
+
+        Args:
+            kind: the derivative: ``"follower_reward"``, ``"leader_reward"``,
+                ``"log_transition"`` or ``"log_initial"`` (the last two are skipped when the
+                problem's ``P``, resp. ``μ``, does not depend on ``x``).
+            obs, actions, next_obs: the transitions (``(N, ...)``).
+            weights: ``(N,)`` weights.
+            segment: ``(N,)`` sample index of each weight (``None``: one sample).
+            term: the term of :data:`TERMS` the weights estimate, or ``{term: weights}`` when
+                one block serves several terms (their weights sum to ``weights``).
+        """
         if kind == "log_transition" and not self.problem.transitions_depend_on_x:
             return
         if kind == "log_initial" and not self.problem.initial_depends_on_x:
             return
         weights = np.asarray(weights, dtype=np.float64)
+        if isinstance(term, str):
+            term = {term: weights}
+        elif term is not None:
+            term = {name: np.asarray(w, dtype=np.float64) for name, w in term.items()}
         if weights.size:
-            self.parts.append((kind, obs, actions, next_obs, weights, segment))
+            self.parts.append(Part(kind, obs, actions, next_obs, weights, segment, term))
+
+    @property
+    def components(self) -> list[tuple[str, str]]:
+        """The ``(term, kind)`` components present, in the order of :data:`COMPONENTS`."""
+        present = {(t, p.kind) for p in self.parts for t in (p.terms or ())}
+        return [c for c in COMPONENTS if c in present] + sorted(present - set(COMPONENTS))
+
+    def _selected(self, term: str | None, kind: str | None):
+        """``(part, weights)`` of the blocks of ``term`` and ``kind`` (``None``: any)."""
+        for part in self.parts:
+            if kind is not None and part.kind != kind:
+                continue
+            weights = part.weights_of(term)
+            if weights is not None:
+                yield part, weights
 
     def _call(self, kind, obs, actions, next_obs, weights=None):
         p, x, c = self.problem, self.x, self.context
@@ -79,25 +148,29 @@ class WeightedTerms:
             return p.grad_log_transition(x, c, obs, actions, next_obs, weights=weights)
         return p.grad_log_initial(x, c, obs, weights=weights)
 
-    def total(self) -> np.ndarray:
-        """``Σ weights · term`` over everything added: a ``(d,)`` vector."""
+    def total(self, term: str | None = None, kind: str | None = None) -> np.ndarray:
+        """``Σ weights · ∂kind`` over everything added: a ``(d,)`` vector; with ``term`` and/or
+        ``kind``, over that term's (:data:`TERMS`) and/or that derivative's weights only."""
         out = np.zeros(self.problem.n_params)
-        for kind, obs, actions, next_obs, weights, _ in self.parts:
-            out += self._call(kind, obs, actions, next_obs, weights=weights)
+        for part, weights in self._selected(term, kind):
+            out += self._call(part.kind, part.obs, part.actions, part.next_obs, weights=weights)
         return out
 
-    def per_segment(self, n_segments: int, chunk: int = 50_000) -> np.ndarray:
+    def per_segment(self, n_segments: int, chunk: int = 50_000, term: str | None = None,
+                    kind: str | None = None) -> np.ndarray:
         """``(n_segments, d)``: the contraction separately for each sample (for variance
-        estimates and tests; materialises per-transition gradients in chunks)."""
+        estimates and tests; materialises per-transition gradients in chunks); ``term`` and
+        ``kind`` select as in :meth:`total`."""
         out = np.zeros((n_segments, self.problem.n_params))
-        for kind, obs, actions, next_obs, weights, seg in self.parts:
-            seg = np.zeros(len(weights), np.int64) if seg is None else np.asarray(seg)
+        for part, weights in self._selected(term, kind):
+            seg = (np.zeros(len(weights), np.int64) if part.segment is None
+                   else np.asarray(part.segment))
             keep = weights != 0
-            obs, actions, next_obs = obs[keep], actions[keep], next_obs[keep]
+            obs, actions, next_obs = part.obs[keep], part.actions[keep], part.next_obs[keep]
             weights, seg = weights[keep], seg[keep]
             for lo in range(0, len(weights), chunk):
                 sl = slice(lo, lo + chunk)
-                grads = self._call(kind, obs[sl], actions[sl], next_obs[sl])
+                grads = self._call(part.kind, obs[sl], actions[sl], next_obs[sl])
                 np.add.at(out, seg[sl], weights[sl, None] * grads)
         return out
 
@@ -148,13 +221,15 @@ def _advantage_gradient_terms(terms: WeightedTerms, oracle: TrajectoryOracle,
             m, obs, act, nxt = _masked(r)
             seg = np.broadcast_to(segment[:, None], r.mask.shape)[m].ravel()
             terms.add("follower_reward", obs, act, nxt,
-                      (np.broadcast_to(scale, r.mask.shape) * (t <= T[:, None]))[m].ravel(), seg)
+                      (np.broadcast_to(scale, r.mask.shape) * (t <= T[:, None]))[m].ravel(), seg,
+                      term="best_response")
             if terms.problem.transitions_depend_on_x:
                 soft = np.where(r.mask, r.rewards + lam * r.entropy, 0.0)
                 tail = ((t > T[:, None]) * np.sqrt(gamma) ** (t - T[:, None] - 1) * soft).sum(1)
                 at_T = (t == T[:, None]) & ~r.terminated
                 w = scale * at_T * (gamma / (1 - gamma)) * tail[:, None]
-                terms.add("log_transition", obs, act, nxt, w[m].ravel(), seg)
+                terms.add("log_transition", obs, act, nxt, w[m].ravel(), seg,
+                          term="best_response")
 
 
 def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
@@ -189,7 +264,8 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     seg = np.broadcast_to(sample[:, None], r.mask.shape)[m].ravel()
 
     # Direct term Σ_{t ≤ T} ∂r̄_t.
-    terms.add("leader_reward", obs, act, nxt, (t <= T[:, None])[m].ravel().astype(float), seg)
+    terms.add("leader_reward", obs, act, nxt, (t <= T[:, None])[m].ravel().astype(float), seg,
+              term="direct")
     # √γ̄-weighted tail: an unbiased estimate of Q̄(s_T, a_T) (and of V̄(s_T), a_T ~ π).
     leader = np.where(r.mask, r.leader_rewards, 0.0)
     q_tail = ((t >= T[:, None]) * np.sqrt(lgamma) ** np.maximum(t - T[:, None], 0) * leader).sum(1)
@@ -197,11 +273,12 @@ def paper_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     # Score terms: the transition into s_T (or μ at T = 0), weighted by the tail return.
     w_score = np.where(reached, q_tail / (1 - lgamma), 0.0)
     into_T = (t == (T - 1)[:, None]) & ~r.terminated
-    terms.add("log_transition", obs, act, nxt, (w_score[:, None] * into_T)[m].ravel(), seg)
+    terms.add("log_transition", obs, act, nxt, (w_score[:, None] * into_T)[m].ravel(), seg,
+              term="transition_score")
     first = r.obs[:, 0]
     at_start = reached & (T == 0)
     terms.add("log_initial", first[at_start], first[at_start], first[at_start],
-              w_score[at_start], sample[at_start])
+              w_score[at_start], sample[at_start], term="initial_score")
     # Best-response term ∂Â(s_T, a_T) Q̄̂ / (λ (1 − γ̄)), ∂Â from restarts (Alg. 2).
     idx = np.flatnonzero(reached)
     if idx.size:
@@ -253,8 +330,8 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
 
     terms = WeightedTerms(problem, x, context)
     valid, o, a, n = _masked(rollouts)
-    terms.add("follower_reward", o, a, n, W[valid].ravel())
-    terms.add("leader_reward", o, a, n, U[valid].ravel())
+    terms.add("follower_reward", o, a, n, W[valid].ravel(), term="best_response")
+    terms.add("leader_reward", o, a, n, U[valid].ravel(), term="direct")
     if problem.transitions_depend_on_x:
         soft = np.where(m, rollouts.rewards + lam * rollouts.entropy, 0.0)
         soft_returns = discounted_returns(soft, ends, gamma)
@@ -264,13 +341,17 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
         # E[∂log P(s'|s, a) | s, a] = 0, so the values of the current cell are a free baseline:
         # V(s') − V(s) is small over one step, V(s') alone is not (tax design: about 2× less
         # income-tax noise at the authors' batch, docs/tax_design.md).
-        w_score = (W * gamma * (v_soft[next_cells] - v_soft[cells])
-                   + U * lgamma * (v_bar[next_cells] - v_bar[cells]))
-        terms.add("log_transition", o, a, n, np.where(cont, w_score, 0.0)[valid].ravel())
+        w_follower = W * gamma * (v_soft[next_cells] - v_soft[cells])
+        w_leader = U * lgamma * (v_bar[next_cells] - v_bar[cells])
+        w_score = w_follower + w_leader
+        terms.add("log_transition", o, a, n, np.where(cont, w_score, 0.0)[valid].ravel(),
+                  term={"best_response": np.where(cont, w_follower, 0.0)[valid].ravel(),
+                        "transition_score": np.where(cont, w_leader, 0.0)[valid].ravel()})
     if problem.initial_depends_on_x:
         starts = m & (rollouts.episode_step == 0)
         first = obs[starts]
-        terms.add("log_initial", first, first, first, v_bar[cells[starts]] / n_starts)
+        terms.add("log_initial", first, first, first, v_bar[cells[starts]] / n_starts,
+                  term="initial_score")
     return terms
 
 
@@ -292,16 +373,39 @@ class TrajectoryTerms:
         """Number of pairs ``N``."""
         return len(self.traj0)
 
-    def total(self) -> np.ndarray:
-        """The sum of the ``N`` per-pair estimates, ``(d,)``."""
-        direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0, self.traj1,
-                                                  weights=np.ones(self.n_samples))
-        return direct + self.scores.total()
+    def total(self, term: str | None = None, kind: str | None = None) -> np.ndarray:
+        """The sum of the ``N`` per-pair estimates, ``(d,)``; with ``term``/``kind``, of one
+        term only: ``"direct"`` (``∂xℓ``, kind ``"pair_objective"``) or ``"best_response"``
+        (the score part, kind ``"follower_reward"``)."""
+        if term is None and kind is None:
+            direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0,
+                                                      self.traj1, weights=np.ones(self.n_samples))
+            return direct + self.scores.total()
+        if self._is_direct(term, kind):
+            return self.problem.grad_pair_objective(self.x, self.context, self.traj0,
+                                                    self.traj1, weights=np.ones(self.n_samples))
+        return self.scores.total(term, kind)
 
-    def per_segment(self) -> np.ndarray:
-        """``(N, d)``: the estimate of each pair (for variance estimates and tests)."""
-        direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0, self.traj1)
-        return direct + self.scores.per_segment(self.n_samples)
+    def per_segment(self, term: str | None = None, kind: str | None = None) -> np.ndarray:
+        """``(N, d)``: the estimate of each pair (for variance estimates and tests); ``term`` and
+        ``kind`` select as in :meth:`total`."""
+        if term is None and kind is None:
+            direct = self.problem.grad_pair_objective(self.x, self.context, self.traj0,
+                                                      self.traj1)
+            return direct + self.scores.per_segment(self.n_samples)
+        if self._is_direct(term, kind):
+            return self.problem.grad_pair_objective(self.x, self.context, self.traj0, self.traj1)
+        return self.scores.per_segment(self.n_samples, term=term, kind=kind)
+
+    @staticmethod
+    def _is_direct(term: str | None, kind: str | None) -> bool:
+        if (term, kind) in (("direct", None), ("direct", "pair_objective"),
+                            (None, "pair_objective")):
+            return True
+        if term == "direct" or kind == "pair_objective":
+            raise ValueError(f"the direct term of a trajectory estimate is kind "
+                             f"'pair_objective'; got term={term!r}, kind={kind!r}")
+        return False
 
 
 def leave_one_out_baseline(values: np.ndarray) -> np.ndarray:

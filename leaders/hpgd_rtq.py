@@ -34,7 +34,7 @@ from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.oracles import make_oracle
 from bilevel_envs.validation import check_bool, check_int
 from leaders.base import Leader
-from leaders.estimators import paper_estimate
+from leaders.estimators import COMPONENTS, paper_estimate
 
 
 class HPGDRTQ(Leader):
@@ -95,6 +95,17 @@ class HPGDRTQ(Leader):
         return float(self.truncation_probs @ np.array(self.schedule[1:]))
 
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
+        return self._telescoped(by_term=False)
+
+    def estimate_gradient_by_term(self) -> tuple[dict[tuple[str, str], np.ndarray],
+                                                 dict[str, Any]]:
+        """The estimate of :meth:`estimate_gradient` (the same random numbers) split into the
+        hypergradient's components (:data:`~leaders.estimators.COMPONENTS`):
+        ``{(term, kind): (d,)}``, summing to the estimate up to round-off."""
+        grad, info = self._telescoped(by_term=True)
+        return dict(zip(COMPONENTS, grad)), info
+
+    def _telescoped(self, by_term: bool) -> tuple[np.ndarray, dict[str, Any]]:
         context = self.problem.sample_context(self.rng)
         k = 1 + int(self.rng.choice(self.levels - 1, p=self.truncation_probs))
         t1, tk, tk1 = self.schedule[0], self.schedule[k - 1], self.schedule[k]
@@ -102,12 +113,12 @@ class HPGDRTQ(Leader):
         pi_1, pi_k, pi_k1 = (r.policy for r in self.soft_q.learn_iterates(
             self.problem, self.x, context, [t1, tk, tk1], seed=seed))
 
-        g_1 = self._alg5_mean(context, pi_1, self.n_samples)
+        g_1 = self._alg5_mean(context, pi_1, self.n_samples, by_term)
         n = 2**k * self.n_samples
         shared = self.rng.bit_generator.state
-        g_k1 = self._alg5_mean(context, pi_k1, n)
+        g_k1 = self._alg5_mean(context, pi_k1, n, by_term)
         self.rng.bit_generator.state = shared  # common random numbers for the pair
-        g_k = self._alg5_mean(context, pi_k, n)
+        g_k = self._alg5_mean(context, pi_k, n, by_term)
         grad = g_1 + (g_k1 - g_k) / self.truncation_probs[k - 1]
         return grad, {"objective_estimate": self._objective_estimate(context, pi_k1),
                       "contexts": [context], "truncation_level": k, "lower_level_steps": tk1}
@@ -120,17 +131,22 @@ class HPGDRTQ(Leader):
         rollouts = oracle.rollout(self.rng, n_envs, horizon, auto_reset=False)
         return self.problem.estimate_objective(self.x, context, rollouts, self.rng)
 
-    def vanilla_estimate(self) -> tuple[np.ndarray, int]:
+    def vanilla_estimate(self, by_term: bool = False) -> tuple[np.ndarray, int]:
         """The estimate of HPGD with vanilla soft Q-learning at ``t_K`` (paper Alg. 7) and its
-        lower-level step count, for comparison with RT-Q (Table 2)."""
+        lower-level step count, for comparison with RT-Q (Table 2); ``by_term``: the estimate
+        as a ``(len(COMPONENTS), d)`` array, one row per component."""
         context = self.problem.sample_context(self.rng)
         seed = int(self.rng.integers(0, 2**31 - 1))
         (response,) = self.soft_q.learn_iterates(self.problem, self.x, context, [self.schedule[-1]],
                                                  seed=seed)
-        return self._alg5_mean(context, response.policy, self.n_samples), self.schedule[-1]
+        return self._alg5_mean(context, response.policy, self.n_samples, by_term), self.schedule[-1]
 
-    def _alg5_mean(self, context: int, policy, n: int) -> np.ndarray:
+    def _alg5_mean(self, context: int, policy, n: int, by_term: bool = False) -> np.ndarray:
+        """The mean of ``n`` Alg. 5 estimates with the follower's ``policy``: ``(d,)``, or
+        ``(len(COMPONENTS), d)`` split by component with ``by_term``."""
         oracle = make_oracle(self.problem, self.x, context, policy)
         terms = paper_estimate(self.problem, self.x, context, oracle, self.rng, n,
                                coupled=self.coupled_restarts)
+        if by_term:
+            return np.stack([terms.total(term, kind) for term, kind in COMPONENTS]) / n
         return terms.total() / n

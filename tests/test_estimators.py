@@ -9,6 +9,7 @@ from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import TabularPolicy
 from bilevel_envs.oracles import TabularOracle
+from bilevel_envs.rollouts import Rollouts
 from leaders.estimators import WeightedTerms, every_visit_estimate, paper_estimate
 
 
@@ -115,5 +116,55 @@ def test_every_visit_estimator_is_consistent_with_score_terms():
 def test_every_visit_needs_discrete_observations():
     problem = GarnetProblem()
     problem.follower_observation_space = gym.spaces.Box(-1.0, 1.0, shape=(1,))
-    with pytest.raises(ValueError, match="needs a Discrete follower observation space"):
+    with pytest.raises(ValueError, match=r"^estimator='every_visit' needs a Discrete follower "
+                       r"observation space or a state aggregation \(problem.n_observation_cells, "
+                       r"observation_index\); use estimator='paper'$"):
         every_visit_estimate(problem, np.zeros(4), 0, None)
+
+
+def _garnet_rollouts(n_envs, n_steps, seed, **problem_kwargs):
+    problem = GarnetProblem(**{**GARNET, **problem_kwargs})
+    x = np.random.default_rng(0).uniform(-1, 1, size=problem.n_params)
+    _, solution, _ = ExactSolver(problem, tol=1e-12).solve(x)
+    oracle = TabularOracle(problem, x, 0, TabularPolicy(solution.pi[0]))
+    return problem, x, oracle.rollout(np.random.default_rng(seed), n_envs, n_steps,
+                                      time_limit=False)
+
+
+def test_leave_one_out_advantages_need_another_visit_of_the_pair():
+    """A batch that visits every (s, a) once: the leave-one-out advantage has no other visit to
+    average (0), so there is no best-response term; the plain estimator (the default) has one.
+    Everything else is the same."""
+    problem, x, rollouts = _garnet_rollouts(1, 5, seed=0, n_states=8, n_actions=4)
+    pairs = rollouts.obs[0] * 4 + rollouts.actions[0]
+    assert len(set(pairs)) == 5
+    plain = every_visit_estimate(problem, x, 0, rollouts)
+    loo = every_visit_estimate(problem, x, 0, rollouts, leave_one_out=True)
+    np.testing.assert_array_equal(loo.total(term="best_response"), 0.0)
+    assert np.abs(plain.total(term="best_response")).max() > 1e-3
+    for term in ("direct", "transition_score", "initial_score"):
+        np.testing.assert_array_equal(loo.total(term=term), plain.total(term=term))
+
+
+def test_every_visit_estimate_ignores_padding():
+    """The same chains padded at the end with masked steps give the same estimate."""
+    problem, x, rollouts = _garnet_rollouts(3, 200, seed=4)
+    fields = rollouts.to_dict()
+    padded = Rollouts.from_dict({k: np.pad(v, [(0, 0), (0, 7)] + [(0, 0)] * (v.ndim - 2))
+                                 for k, v in fields.items()})
+    assert padded.n_steps == 207 and padded.n_transitions == rollouts.n_transitions
+    for loo in (False, True):
+        a = every_visit_estimate(problem, x, 0, rollouts, leave_one_out=loo)
+        b = every_visit_estimate(problem, x, 0, padded, leave_one_out=loo)
+        for term in (None, "best_response", "transition_score"):
+            np.testing.assert_allclose(b.total(term=term), a.total(term=term), rtol=1e-12,
+                                       atol=1e-15)
+
+
+def test_leave_one_out_baseline():
+    from leaders.estimators import leave_one_out_baseline
+
+    np.testing.assert_allclose(leave_one_out_baseline(np.array([1.0, 2.0, 6.0])),
+                               [4.0, 3.5, 1.5], rtol=1e-15)
+    np.testing.assert_array_equal(leave_one_out_baseline(np.array([3.0])), [0.0])
+    assert leave_one_out_baseline(np.array([3.0])).dtype == np.float64

@@ -110,3 +110,175 @@ def test_episode_returns_keeps_finished_episodes():
                  mask=np.ones(shape, bool))
     returns = sorted(r.episode_returns(0.5))
     assert returns == pytest.approx(sorted([1 + 0.5 * 2, 3.0, 1 + 0.5 + 0.25 + 0.125]))
+
+
+def _one_step_counts(oracle, n_per_pair, seed):
+    """``(S·A, S + 1)`` counts of next states (last column: the episode ended) of ``n_per_pair``
+    one-step rollouts from every ``(s, a)`` (restarts, paper Alg. 2)."""
+    S, A = oracle.pi.shape
+    pairs = np.repeat(np.arange(S * A), n_per_pair)
+    r = oracle.rollout(np.random.default_rng(seed), pairs.size, 1, start_states=pairs // A,
+                       start_actions=pairs % A, auto_reset=False, time_limit=False)
+    outcome = np.where(r.terminated[:, 0], S, r.next_obs[:, 0])
+    counts = np.zeros((S * A, S + 1), dtype=np.int64)
+    np.add.at(counts, (pairs, outcome), 1)
+    assert (r.obs[:, 0] == pairs // A).all() and (r.actions[:, 0] == pairs % A).all()
+    return counts
+
+
+def _with_termination(P):
+    """``(S·A, S + 1)``: ``P(s'|s, a)`` and, last, the probability that the episode ends."""
+    flat = P.reshape(-1, P.shape[-1])
+    return np.column_stack([flat, 1.0 - flat.sum(-1)])
+
+
+def test_tabular_sampler_matches_the_model_and_catches_a_two_percent_slip_error(setup):
+    """832,000 one-step restarts of the numba sampler, 2,000 from each (s, a) of Four-Rooms:
+    next states and terminations match P (chi-square summed over the pairs, p > 0.001); the
+    pooled slip chi-square matches too and rejects slip probabilities 1/3 off by ±2 %
+    (p < 0.001; reached: z = 11.3 and 13.8, p = 2e-29 and 2e-43)."""
+    from scipy import stats
+
+    from tests.term_checks import slip_chi_square_p
+
+    problem, x, policies = setup
+    oracle = TabularOracle(problem, x, 0, policies[0])
+    counts = _one_step_counts(oracle, 2000, seed=0)
+    probs = _with_termination(problem.tabular(x, 0).P)
+    support = probs > 0
+    assert counts[~support].sum() == 0, "the sampler reached an impossible next state"
+    expected = counts.sum(1, keepdims=True) * probs
+    statistic = ((counts - expected)[support] ** 2 / expected[support]).sum()
+    df = int((support.sum(1) - 1).sum())
+    assert stats.chi2.sf(statistic, df) > 0.001
+
+    def slip_p(slip_scale):
+        wrong = FourRoomsShaping(move_prob=1 - slip_scale / 3).tabular(x, 0)
+        return slip_chi_square_p(list(counts), list(_with_termination(wrong.P)))
+
+    assert slip_p(1.0) > 0.001
+    assert slip_p(0.98) < 0.001 and slip_p(1.02) < 0.001
+
+
+# ---------------------------------------------------------------------------- gym vs tabular path
+@pytest.fixture(scope="module")
+def deterministic():
+    """Four-Rooms without slips and two one-hot policies: the soft-optimal route to the goal
+    (episodes end at the goal) and "always up" (episodes end at the time limit). Every oracle
+    must then produce the same trajectories, whatever its random numbers."""
+    problem = FourRoomsShaping(lam=0.003, beta=1.0, move_prob=1.0)
+    x = np.random.default_rng(0).normal(0, 0.5, size=105)
+    _, sol, _ = ExactSolver(problem).solve(x)
+    to_goal = np.eye(4)[sol.pi[0].argmax(-1)]
+    always_up = np.tile(np.eye(4)[0], (104, 1))
+    return problem, x, {"to_goal": to_goal, "always_up": always_up}
+
+
+ROLLOUT_CASES = {
+    "stream": ({"n_envs": 2, "n_steps": 450}, "to_goal"),
+    "time_limit": ({"n_envs": 2, "n_steps": 450}, "always_up"),
+    "no_time_limit": ({"n_envs": 1, "n_steps": 250, "time_limit": False}, "always_up"),
+    "restarts": ({"n_envs": 4, "n_steps": 30, "start_states": [94, 31, 103, 40],
+                  "start_actions": [2, -1, 0, 1], "lengths": [10, 30, 30, 4],
+                  "auto_reset": False, "time_limit": False}, "to_goal"),
+    "one_chain": ({"n_envs": 1, "n_steps": 12, "start_states": [60], "start_actions": [3],
+                   "auto_reset": False}, "always_up"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROLLOUT_CASES))
+def test_gym_path_returns_the_tabular_paths_trajectories(deterministic, case):
+    """Every field of the rollouts (padding included) of the generic Gymnasium path equals the
+    compiled tabular path's on a deterministic MDP and policy: starts, forced first actions,
+    individual lengths, stopping or auto-reset at episode ends, truncation, probabilities."""
+    problem, x, policies = deterministic
+    kwargs, name = ROLLOUT_CASES[case]
+    kwargs = dict(kwargs)
+    n_envs, n_steps = kwargs.pop("n_envs"), kwargs.pop("n_steps")
+    policy = TabularPolicy(policies[name])
+    fast = TabularOracle(problem, x, 1, policy).rollout(np.random.default_rng(0), n_envs,
+                                                        n_steps, **kwargs)
+    slow = GymOracle(problem, x, 1, policy).rollout(np.random.default_rng(1), n_envs, n_steps,
+                                                    **kwargs)
+    for field, value in fast.to_dict().items():
+        other = getattr(slow, field)
+        assert other.shape == value.shape and other.dtype == value.dtype, field
+        np.testing.assert_allclose(other, value, rtol=1e-12, err_msg=field)
+    assert fast.terminated.any() or fast.truncated.any() or case in ("no_time_limit",
+                                                                     "one_chain")
+
+
+def test_gym_path_is_reproducible_and_checks_start_states(setup):
+    problem, x, policies = setup
+    oracle = GymOracle(problem, x, 0, policies[0])
+    a = oracle.rollout(np.random.default_rng(3), 2, 60)
+    b = oracle.rollout(np.random.default_rng(3), 2, 60)
+    for key, value in a.to_dict().items():
+        np.testing.assert_array_equal(value, getattr(b, key))
+    assert not np.array_equal(a.obs, oracle.rollout(np.random.default_rng(4), 2, 60).obs)
+    with pytest.raises(ValueError, match=r"^start_states must hold 2 states; got 3$"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[1, 2, 3])
+
+
+def _rollouts(leader, ends, step, mask=None, rewards=None):
+    z = np.zeros(leader.shape)
+    i = z.astype(int)
+    return Rollouts(obs=i, actions=i, next_obs=i, rewards=z if rewards is None else rewards,
+                    leader_rewards=leader, terminated=ends, truncated=np.zeros(leader.shape, bool),
+                    context=i, action_probs=z, entropy=z, episode_step=step,
+                    mask=np.ones(leader.shape, bool) if mask is None else mask)
+
+
+def test_episode_returns_of_chains_ending_at_different_times_and_padded():
+    """Chain 0: episodes [0], [1, 2], unfinished [3]; chain 1: [0, 1, 2, 3], then padding;
+    chain 2: unfinished, padded (its cut episode counts, padding adds nothing)."""
+    leader = np.array([[1.0, 2.0, 3.0, 9.0, 9.0], [1.0, 1.0, 1.0, 1.0, 0.0],
+                       [2.0, 2.0, 0.0, 0.0, 0.0]])
+    ends = np.zeros(leader.shape, bool)
+    ends[0, [0, 2]] = True
+    ends[1, 3] = True
+    step = np.array([[0, 0, 1, 0, 1], [0, 1, 2, 3, 0], [0, 1, 0, 0, 0]])
+    mask = np.ones(leader.shape, bool)
+    mask[1, 4] = mask[2, 2:] = False
+    r = _rollouts(leader, ends, step, mask)
+    expected = [1.0, 2 + 0.5 * 3, 1 + 0.5 + 0.25 + 0.125, 2 + 0.5 * 2]
+    assert sorted(r.episode_returns(0.5)) == pytest.approx(sorted(expected))
+    rewards = -leader
+    r = _rollouts(leader, ends, step, mask, rewards=rewards)
+    assert sorted(r.episode_returns(0.5, leader=False)) == pytest.approx(
+        sorted(-np.array(expected)))
+
+
+def test_rollouts_to_dict_copies_unless_asked_not_to():
+    leader = np.ones((1, 3))
+    r = _rollouts(leader, np.zeros((1, 3), bool), np.arange(3)[None])
+    assert not np.shares_memory(r.to_dict()["leader_rewards"], r.leader_rewards)
+    shared = r.to_dict(copy=False)
+    assert all(np.shares_memory(v, getattr(r, k)) for k, v in shared.items())
+    back = Rollouts.from_dict(shared)
+    for key, value in shared.items():
+        np.testing.assert_array_equal(getattr(back, key), value)
+
+
+def test_make_oracle_prefers_the_problems_own_sampler():
+    """``"auto"`` and ``"native"`` return the problem's sampler, made with the policy and the
+    keyword arguments; without one, ``"native"`` says so and ``"auto"`` takes the tabular path."""
+    from bilevel_envs.envs.garnet import GarnetProblem
+
+    class NativeGarnet(GarnetProblem):
+        def make_oracle(self, x, context, policy, **kwargs):
+            return ("native", context, policy, kwargs)
+
+    policy = TabularPolicy(np.full((6, 3), 1 / 3))
+    x = np.zeros(4)
+    for backend in ("auto", "native"):
+        assert make_oracle(NativeGarnet(), x, 1, policy, backend=backend, speed=2) == (
+            "native", 1, policy, {"speed": 2})
+    assert isinstance(make_oracle(NativeGarnet(), x, 1, policy, backend="tabular"),
+                      TabularOracle)
+    assert isinstance(make_oracle(GarnetProblem(), x, 1, policy), TabularOracle)
+    assert isinstance(make_oracle(GarnetProblem(), x, 1, policy, backend="gym"), GymOracle)
+    with pytest.raises(ValueError, match=r"^GarnetProblem has no native oracle "
+                       r"\(BilevelProblem.make_oracle returned None\); use backend='auto', "
+                       r"'tabular' or 'gym'$"):
+        make_oracle(GarnetProblem(), x, 1, policy, backend="native")

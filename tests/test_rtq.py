@@ -6,7 +6,8 @@ import pytest
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.tabular import leader_values
+from bilevel_envs.tabular import hypergradient_terms, leader_values
+from leaders.estimators import COMPONENTS
 from leaders.hpgd_rtq import HPGDRTQ
 
 GARNET = dict(seed=0, lam=0.5, gamma=0.7, leader_gamma=0.6, p_end=0.1)
@@ -36,8 +37,12 @@ def exact_given_policy(leader):
     """Alg. 5's conditional mean given the follower's policy (Eq. 8 evaluated at π)."""
     problem = leader.problem
 
-    def mean(context, policy, n):
-        return leader_values(problem.tabular(leader.x, context), policy.table, problem.lam).gradient
+    def mean(context, policy, n, by_term=False):
+        model = problem.tabular(leader.x, context)
+        if by_term:
+            terms = hypergradient_terms(model, policy.table, problem.lam)
+            return np.stack([terms[c] for c in COMPONENTS])
+        return leader_values(model, policy.table, problem.lam).gradient
 
     return mean
 

@@ -1,0 +1,126 @@
+"""The leaders' update rule: the optimisers, gradient clipping, the loop's projected step."""
+
+import numpy as np
+import pytest
+
+from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.leader_env import LeaderEnv
+from leaders.base import Leader
+from leaders.optim import Adam, Optimizer, check_clip_groups, clip_by_norm
+
+
+def test_sgd_step_is_ascent_along_the_gradient():
+    x, g = np.array([0.5, -1.0]), np.array([2.0, 3.0])
+    np.testing.assert_array_equal(Optimizer(0.25).step(x, g), [1.0, -0.25])
+    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+        Optimizer(0.0)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"beta1": 0.5, "beta2": 0.9, "eps": 1e-3}])
+def test_adam_matches_torch_adam_for_ascent(kwargs):
+    """20 steps on random gradients: the iterates and moment estimates of ``torch.optim.Adam``
+    (``maximize=True``) in float64, to 1e-12."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5)
+    grads = rng.normal(size=(20, 5)) * np.logspace(-3, 1, 5)
+    ours = Adam(0.01, **kwargs)
+    param = torch.tensor(x.copy(), requires_grad=True)
+    theirs = torch.optim.Adam([param], lr=0.01, maximize=True,
+                              betas=(kwargs.get("beta1", 0.9), kwargs.get("beta2", 0.999)),
+                              eps=kwargs.get("eps", 1e-8))
+    for g in grads:
+        x = ours.step(x, g)
+        param.grad = torch.tensor(g)
+        theirs.step()
+        np.testing.assert_allclose(x, param.detach().numpy(), rtol=1e-12, atol=1e-14)
+    state = theirs.state[param]
+    # torch negates the gradient to maximise: its first moment is −m
+    np.testing.assert_allclose(ours.state["m"], -state["exp_avg"].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.state["v"], state["exp_avg_sq"].numpy(), rtol=1e-12)
+    assert float(ours.state["t"]) == 20
+
+
+def test_clip_by_norm_scales_long_gradients_only():
+    g = np.array([3.0, 4.0])
+    np.testing.assert_allclose(clip_by_norm(g, 1.0), [0.6, 0.8], rtol=1e-15)
+    assert clip_by_norm(g, 5.0) is g and clip_by_norm(g, 10.0) is g
+    assert clip_by_norm(g, None) is g
+
+
+def test_clip_by_norm_clips_each_group_separately():
+    g = np.array([3.0, 0.1, 4.0, 0.2])
+    out = clip_by_norm(g, 1.0, groups=[[0, 2], [1, 3]])
+    np.testing.assert_allclose(out, [0.6, 0.1, 0.8, 0.2], rtol=1e-15)
+    np.testing.assert_array_equal(g, [3.0, 0.1, 4.0, 0.2])  # the input is left alone
+    matrix = np.arange(1.0, 5.0).reshape(2, 2)
+    clipped = clip_by_norm(matrix, 1.0, groups=[[0, 1], [2, 3]])
+    assert clipped.shape == (2, 2)
+    np.testing.assert_allclose(np.linalg.norm(clipped, axis=1), [1.0, 1.0], rtol=1e-15)
+
+
+def test_clip_groups_must_partition_the_coordinates():
+    assert check_clip_groups(None, 3) is None
+    assert check_clip_groups([(0, 2), [1]], 3) == [[0, 2], [1]]
+    for bad in ([[0, 1]], [[0, 1], [1, 2]], [[0, 1, 2], []], [["a"], [1, 2]], 5):
+        with pytest.raises(ValueError, match="clip_groups must"):
+            check_clip_groups(bad, 3)
+
+
+class FixedGradient(Leader):
+    """A leader whose estimate is a fixed vector (the loop's step is all that is tested)."""
+
+    algorithm = "fixed"
+
+    def __init__(self, env, gradient, **kwargs):
+        super().__init__(env, **kwargs)
+        self.gradient = np.asarray(gradient, dtype=np.float64)
+
+    def estimate_gradient(self):
+        return self.gradient, {"objective_estimate": 1.5, "contexts": [0], "level": 3,
+                               "table": np.zeros(2)}
+
+
+def fixed_leader(gradient, **kwargs):
+    problem = GarnetProblem(n_params=3)
+    env = LeaderEnv(problem, n_envs=1, n_rollout_steps=1)
+    return FixedGradient(env, gradient, x0=np.array([1.9, 0.0, -1.0]), **kwargs)
+
+
+def test_loop_step_is_the_projected_clipped_ascent_step():
+    """``x ← Π_X(x + α clip(g))``: clipped to norm 1, the first coordinate projected on 2.0."""
+    leader = fixed_leader([3.0, 0.0, 4.0], learning_rate=0.5, max_grad_norm=1.0)
+    leader.learn(1)
+    np.testing.assert_allclose(leader.x, [2.0, 0.0, -0.6], rtol=1e-15)
+    leader.learn(1)
+    np.testing.assert_allclose(leader.x, [2.0, 0.0, -0.2], rtol=1e-15, atol=1e-15)
+    history = leader.history
+    np.testing.assert_array_equal(history["iteration"], [0, 1])
+    np.testing.assert_array_equal(history["grad_norm"], [5.0, 5.0])  # before clipping
+    np.testing.assert_array_equal(history["objective_estimate"], [1.5, 1.5])
+    np.testing.assert_array_equal(history["level"], [3, 3])
+    assert "table" not in history and leader.records[0]["contexts"] == [0]
+    assert leader.num_iterations == 2
+
+
+def test_loop_step_without_clipping_and_with_adam():
+    leader = fixed_leader([3.0, 0.0, 4.0], learning_rate=0.1, max_grad_norm=None)
+    leader.learn(1)
+    np.testing.assert_allclose(leader.x, [2.0, 0.0, -0.6], rtol=1e-15)
+    adam = fixed_leader([-3.0, 0.0, 4.0], learning_rate=0.1, optimizer="adam")
+    adam.learn(1)  # the first Adam step moves every non-zero coordinate by α (up to eps)
+    np.testing.assert_allclose(adam.x, [1.8, 0.0, -0.9], rtol=1e-7)
+
+
+def test_loop_refuses_a_non_finite_gradient():
+    leader = fixed_leader([np.nan, 0.0, 0.0])
+    with pytest.raises(FloatingPointError, match="non-finite gradient estimate at iteration 0"):
+        leader.learn(1)
+    assert leader.num_iterations == 0
+
+
+def test_loop_reshapes_the_estimate_to_x():
+    leader = fixed_leader([[3.0, 0.0, 4.0]], learning_rate=0.1, max_grad_norm=None)
+    leader.learn(1)
+    assert leader.x.shape == (3,)
+    np.testing.assert_allclose(leader.x, [2.0, 0.0, -0.6], rtol=1e-15)
