@@ -12,7 +12,7 @@ from leaders.optim import Adam, Optimizer, check_clip_groups, clip_by_norm
 def test_sgd_step_is_ascent_along_the_gradient():
     x, g = np.array([0.5, -1.0]), np.array([2.0, 3.0])
     np.testing.assert_array_equal(Optimizer(0.25).step(x, g), [1.0, -0.25])
-    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+    with pytest.raises(ValueError, match=r"learning_rate must be a finite number in \(0, inf\)"):
         Optimizer(0.0)
 
 
@@ -63,7 +63,7 @@ def test_clip_groups_must_partition_the_coordinates():
     assert check_clip_groups(None, 3) is None
     assert check_clip_groups([(0, 2), [1]], 3) == [[0, 2], [1]]
     for bad in ([[0, 1]], [[0, 1], [1, 2]], [[0, 1, 2], []], [["a"], [1, 2]], 5):
-        with pytest.raises(ValueError, match="clip_groups must"):
+        with pytest.raises(ValueError, match="clip_groups (must|entries must)"):
             check_clip_groups(bad, 3)
 
 
