@@ -94,7 +94,11 @@ def check_problem(problem: BilevelProblem, *, seed: int = 0, x: np.ndarray | Non
         n_transitions: follower-env transitions sampled, split evenly over the contexts (at
             most ``max_pairs`` per context for a problem without a model: no chi-square).
         n_initial: follower-env resets per context (initial-state test).
-        n_estimates: estimates for the estimator check, split evenly over the contexts.
+        n_estimates: estimates for the estimator check, split evenly over the contexts. The
+            z-test needs enough of them for the measured standard error to be reliable: a
+            heavy-tailed estimator (rare large values, e.g. Four-Rooms' far goal) measured on
+            100 estimates can miss every large value and fail; the default suits the
+            registered problems.
         n_directions: directions of the finite differences (the coordinates if ``d`` is at most
             this, else random unit vectors).
         max_pairs: ``(s, a)`` pairs per context at which per-transition terms are compared.

@@ -126,10 +126,10 @@ def z_scores(samples: np.ndarray, exact: np.ndarray) -> np.ndarray:
     diff = a.mean(axis=0) - b.mean(axis=0)
     scale = np.abs(a).max(axis=0) + np.abs(b).max(axis=0)
     exact_match = np.abs(diff) <= 1e-12 * np.maximum(scale, 1e-300)
+    varies = var > (1e-12 * scale) ** 2 / len(a)  # not round-off of constant samples
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = diff / np.sqrt(var)
-    z = np.where(var > 0, z, 0.0)
-    if var[-1] == 0 and not exact_match[-1]:
+        z = np.where(varies, diff / np.sqrt(np.where(varies, var, 1.0)), 0.0)
+    if not varies[-1] and not exact_match[-1]:
         z[-1] = np.sign(diff[-1]) * np.inf
     return z
 
