@@ -22,6 +22,7 @@ from bilevel_envs.envs.four_rooms.envs import FourRoomsEnv
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.envs.tabular_env import TabularMDPEnv
+from bilevel_envs.oracles import TabularOracle
 from bilevel_envs.testing import ProblemCheckError, check_problem, z_scores
 from leaders.testing import hpgd_estimator
 
@@ -216,12 +217,35 @@ def test_a_follower_env_with_the_wrong_initial_distribution_is_caught():
         "the follower env's initial states disagree with the model's μ")
 
 
+class NativeOracle(GarnetProblem):
+    """A problem with its own sampler (a tabular oracle of the model at ``x + shift``)."""
+
+    def __init__(self, shift: float):
+        super().__init__()
+        self.shift = shift
+
+    def make_oracle(self, x, context, policy, **kwargs):
+        model = self.tabular(x, context)
+        model = model.with_updates(P=self._transition_probs(x + self.shift))
+        return TabularOracle(self, x, context, policy, model=model, **kwargs)
+
+
+def test_a_native_oracle_is_checked_against_the_model_too():
+    passed = check_problem(NativeOracle(0.0))["sampler transitions"]
+    assert passed.passed and "= α / 8 tests" in passed.message  # 2 samplers × 2 contexts × 2
+    failed = failures(NativeOracle(0.3))
+    assert failed["sampler transitions"].startswith(
+        "the sampler's transitions disagree with the model's P")
+    assert ": the native oracle at context " in failed["sampler transitions"]
+
+
 # ---------------------------------------------------------------------------- arguments, helpers
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_transitions": 0}, "n_transitions must be an integer >= 100; got 0"),
     ({"alpha": 1.5}, r"alpha must be a finite number in \(0, 1\); got 1.5"),
     ({"seed": -1}, "seed must be an integer >= 0; got -1"),
     ({"leader_env": "yes"}, "leader_env must be"),
+    ({"x": np.full(4, 5.0)}, r"x is outside x_space: x\[0\] = 5 is not in \[-2, 2\]"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
