@@ -161,14 +161,11 @@ def check_problem(problem: BilevelProblem, *, seed: int = 0, x: np.ndarray | Non
         else:
             for name in ("sampler transitions", "sampler initial states"):
                 add(skipped(name, "no follower env samples (see sampler rewards)"))
-        holder: dict = {}
         try:
             results, transitions = model_checks(problem, x, U, labels, rtol, rng, max_pairs)
-            report.results.extend(results)
-            holder["transitions"] = transitions
         except Exception as exc:  # noqa: BLE001 - a problem's own code may raise anything
-            add(_raised("TabularModel", exc))
-        transitions = holder.get("transitions", {})
+            results, transitions = [_raised("TabularModel", exc)], {}
+        report.results.extend(results)
     else:
         for name in ("sampler transitions", "sampler initial states", "TabularModel"):
             add(skipped(name, "the problem is not tabular: no model to compare with"))

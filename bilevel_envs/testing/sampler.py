@@ -60,6 +60,9 @@ def sample_follower_env(problem: BilevelProblem, x: np.ndarray, context: int, n:
         rows: list[tuple[Any, ...]] = []
         for a in actions.tolist():
             nxt, reward, terminated, truncated, info = env.step(a)
+            if "leader_reward" not in info:
+                raise KeyError("the follower env's step info has no 'leader_reward' (the "
+                               "leader's reward of the transition)")
             rows.append((obs, nxt, terminated, reward, info["leader_reward"]))
             obs = env.reset()[0] if terminated or truncated else nxt
         initial = np.asarray([env.reset()[0] for _ in range(n_initial)])
