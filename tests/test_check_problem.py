@@ -239,6 +239,23 @@ def test_a_native_oracle_is_checked_against_the_model_too():
     assert ": the native oracle at context " in failed["sampler transitions"]
 
 
+def test_a_follower_env_without_the_leader_reward_is_named():
+    class DropInfo(gym.Wrapper):
+        def step(self, action):
+            *out, _ = self.env.step(action)
+            return (*out, {})
+
+    class NoLeaderReward(GarnetProblem):
+        def follower_env(self, x, context, **kwargs):
+            return DropInfo(super().follower_env(x, context, **kwargs))
+
+    problem = NoLeaderReward()
+    failed = failures(problem)
+    assert failed["sampler rewards"] == ("sampler rewards raised KeyError: \"the follower env's "
+                                         "step info has no 'leader_reward' (the leader's reward "
+                                         "of the transition)\"")
+
+
 # ---------------------------------------------------------------------------- arguments, helpers
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_transitions": 0}, "n_transitions must be an integer >= 100; got 0"),
