@@ -143,24 +143,13 @@ def check_problem(problem: BilevelProblem, *, seed: int = 0, x: np.ndarray | Non
         ("transitions", n_transitions, 100), ("estimates", n_estimates, 2))}
     if not problem.is_tabular:  # no chi-square: the reward checks need max_pairs per context
         per_context["transitions"] = min(per_context["transitions"], max_pairs)
-    samples, initial = {}, {}
+    samples: dict = {}
+    initial: dict = {}
     add(_run("sampler rewards", lambda: _sample(
         problem, x, per_context["transitions"], n_initial, rng, samples, initial)))
     if problem.is_tabular:
-        models = {c: problem.tabular(x, c) for c in range(problem.n_contexts)}
-        if samples:
-            sources = {"follower env": samples}
-            native = {c: sample_native(problem, x, c, per_context["transitions"], rng,
-                                       models[c].n_states)
-                      for c in models}
-            if all(t is not None for t in native.values()):
-                sources["native oracle"] = native
-            add(_run("sampler transitions", lambda: transitions_check(models, sources, share)))
-            add(_run("sampler initial states",
-                     lambda: initial_states_check(models, initial, share)))
-        else:
-            for name in ("sampler transitions", "sampler initial states"):
-                add(skipped(name, "no follower env samples (see sampler rewards)"))
+        report.results.extend(_sampler_checks(problem, x, samples, initial,
+                                              per_context["transitions"], share, rng))
         try:
             results, transitions = model_checks(problem, x, U, labels, rtol, rng, max_pairs)
         except Exception as exc:  # noqa: BLE001 - a problem's own code may raise anything
@@ -181,18 +170,8 @@ def check_problem(problem: BilevelProblem, *, seed: int = 0, x: np.ndarray | Non
     if isinstance(problem, PairwiseObjective) and not problem.decomposable:
         add(_run("grad_pair_objective", lambda: pair_objective_check(
             problem, x, _pairs(problem, x, rng, max_pairs), U, labels, rtol, rng)))
-    if problem.is_tabular:
-        add(_run("exact_hypergradient",
-                 lambda: exact_hypergradient_check(problem, x, U, labels, rtol)))
-        if estimator is None:
-            add(skipped("hypergradient estimator", "no estimator given (pass "
-                        "estimator=leaders.testing.hpgd_estimator for HPGD's)"))
-        else:
-            add(_run("hypergradient estimator", lambda: estimator_check(
-                problem, x, estimator, per_context["estimates"], share, rng)))
-    else:
-        for name in ("exact_hypergradient", "hypergradient estimator"):
-            add(skipped(name, "the problem is not tabular: no exact hypergradient"))
+    report.results.extend(_exact_checks(problem, x, U, labels, rtol, estimator,
+                                        per_context["estimates"], share, rng))
     if leader_env:
         add(_run("LeaderEnv check_env", lambda: _env_check(
             "LeaderEnv check_env", lambda: LeaderEnv(problem, n_envs=2, n_rollout_steps=50))))
@@ -216,6 +195,40 @@ def default_x(problem: BilevelProblem, rng: np.random.Generator) -> np.ndarray:
     x = np.where(x < lo, 2 * lo - x, x)
     x = np.where(x > hi, 2 * hi - x, x)
     return problem.check_x(np.clip(x, lo, hi).reshape(problem.x_space.shape))
+
+
+def _sampler_checks(problem, x, samples, initial, n, alpha, rng) -> list[CheckResult]:
+    """The chi-square checks of the follower env's (and a native oracle's) samples."""
+    names = ("sampler transitions", "sampler initial states")
+    if not samples:
+        return [skipped(name, "no follower env samples (see sampler rewards)") for name in names]
+    try:
+        models = {c: problem.tabular(x, c) for c in range(problem.n_contexts)}
+        native = {c: sample_native(problem, x, c, n, rng, models[c].n_states) for c in models}
+    except Exception as exc:  # noqa: BLE001 - a problem's own code may raise anything
+        return [_raised(name, exc) for name in names]
+    sources = {"follower env": samples}
+    if all(t is not None for t in native.values()):
+        sources["native oracle"] = native
+    return [_run(names[0], lambda: transitions_check(models, sources, alpha)),
+            _run(names[1], lambda: initial_states_check(models, initial, alpha))]
+
+
+def _exact_checks(problem, x, U, labels, rtol, estimator, n_estimates, alpha, rng
+                  ) -> list[CheckResult]:
+    """The exact hypergradient against differences of ``J``; the estimator against it."""
+    names = ("exact_hypergradient", "hypergradient estimator")
+    if not problem.is_tabular:
+        return [skipped(name, "the problem is not tabular: no exact hypergradient")
+                for name in names]
+    results = [_run(names[0], lambda: exact_hypergradient_check(problem, x, U, labels, rtol))]
+    if estimator is None:
+        results.append(skipped(names[1], "no estimator given (pass "
+                                         "estimator=leaders.testing.hpgd_estimator for HPGD's)"))
+    else:
+        results.append(_run(names[1], lambda: estimator_check(problem, x, estimator,
+                                                               n_estimates, alpha, rng)))
+    return results
 
 
 def _sample(problem, x, n, n_initial, rng, samples, initial) -> CheckResult:
