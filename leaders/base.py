@@ -10,6 +10,7 @@ executes code) with exact resume.
 from __future__ import annotations
 
 import abc
+import contextlib
 import csv
 import inspect
 import os
@@ -140,6 +141,15 @@ class Leader(abc.ABC):
         if terminated or truncated:
             self._env_ready = False
         return float(reward), info
+
+    def paired_queries(self, enabled: bool = True) -> contextlib.AbstractContextManager:
+        """A block in which every :meth:`query` sees the same env randomness (the env's
+        ``common_random_numbers()``: same contexts, follower seeds and rollout uniforms), for
+        finite differences; a no-op when ``enabled`` is false or the env has no such support."""
+        crn = getattr(self.env.unwrapped, "common_random_numbers", None)
+        if enabled and crn is not None:
+            return crn()
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
