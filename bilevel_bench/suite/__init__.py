@@ -1,0 +1,1 @@
+"""The leader benchmark suite."""
