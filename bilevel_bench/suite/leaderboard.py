@@ -70,7 +70,8 @@ def render_leaderboard(agg: SuiteAggregate, command: str | None = None) -> str:
              f"tasks × seeds ({agg.backend}, {agg.reps:,} resamples, bootstrap seed {agg.seed}).",
              ""]
     if command:
-        lines += [f"Command: `{command}`", ""]
+        fence = "``" if "`" in command else "`"  # a code span that may hold backticks
+        lines += [f"Command: {fence}{command}{fence}", ""]
     lines += ["Normalised score: (J(x_final) − J(x_init)) / (J* − J(x_init)), 0 at the start "
               "point, 1 at the reference optimum J*. IQM: interquartile mean over all runs; "
               "mean: over the tasks' mean scores; optimality gap: 1 − mean of min(score, 1) over "
@@ -106,8 +107,8 @@ def write_leaderboard(records: Iterable[Mapping[str, Any]] | SuiteAggregate,
     Raises:
         ValueError: for invalid records or arguments (nothing is written).
     """
-    if command is not None and (not isinstance(command, str) or "`" in command):
-        raise ValueError(f"command must be a string without backticks or None; got {command!r}")
+    if command is not None and (not isinstance(command, str) or "\n" in command):
+        raise ValueError(f"command must be a one-line string or None; got {command!r}")
     if isinstance(records, SuiteAggregate):
         if aggregate_kwargs:
             raise ValueError("aggregate arguments apply to records, not to a SuiteAggregate; "
