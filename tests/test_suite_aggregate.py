@@ -15,10 +15,8 @@ from bilevel_bench.suite import aggregate as agg_mod
 from bilevel_bench.suite.aggregate import (
     aggregate,
     bootstrap_interval,
-    check_records,
     curve_on_fractions,
     iqm,
-    load_records,
     mean,
     median,
     optimality_gap,
@@ -27,6 +25,7 @@ from bilevel_bench.suite.aggregate import (
 )
 from bilevel_bench.suite.leaderboard import write_leaderboard
 from bilevel_bench.suite.plots import write_plots
+from bilevel_bench.suite.run_records import check_records, load_records
 
 RLIABLE, RLIABLE_REASON = rliable_status()
 needs_rliable = pytest.mark.skipif(not RLIABLE, reason=f"rliable not importable: "

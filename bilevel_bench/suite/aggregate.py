@@ -3,9 +3,9 @@ score, the area under the learning curve, performance profiles and sample-effici
 with a stratified-bootstrap confidence interval over tasks × seeds (Agarwal et al., 2021, "Deep
 RL at the edge of the statistical precipice"; the `rliable` package).
 
-Input: the suite's run records (format ``bilevel-suite-run/1``, one JSON object per run, checked
-by :func:`check_records`). Output: a :class:`SuiteAggregate` with one :class:`LeaderAggregate`
-per track (``sample`` and ``model``, never pooled) and leader.
+Input: the suite's run records (format ``bilevel-suite-run/1``, checked by
+:func:`bilevel_bench.suite.run_records.check_records`). Output: a :class:`SuiteAggregate` with
+one :class:`LeaderAggregate` per track (``sample`` and ``model``, never pooled) and leader.
 
 Conventions:
     * **A failed run is a run.** It scores 0 (the value of the start point ``x_init``), its AUC
@@ -25,172 +25,27 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
-import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
 from bilevel_bench.stats import mean_se
+from bilevel_bench.suite.run_records import (
+    APPLICATIONS,
+    BUDGET_COUNTERS,
+    TRACKS,
+    check_records,
+    finite_list,
+)
 from bilevel_envs.validation import check_choice, check_float, check_int
 
-FORMAT = "bilevel-suite-run/1"
-TRACKS = ("sample", "model")
-APPLICATIONS = ("four_rooms", "contract", "rlhf", "tax")
 BACKENDS = ("auto", "rliable", "scipy")
-BUDGET_COUNTERS = ("transitions", "follower_updates", "model_queries")
 #: default thresholds of the performance profiles and budget fractions of the efficiency curves
 DEFAULT_TAUS = np.linspace(0.0, 1.0, 41)
 DEFAULT_FRACTIONS = np.linspace(0.0, 1.0, 21)
-_SCORE_RTOL = 1e-6  # a record's score must match (J_final − J_init)/(J* − J_init) this closely
-
-
-# ------------------------------------------------------------------------------ records
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
-
-
-def _finite_list(where: str, name: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value, dtype=object)
-    if arr.ndim != 1 or arr.size == 0 or not all(_real(v) and math.isfinite(v) for v in arr):
-        raise ValueError(f"{where}: field '{name}' must be a non-empty list of finite numbers; "
-                         f"got {value!r}"[:300])
-    return arr.astype(np.float64)
-
-
-def check_record(record: Any, where: str = "run record") -> dict[str, Any]:
-    """``record`` if it is a valid run record of format ``bilevel-suite-run/1``.
-
-    A run with ``status == "ok"`` needs finite ``J_final``, ``score``, ``auc`` and a learning
-    curve (``cost`` non-decreasing, ≥ 0, as long as ``score``); a failed run needs an ``error``
-    text and may leave those fields null. ``score`` must equal
-    ``(J_final − J_init)/(J_star − J_init)`` (relative tolerance 1e-6), with ``J_star > J_init``.
-
-    Raises:
-        ValueError: naming the record (``where``, task, leader, seed) and the field at fault.
-    """
-    if not isinstance(record, Mapping):
-        raise ValueError(f"{where} must be a JSON object (dict); got {type(record).__name__}")
-    fmt = record.get("format")
-    if fmt != FORMAT:
-        raise ValueError(f"{where}: field 'format' must be {FORMAT!r}; got {fmt!r}")
-    where = (f"{where} (task {record.get('task')!r}, leader {record.get('leader')!r}, "
-             f"seed {record.get('seed')!r})")
-
-    def get(name: str) -> Any:
-        if name not in record:
-            raise ValueError(f"{where}: field '{name}' is missing")
-        return record[name]
-
-    def check(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(f"field '{name}'", get(name), *args, **kwargs)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-
-    for name in ("suite", "task", "leader"):
-        if not isinstance(get(name), str) or not get(name):
-            raise ValueError(f"{where}: field '{name}' must be a non-empty string; "
-                             f"got {get(name)!r}")
-    check("suite_version", check_int, 1)
-    check("seed", check_int, 0)
-    check("application", check_choice, APPLICATIONS)
-    check("track", check_choice, TRACKS)
-    status = check("status", check_choice, ("ok", "failed"))
-    if not isinstance(get("hyperparameters"), Mapping):
-        raise ValueError(f"{where}: field 'hyperparameters' must be an object (dict)")
-    error = get("error")
-    if not (error is None or isinstance(error, str)) or (status == "failed" and not error):
-        raise ValueError(f"{where}: field 'error' must be null or a string, and a failed run's "
-                         f"error text; got {error!r}")
-    budget = get("budget")
-    if not isinstance(budget, Mapping) or not isinstance(budget.get("used"), Mapping):
-        raise ValueError(f"{where}: field 'budget' must be {{'limit': int, 'used': {{...}}}}; "
-                         f"got {budget!r}")
-    try:
-        check_int("field 'budget.limit'", budget.get("limit"), 1)
-        for counter in BUDGET_COUNTERS:
-            check_int(f"field 'budget.used.{counter}'", budget["used"].get(counter), 0)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    j_init = check("J_init", check_float)
-    j_star = check("J_star", check_float)
-    if not j_star > j_init:
-        raise ValueError(f"{where}: field 'J_star' must exceed 'J_init' (the score divides by "
-                         f"J_star − J_init); got J_star={j_star!r}, J_init={j_init!r}")
-    check("wall_seconds", check_float, 0.0)
-    if status == "failed":
-        return dict(record)
-    j_final = check("J_final", check_float)
-    score = check("score", check_float)
-    check("auc", check_float)
-    if get("J_final_se") is not None:
-        check("J_final_se", check_float, 0.0)
-    if not isinstance(get("x_final"), list):
-        raise ValueError(f"{where}: field 'x_final' must be a list; got {get('x_final')!r}")
-    expected = (j_final - j_init) / (j_star - j_init)
-    if abs(score - expected) > _SCORE_RTOL * max(1.0, abs(expected)):
-        raise ValueError(f"{where}: field 'score' must be (J_final − J_init)/(J_star − J_init) "
-                         f"= {expected!r}; got {score!r}")
-    curve = get("curve")
-    if not isinstance(curve, Mapping):
-        raise ValueError(f"{where}: field 'curve' must be {{'cost': [...], 'score': [...]}}")
-    cost = _finite_list(where, "curve.cost", curve.get("cost"))
-    _finite_list(where, "curve.score", curve.get("score"))
-    if len(curve["score"]) != cost.size or cost[0] < 0 or np.any(np.diff(cost) < 0):
-        raise ValueError(f"{where}: field 'curve' must have as many scores as costs and costs "
-                         "that are ≥ 0 and non-decreasing")
-    return dict(record)
-
-
-def check_records(records: Iterable[Any]) -> list[dict[str, Any]]:
-    """Every record checked (:func:`check_record`), of one suite and version, no run twice.
-
-    Raises:
-        ValueError: for an empty list, an invalid record, mixed suites or versions (their scores
-            are not comparable), or two records of one (track, leader, task, seed).
-    """
-    if isinstance(records, (str, bytes, Mapping)):
-        raise ValueError("records must be a list of run records (dicts); got a single "
-                         f"{type(records).__name__}")
-    checked = [check_record(r, f"run record {i}") for i, r in enumerate(records)]
-    if not checked:
-        raise ValueError("records must hold at least one run record; got none")
-    suites = sorted({(r["suite"], r["suite_version"]) for r in checked})
-    if len(suites) > 1:
-        raise ValueError(f"records mix suites or suite versions {suites}; aggregate one at a time")
-    seen: dict[tuple, int] = {}
-    apps: dict[str, str] = {}
-    for i, r in enumerate(checked):
-        key = (r["track"], r["leader"], r["task"], r["seed"])
-        if key in seen:
-            raise ValueError(f"run records {seen[key]} and {i} are the same run "
-                             f"(track, leader, task, seed) = {key}")
-        seen[key] = i
-        if apps.setdefault(r["task"], r["application"]) != r["application"]:
-            raise ValueError(f"run record {i}: task {r['task']!r} has application "
-                             f"{r['application']!r}, earlier records {apps[r['task']]!r}")
-    return checked
-
-
-def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
-    """The run records of the JSON files under ``folder`` (recursively, sorted by path) whose
-    ``format`` is a suite-run format; other JSON files there are skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"folder must be an existing directory; got {str(folder)!r}")
-    records = []
-    for path in sorted(folder.rglob("*.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and str(data.get("format", "")).startswith("bilevel-suite-run/"):
-            records.append(data)
-    return records
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -438,61 +293,84 @@ def final_score(record: Mapping[str, Any]) -> float:
     return 0.0 if record["status"] == "failed" else float(record["score"])
 
 
+def all_statistics(taus: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Every aggregate of a leader in one statistic, so that one bootstrap (one set of
+    resamples) serves them all. Input ``(B, runs, tasks, 2 + P)``: the final score, the AUC and
+    the curve at ``P`` budget fractions; output ``(B, 5 + len(taus) + P)``: IQM, mean, median,
+    optimality gap of the score, IQM of the AUC, the profile, the IQM of the curve."""
+    fraction_above = profile(taus)
+
+    def statistic(batch: np.ndarray) -> np.ndarray:
+        score, auc, curve = batch[..., 0], batch[..., 1], batch[..., 2:]
+        return np.concatenate([*(fn(score) for fn in METRICS.values()), iqm(auc),
+                               fraction_above(score), iqm(curve)], axis=1)
+
+    return statistic
+
+
+def _leader_aggregate(track: str, leader: str, runs: list[dict[str, Any]], taus: np.ndarray,
+                      fractions: np.ndarray, interval: dict[str, Any]) -> LeaderAggregate:
+    tasks = task_order(runs)
+    data = _run_matrix(f"track {track!r}, leader {leader!r}", runs, tasks, lambda r: [
+        final_score(r), 0.0 if r["status"] == "failed" else r["auc"],
+        *curve_on_fractions(r, fractions)])
+    est = bootstrap_interval(data, all_statistics(taus), **interval)
+    names = [*METRICS, "auc_iqm"]
+    per_task = {}
+    for m, task in enumerate(tasks):
+        task_runs = [r for r in runs if r["task"] == task]
+        per_task[task] = TaskSummary(task_runs[0]["application"], *mean_se(data[:, m, 0]),
+                                     len(task_runs),
+                                     sum(r["status"] == "failed" for r in task_runs))
+    return LeaderAggregate(
+        track=track, leader=leader, tasks=tuple(tasks),
+        seeds=tuple(sorted({r["seed"] for r in runs})), runs=len(runs),
+        failed=sum(r["status"] == "failed" for r in runs),
+        **{name: _interval(est[:, k:k + 1]) for k, name in enumerate(names)},
+        taus=taus, profile=est[:, len(names):len(names) + len(taus)],
+        fractions=fractions, efficiency=est[:, len(names) + len(taus):],
+        budget_used={c: float(np.median([r["budget"]["used"][c] for r in runs]))
+                     for c in BUDGET_COUNTERS},
+        per_task=per_task)
+
+
 def aggregate(records: Iterable[Mapping[str, Any]], *, reps: int = 2000, seed: int = 0,
               confidence: float = 0.95, taus: Sequence[float] | np.ndarray | None = None,
               fractions: Sequence[float] | np.ndarray | None = None,
               backend: str = "auto") -> SuiteAggregate:
-    """Aggregate suite run records per track and leader (see the module's conventions).
+    """Aggregate suite run records per track and leader (see the module's conventions). All
+    intervals of one leader come from one set of bootstrap resamples.
 
     Args:
         records: run records (:func:`check_records` validates them first).
-        reps: bootstrap resamples per interval; seed: the bootstrap's seed.
+        reps: bootstrap resamples; seed: the bootstrap's seed (same seed, same intervals).
         confidence: level of the intervals (default 95 %).
         taus: thresholds of the performance profile (default 41 points in [0, 1]).
         fractions: budget fractions of the efficiency curves (default 21 points in [0, 1]).
         backend: ``"auto"`` (rliable if it imports, else scipy), ``"rliable"`` or ``"scipy"``.
 
     Raises:
-        ValueError: for invalid records or arguments, naming them.
+        ValueError: for invalid records or arguments, naming them, before any bootstrap.
     """
+    interval = dict(reps=check_int("reps", reps, 1), seed=check_int("seed", seed, 0),
+                    confidence=check_float("confidence", confidence, 0.0, 1.0, low_open=True,
+                                           high_open=True),
+                    backend=resolve_backend(backend))
     records = check_records(records)
-    taus = np.sort(_finite_list("aggregate", "taus", DEFAULT_TAUS if taus is None else taus))
-    fractions = np.sort(_finite_list("aggregate", "fractions",
+    taus = np.sort(finite_list("aggregate", "taus", DEFAULT_TAUS if taus is None else taus))
+    fractions = np.sort(finite_list("aggregate", "fractions",
                                      DEFAULT_FRACTIONS if fractions is None else fractions))
-    used_backend = resolve_backend(backend)
-    interval = dict(reps=reps, seed=seed, confidence=confidence, backend=used_backend)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["track"], r["leader"]), []).append(r)
     tracks: dict[str, dict[str, LeaderAggregate]] = {}
     for track in TRACKS:
-        leaders: dict[str, LeaderAggregate] = {}
-        for leader in sorted({r["leader"] for r in records if r["track"] == track}):
-            runs = [r for r in records if r["track"] == track and r["leader"] == leader]
-            tasks = task_order(runs)
-            where = f"track {track!r}, leader {leader!r}"
-            scores = _run_matrix(where, runs, tasks, final_score)
-            auc = _run_matrix(where, runs, tasks,
-                              lambda r: 0.0 if r["status"] == "failed" else r["auc"])
-            curves = _run_matrix(where, runs, tasks, lambda r: curve_on_fractions(r, fractions))
-            est = {name: _interval(bootstrap_interval(scores, fn, **interval))
-                   for name, fn in METRICS.items()}
-            per_task = {}
-            for m, task in enumerate(tasks):
-                failed = sum(r["status"] == "failed" for r in runs if r["task"] == task)
-                app = next(r["application"] for r in runs if r["task"] == task)
-                per_task[task] = TaskSummary(app, *mean_se(scores[:, m]), scores.shape[0], failed)
-            leaders[leader] = LeaderAggregate(
-                track=track, leader=leader, tasks=tuple(tasks),
-                seeds=tuple(sorted({r["seed"] for r in runs})), runs=len(runs),
-                failed=sum(r["status"] == "failed" for r in runs), **est,
-                auc_iqm=_interval(bootstrap_interval(auc, iqm, **interval)),
-                taus=taus, profile=bootstrap_interval(scores, profile(taus), **interval),
-                fractions=fractions, efficiency=bootstrap_interval(curves, iqm, **interval),
-                budget_used={c: float(np.median([r["budget"]["used"][c] for r in runs]))
-                             for c in BUDGET_COUNTERS},
-                per_task=per_task)
+        leaders = [_leader_aggregate(t, leader, runs, taus, fractions, interval)
+                   for (t, leader), runs in sorted(groups.items()) if t == track]
         if leaders:
-            ranked = sorted(leaders.values(), key=lambda a: (-a.iqm.point, a.leader))
+            ranked = sorted(leaders, key=lambda a: (-a.iqm.point, a.leader))
             tracks[track] = {a.leader: a for a in ranked}
     return SuiteAggregate(suite=records[0]["suite"], suite_version=records[0]["suite_version"],
                           seeds=tuple(sorted({r["seed"] for r in records})),
-                          backend=used_backend, reps=reps, seed=seed, confidence=confidence,
-                          tracks=tracks)
+                          backend=interval["backend"], reps=reps, seed=seed,
+                          confidence=confidence, tracks=tracks)
