@@ -144,23 +144,25 @@ def true_iqm():
     return partial.mean() / 0.5
 
 
+@pytest.mark.parametrize("backend", ["scipy", pytest.param("rliable", marks=[
+    needs_rliable, pytest.mark.slow])])
 @pytest.mark.parametrize("level", [0.95, 0.5])
-def test_intervals_cover_the_true_iqm_and_mean_at_their_level(level):
+def test_intervals_cover_the_true_iqm_and_mean_at_their_level(level, backend):
     """200 synthetic experiments, 5 tasks × 40 seeds: the coverage of the IQM's and the mean's
     intervals is within 3 binomial s.e. of the level (0.95: ± 0.046; 0.5: ± 0.106). The 0.5
-    level is the control that the intervals are calibrated, not merely wide."""
-    truth = {"iqm": true_iqm(), "mean": MU.mean()}
+    level is the control that the intervals are calibrated, not merely wide. (With 10 seeds per
+    task the percentile intervals undercover: 0.915 for the IQM over 1,000 experiments.)"""
+    truth = np.array([true_iqm(), MU.mean()])
+    both = lambda batch: np.concatenate([iqm(batch), mean(batch)], axis=1)  # noqa: E731
     rng = np.random.default_rng(0)
-    n_exp, covered = 200, {"iqm": 0, "mean": 0}
+    n_exp, covered = 200, np.zeros(2)
     for i in range(n_exp):
         data = rng.normal(MU, SD, size=(40, 5))
-        for name, fn in (("iqm", iqm), ("mean", mean)):
-            _, low, high = bootstrap_interval(data, fn, reps=500, seed=i, confidence=level,
-                                              backend="scipy")[:, 0]
-            covered[name] += low <= truth[name] <= high
+        _, low, high = bootstrap_interval(data, both, reps=500, seed=i, confidence=level,
+                                          backend=backend)
+        covered += (low <= truth) & (truth <= high)
     tol = 3 * np.sqrt(level * (1 - level) / n_exp)
-    for name, count in covered.items():
-        assert abs(count / n_exp - level) <= tol, (name, count / n_exp)
+    assert np.all(np.abs(covered / n_exp - level) <= tol), covered / n_exp
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
