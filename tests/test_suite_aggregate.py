@@ -184,9 +184,12 @@ def test_a_clearly_better_leader_is_ranked_apart_and_an_equal_one_is_not(backend
 def test_failed_runs_count_as_zero_and_tracks_stay_apart():
     records = (grid_records([[0.8, 0.8], [np.nan, 0.8]], "x")
                + grid_records([[0.2, 0.2], [0.2, 0.2]], "x", track="model"))
+    records[2].update(curve={"cost": [], "score": []}, traceback="...",
+                      budget={"limit": None, "used": None})  # failed before its env existed
     out = aggregate(records, reps=100)
     sample, model = out.tracks["sample"]["x"], out.tracks["model"]["x"]
     assert sample.failed == 1 and model.failed == 0
+    assert sample.budget_used["transitions"] == 1000  # median of 1000, 1000, 1000 and none
     assert sample.mean.point == pytest.approx(0.6) and model.mean.point == pytest.approx(0.2)
     assert np.all(sample.efficiency[0] <= 0.8 + 1e-12)
     assert json.loads(json.dumps(out.to_dict()))["tracks"]["model"]["x"]["runs"] == 4
@@ -213,6 +216,9 @@ def _mutated(change):
     (lambda r: r.update(seed=-1), "'seed'"),
     (lambda r: r.update(task=""), "'task'"),
     (lambda r: r["budget"].update(limit=0), "'budget.limit'"),
+    (lambda r: r["budget"].update(used=None), "'budget'"),
+    (lambda r: r.update(status="failed", error="E", budget={"limit": 0, "used": None}),
+     "'budget.limit'"),
     (lambda r: r["budget"]["used"].pop("model_queries"), "'budget.used.model_queries'"),
     (lambda r: r.update(score=0.7), "'score' must be"),
     (lambda r: r.update(score=float("nan")), "'score'"),

@@ -329,8 +329,8 @@ def _leader_aggregate(track: str, leader: str, runs: list[dict[str, Any]], taus:
         **{name: _interval(est[:, k:k + 1]) for k, name in enumerate(names)},
         taus=taus, profile=est[:, len(names):len(names) + len(taus)],
         fractions=fractions, efficiency=est[:, len(names) + len(taus):],
-        budget_used={c: float(np.median([r["budget"]["used"][c] for r in runs]))
-                     for c in BUDGET_COUNTERS},
+        budget_used={c: float(np.median([(r["budget"]["used"] or {}).get(c, 0) for r in runs]))
+                     for c in BUDGET_COUNTERS},  # no counters: failed before its env existed
         per_task=per_task)
 
 

@@ -40,7 +40,8 @@ def check_record(record: Any, where: str = "run record") -> dict[str, Any]:
 
     A run with ``status == "ok"`` needs finite ``J_final``, ``score``, ``auc`` and a learning
     curve (``cost`` non-decreasing, ≥ 0, as long as ``score``); a failed run needs an ``error``
-    text and may leave those fields null. ``score`` must equal
+    text and may leave those fields null, and ``budget.used`` (with ``budget.limit``) too if it
+    failed before its env was made. ``score`` must equal
     ``(J_final − J_init)/(J_star − J_init)`` (relative tolerance 1e-6), with ``J_star > J_init``.
 
     Raises:
@@ -81,12 +82,15 @@ def check_record(record: Any, where: str = "run record") -> dict[str, Any]:
         raise ValueError(f"{where}: field 'error' must be null or a string, and a failed run's "
                          f"error text; got {error!r}")
     budget = get("budget")
-    if not isinstance(budget, Mapping) or not isinstance(budget.get("used"), Mapping):
+    # a run that failed before its env existed has neither a limit nor counters
+    unset = status == "failed" and isinstance(budget, Mapping) and budget.get("used") is None
+    if not isinstance(budget, Mapping) or not (unset or isinstance(budget.get("used"), Mapping)):
         raise ValueError(f"{where}: field 'budget' must be {{'limit': int, 'used': {{...}}}}; "
                          f"got {budget!r}")
     try:
-        check_int("field 'budget.limit'", budget.get("limit"), 1)
-        for counter in BUDGET_COUNTERS:
+        if not (unset and budget.get("limit") is None):
+            check_int("field 'budget.limit'", budget.get("limit"), 1)
+        for counter in () if unset else BUDGET_COUNTERS:
             check_int(f"field 'budget.used.{counter}'", budget["used"].get(counter), 0)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
