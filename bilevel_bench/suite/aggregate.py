@@ -201,7 +201,8 @@ class LeaderAggregate:
     ``auc_iqm`` the IQM of the runs' area under the learning curve; ``profile`` is
     ``(3, len(taus))`` (fraction of runs with score > τ: point, low, high) and ``efficiency``
     ``(3, len(fractions))`` (IQM of the score at each fraction of the budget). ``budget_used``
-    holds the median of each counter of ``budget.used`` over the runs.
+    holds the median of each counter of ``budget.used`` over the runs, ``budget_fraction`` the
+    median share of the limit spent (:func:`budget_fraction`).
     """
 
     track: str
@@ -220,6 +221,7 @@ class LeaderAggregate:
     fractions: np.ndarray
     efficiency: np.ndarray
     budget_used: dict[str, float]
+    budget_fraction: float
     per_task: dict[str, TaskSummary]
 
 
@@ -288,6 +290,18 @@ def _run_matrix(where: str, runs: Sequence[Mapping[str, Any]], tasks: Sequence[s
                      for t in tasks], axis=1)
 
 
+def budget_fraction(record: Mapping[str, Any]) -> float:
+    """The share of its budget limit the run spent, in the limit's unit: ``transitions +
+    follower_updates`` on the sample track, ``model_queries`` on the model track (above 1 when
+    the last iteration went past the limit); 0 for a run that failed before its env existed."""
+    used, limit = record["budget"]["used"], record["budget"]["limit"]
+    if used is None:
+        return 0.0
+    cost = (used["transitions"] + used["follower_updates"] if record["track"] == "sample"
+            else used["model_queries"])
+    return cost / limit
+
+
 def final_score(record: Mapping[str, Any]) -> float:
     """The run's normalised score; 0 for a failed run (a failed run is a run)."""
     return 0.0 if record["status"] == "failed" else float(record["score"])
@@ -330,7 +344,8 @@ def _leader_aggregate(track: str, leader: str, runs: list[dict[str, Any]], taus:
         taus=taus, profile=est[:, len(names):len(names) + len(taus)],
         fractions=fractions, efficiency=est[:, len(names) + len(taus):],
         budget_used={c: float(np.median([(r["budget"]["used"] or {}).get(c, 0) for r in runs]))
-                     for c in BUDGET_COUNTERS},  # no counters: failed before its env existed
+                     for c in BUDGET_COUNTERS},
+        budget_fraction=float(np.median([budget_fraction(r) for r in runs])),
         per_task=per_task)
 
 

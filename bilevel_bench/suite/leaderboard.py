@@ -23,23 +23,16 @@ from bilevel_bench.suite.aggregate import (
 
 TRACK_TITLES = {"sample": "Sample-based track (no exact-model access)",
                 "model": "Model-based track (exact-model queries)"}
-_COUNTER_NAMES = {"transitions": "transitions", "follower_updates": "follower updates",
-                  "model_queries": "model queries"}
 
 
 def _interval(value: Interval) -> str:
     return f"{value.point:.2f} [{value.low:.2f}, {value.high:.2f}]"
 
 
-def _budget(used: Mapping[str, float]) -> str:
-    parts = [f"{v:,.0f} {_COUNTER_NAMES[k]}" for k, v in used.items() if v > 0]
-    return " + ".join(parts) if parts else "0"
-
-
 def _leader_row(agg: LeaderAggregate) -> str:
     cells = [f"`{agg.leader}`", f"{agg.runs} ({agg.failed})", _interval(agg.iqm),
              _interval(agg.mean), _interval(agg.optimality_gap), _interval(agg.auc_iqm),
-             _budget(agg.budget_used)]
+             f"{100 * agg.budget_fraction:.0f} %"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -76,7 +69,10 @@ def render_leaderboard(agg: SuiteAggregate, command: str | None = None) -> str:
               "point, 1 at the reference optimum J*. IQM: interquartile mean over all runs; "
               "mean: over the tasks' mean scores; optimality gap: 1 − mean of min(score, 1) over "
               "all runs; AUC: area under the normalised learning curve against the budget "
-              "fraction. A failed run is a run: it scores 0. Budget used: median over runs.", ""]
+              "fraction. A failed run is a run: it scores 0. Budget used: median over runs of the "
+              "share of the task's limit spent (transitions + follower updates on the "
+              "sample-based track, exact-model queries on the model-based one; above 100 % when "
+              "the last iteration went past the limit).", ""]
     for track, leaders in agg.tracks.items():
         lines += [f"## {TRACK_TITLES[track]}", ""]
         task_sets = {a.tasks for a in leaders.values()}
@@ -84,7 +80,7 @@ def render_leaderboard(agg: SuiteAggregate, command: str | None = None) -> str:
             lines += ["The leaders of this track ran on different task sets: their aggregates "
                       "are not comparable.", ""]
         lines += [f"| leader | runs (failed) | IQM [{level} CI] | mean [CI] | optimality gap "
-                  "[CI] | AUC IQM [CI] | budget used (median) |",
+                  "[CI] | AUC IQM [CI] | budget used |",
                   "|---|---|---|---|---|---|---|"]
         lines += [_leader_row(a) for a in leaders.values()]
         lines += ["", "Mean normalised score ± s.e. over seeds per task (failed runs count as 0):",
