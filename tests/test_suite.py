@@ -15,6 +15,7 @@ import pytest
 from bilevel_bench.cli import main
 from bilevel_bench.experiments.suite import tune
 from bilevel_bench.suite import TASKS, evaluate, get_task, load_references
+from bilevel_bench.suite.evaluate import rescore
 from bilevel_bench.suite.tasks import APPLICATIONS, CURVE_FRACTIONS, TASK_IDS, make_problem
 from bilevel_envs.exact import ExactSolver
 from leaders import HPGD
@@ -78,6 +79,21 @@ def test_evaluate_records(tmp_path):
                      hyperparameters={"learning_rate": 0.01, "estimator": "every_visit"})
     assert [r["x_final"] for r in again] == [r["x_final"] for r in records]
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")) == mtimes
+
+
+def test_rescore_renormalises_without_rerunning():
+    record = evaluate("hpgd", tasks=[TINY], seeds=1, budget_scale=SCALE,
+                      hyperparameters={"learning_rate": 0.01})[0]
+    refs = load_references()
+    same = rescore(record, refs)
+    assert same["score"] == pytest.approx(record["score"])
+    assert same["curve"]["score"] == pytest.approx(record["curve"]["score"])
+    better = {TINY: {**refs[TINY], "J_star": refs[TINY]["J_star"] + 1.0}}
+    moved = rescore(record, better)
+    gap = better[TINY]["J_star"] - record["J_init"]
+    assert moved["score"] == pytest.approx((record["J_final"] - record["J_init"]) / gap)
+    assert moved["curve"]["score"][-1] == pytest.approx(moved["score"])
+    assert moved["auc"] < record["auc"] and moved["J_final"] == record["J_final"]
 
 
 class NaNLeader(HPGD):

@@ -62,6 +62,9 @@ def options(parser: argparse.ArgumentParser) -> None:
                              "task's budget; the best mean score per leader and task is used")
     parser.add_argument("--tune-seeds", type=argument_type(Integer(1, 100)), default=None,
                         metavar="N", help="held-out seeds per grid point (default 3)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="first renormalise the records already in --out with the shipped "
+                             "references (after J* improved); nothing is rerun")
     parser.add_argument("--compute-references", action="store_true",
                         help="recompute J* of the chosen tasks (multi-start exact ascent) into "
                              "<out>/references.json instead of scoring leaders")
@@ -168,6 +171,8 @@ def plan(request: Request, sweep: Sweep) -> list[SuiteRunSpec]:
             print(f"references written to {path}; copy it to bilevel_bench/data/ to ship it")
         return []
     configs = leader_configs(args)
+    if args.rescore and not args.dry_run:
+        _rescore_folder(request.out)
     if args.tune is None:
         return _specs(request, configs, request.seeds)
     grid = tune.load_grid(args.tune, list(configs))
@@ -201,6 +206,21 @@ def plan(request: Request, sweep: Sweep) -> list[SuiteRunSpec]:
         raise UsageError("--tune", f"every grid point failed for {missing[:3]}: nothing to "
                                    f"select")
     return _specs(request, tuned, request.seeds)
+
+
+def _rescore_folder(out: Path) -> None:
+    """Renormalise every run record in ``out/runs`` with the shipped references."""
+    from bilevel_bench.storage import load_result
+    from bilevel_bench.suite.evaluate import RECORD_FORMAT, rescore
+    from bilevel_bench.suite.references import load_references
+
+    references = load_references()
+    paths = sorted((out / "runs").glob("*.json"))
+    for path in paths:
+        record = load_result(path)
+        if record is not None and record.get("format") == RECORD_FORMAT:
+            write_json_atomic(path, rescore(record, references))
+    print(f"rescored {len(paths)} records in {out / 'runs'} with the shipped references")
 
 
 def headline(request: Request, specs: list[SuiteRunSpec]) -> str:
