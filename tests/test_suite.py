@@ -51,6 +51,11 @@ def test_references_are_consistent():
     ref = refs["contract/tree"]
     assert ExactSolver(problem).objective(np.array(ref["x_star"])) == pytest.approx(
         ref["J_star"], abs=1e-9)
+    # on the two-type project the multi-start ascent reaches the closed-form optimum
+    from bilevel_envs.envs.contract_design.closed_forms import project_optimum
+
+    optimum = project_optimum(make_problem(get_task(TINY))).objective
+    assert refs[TINY]["J_star"] == pytest.approx(optimum, abs=1e-7)
 
 
 # ---------------------------------------------------------------------------- evaluate

@@ -13,13 +13,16 @@ Budgets. A leader is stopped once what it consumed reaches the task's ``budget``
 * model track (AMD, HPGD-RT-Q, leaders that read the exact model): ``Budget.model_queries``,
   the exact-model queries, against the task's ``model_budget``.
 
-The two tracks are reported apart; their units differ, so their limits are set separately (each
-chosen so that the baselines of that track are stopped at a comparable share of their
-convergence, see docs/leaderboard/README.md).
+The two tracks are reported apart; their units differ, so their limits are set separately. A
+model-track leader gets one exact model per iteration (AMD, HPGD-RT-Q), so ``model_budget`` is a
+number of leader iterations: as many as the sample budget buys HPGD on Four Rooms and tax design
+(10,000 transitions per step), twice to four times as many on contract design (AMD serves one
+agent type per model, HPGD all of them per step).
 
-Headroom. Tasks with ``headroom=True`` are the ones the shipped baselines do not solve within
-the budget (their scores are far from 1 in docs/leaderboard/); a benchmark without them could
-not tell a better leader from the current ones.
+Headroom. Tasks with ``headroom=True`` are ones no shipped baseline solves within the budget
+(every baseline's mean score is well below 1 in docs/leaderboard/): the larger contract tree,
+the RLHF preference grid, tax design and a Four-Rooms cell at a tenth of the budget. At these
+budgets (1/50 of Table 3's 10,000 iterations) the other Four-Rooms cells are far from solved too.
 """
 
 from __future__ import annotations
