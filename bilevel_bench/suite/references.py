@@ -8,7 +8,9 @@ was computed; ``bilevel-bench suite --compute-references`` regenerates it
   quasi-Newton ascent) with the exact hypergradient (:class:`bilevel_envs.exact.ExactSolver`,
   or the problem's enumeration for a trajectory-level objective) from ``x_init`` and seeded
   random starts; the file records the starts, each start's value and iterations, and the spread
-  of the values across starts;
+  of the values across starts; where a run of the reference leaderboard ended higher,
+  L-BFGS-B from its final ``x`` gives the better ``J*`` (:func:`polish_with_runs`; the file
+  records the run and the earlier value);
 * other tasks (``rlhf/grid``): the best known — the best Monte-Carlo ``J`` among the annotator's
   true reward as the model and the final iterates of long HPGD runs (settings of
   ``bilevel-bench rlhf``), each estimated on :data:`MC_PAIRS` fresh pairs with its standard

@@ -20,7 +20,7 @@ number of leader iterations: as many as the sample budget buys HPGD on Four Room
 agent type per model, HPGD all of them per step).
 
 Headroom. Tasks with ``headroom=True`` are ones no shipped baseline solves within the budget
-(every baseline's mean score is well below 1 in docs/leaderboard/): the larger contract tree,
+(no baseline's mean score reaches 0.8 in docs/leaderboard/): the larger contract tree,
 the RLHF preference grid, tax design and a Four-Rooms cell at a tenth of the budget. At these
 budgets (1/50 of Table 3's 10,000 iterations) the other Four-Rooms cells are far from solved too.
 """
