@@ -41,14 +41,21 @@ class Budget:
     model_queries: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            object.__setattr__(self, f.name, check_int(f"Budget.{f.name}",
-                                                       getattr(self, f.name), 0))
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:  # the fast path of plain counts
+                object.__setattr__(self, name, check_int(f"Budget.{name}", value, 0))
 
     def __add__(self, other: Budget) -> Budget:
         if not isinstance(other, Budget):
             return NotImplemented
-        return Budget(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        # Sums of valid counts are valid: skip the checks (this runs several times per step).
+        total = object.__new__(Budget)
+        object.__setattr__(total, "transitions", self.transitions + other.transitions)
+        object.__setattr__(total, "follower_updates",
+                           self.follower_updates + other.follower_updates)
+        object.__setattr__(total, "model_queries", self.model_queries + other.model_queries)
+        return total
 
     @property
     def sample_cost(self) -> int:
@@ -72,6 +79,9 @@ class Budget:
             raise ValueError(f"unknown budget fields {unknown}; expected "
                              f"{[f.name for f in fields(cls)]}")
         return cls(**data)
+
+
+_FIELDS = tuple(f.name for f in fields(Budget))
 
 
 class CountedSampler:

@@ -65,7 +65,9 @@ class LeaderEnv(BilevelEnvBase):
     * Budget (:mod:`bilevel_envs.budget`): :attr:`budget` totals what was consumed since
       construction (or :meth:`reset_budget`; ``reset`` does not clear it — an episode is not a
       new run). A step consumes its followers' :attr:`~bilevel_envs.followers.FollowerResponse.cost`
-      and its rollouts (``followers × n_envs × n_rollout_steps`` transitions); the step's own
+      and its rollouts (``followers × n_envs × n_rollout_steps`` transitions) — with
+      ``objective="exact"`` also one ``model_queries`` per follower (the exact reward is
+      exact-model information; the sample-based track uses Monte-Carlo rewards); the step's own
       count is ``info["budget"]`` and ``last_step.budget``. The totals also count what a leader
       consumes after the step: further rollouts through a step's oracles (they are counted
       samplers), exact models from :meth:`exact_model` and anything passed to :meth:`charge`.
@@ -191,6 +193,8 @@ class LeaderEnv(BilevelEnvBase):
         exact = None
         if self.objective == "exact":
             exact = float(weights @ self._exact_values(followers))
+            # An exact reward is exact-model information handed to the leader.
+            cost += Budget(model_queries=len(followers))
         estimate = float(weights @ estimates) if self.n_rollout_steps else exact
         reward = exact if exact is not None else estimate
         self.last_step = LeaderStep(x=x, followers=followers, objective_estimate=estimate,

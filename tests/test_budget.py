@@ -66,6 +66,13 @@ def test_soft_q_follower_adds_its_own_samples_and_updates():
     assert env.budget.follower_updates == 3 * N_FOLLOWERS * learning
 
 
+def test_an_exact_reward_counts_one_model_query_per_follower():
+    env = garnet_env(contexts="all", n_rollout_steps=0, objective="exact")
+    env.reset(seed=0)
+    info = env.step(np.zeros(4))[4]
+    assert info["budget"] == {"transitions": 0, "follower_updates": 2, "model_queries": 2}
+
+
 def test_four_rooms_hand_count():
     env = gym.make("bilevel/FourRoomsShaping-v0", contexts="all", n_envs=2, n_rollout_steps=25)
     env.reset(seed=0)

@@ -54,7 +54,8 @@ class GridSoftVI(Follower):
     Solves :class:`TaxDesignTabular` (``asset_cells`` cells, same parameters) exactly and applies
     the policy of the cell holding the current assets. On the continuous problem it is a cheap,
     deterministic approximate best response (the discretisation is the only error); on the
-    tabular variant with the same grid it equals ``"soft_vi"``.
+    tabular variant with the same grid it equals ``"soft_vi"``. Budget: one follower update per
+    solve, like ``"soft_vi"``.
 
     Args:
         asset_cells: size of the asset grid.
