@@ -45,7 +45,12 @@ def test_references_are_consistent():
         assert ref["J_star"] > ref["J_init"], task.id
         if task.tabular:
             assert ref["kind"] == "exact" and ref["method"]["starts"] >= 8
-            assert max(ref["method"]["start_values"]) == ref["J_star"]
+            best_start = max(ref["method"]["start_values"])
+            if "polished" in ref["method"]:  # a run's final x led to a higher maximum
+                assert ref["J_star"] > best_start
+                assert ref["J_star"] > ref["method"]["polished"]["previous_J_star"] >= best_start
+            else:
+                assert ref["J_star"] == best_start
     # J* is the exact J of the shipped x*, recomputed independently
     problem = make_problem(get_task("contract/tree"))
     ref = refs["contract/tree"]
