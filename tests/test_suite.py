@@ -193,3 +193,19 @@ def test_tune_selects_the_best_mean_score(tmp_path):
     grid.write_text(json.dumps({"learning_rate": []}))
     with pytest.raises(ValueError, match="non-empty list"):
         tune.load_grid(str(grid), ["hpgd"])
+
+
+def test_cli_tune_runs_the_grid_on_held_out_seeds(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"learning_rate": [0.01, 0.1]}))
+    out = tmp_path / "t"
+    assert main(["suite", "--leader", "hpgd", "--tune", str(grid), "--tune-seeds", "1",
+                 "--tasks", TINY, "--seeds", "1", "--budget-scale", str(SCALE),
+                 "--workers", "1", "--no-plots", "--out", str(out)]) == 0
+    selection = json.loads((out / tune.SELECTION_FILE).read_text())
+    assert selection["seeds"] == [tune.TUNE_SEED_OFFSET] and selection["runs"] == 2
+    chosen = selection["selection"]["hpgd"][TINY]
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    final = [r for r in records if r["seed"] == 0]
+    assert len(records) == 3 and final[0]["spec"]["hyperparameters"] == chosen
+    assert "tuning: 2 runs" in capsys.readouterr().out
