@@ -37,7 +37,8 @@ def add_experiment(subparsers, experiment: Experiment) -> argparse.ArgumentParse
                    metavar="N", help=f"seeds per configuration, 0..N-1 (default "
                                      f"{experiment.seeds}; {experiment.quick.seeds} with "
                                      f"--quick); an integer in [1, {MAX_SEEDS}]")
-    add_list_argument(p, "--algorithms", experiment.algorithms, "leader algorithms")
+    if experiment.algorithms:  # an experiment of open-ended leaders declares its own flag
+        add_list_argument(p, "--algorithms", experiment.algorithms, "leader algorithms")
     p.add_argument("--quick", action="store_true",
                    help=f"{experiment.quick.help}; results in "
                         f"{experiment.default_out(True)}. Flags given explicitly win.")

@@ -108,7 +108,8 @@ class Experiment:
         summarise: ``summarise(request, results, timing)`` writes tables and figures.
         headline: ``headline(request, specs) -> str``, printed before the runs start.
         help, description: the subcommand's one-line help and its ``--help`` text.
-        algorithms: the algorithms ``--algorithms`` chooses from (all by default).
+        algorithms: the algorithms ``--algorithms`` chooses from (all by default); empty: no
+            ``--algorithms`` flag (the experiment's options choose its leaders).
         seeds: default seed count.
         quick: what ``--quick`` means.
         options: adds the experiment's own arguments to its parser.
@@ -168,7 +169,7 @@ def resolve(experiment: Experiment, args: argparse.Namespace) -> Request:
         overrides = {**experiment.quick.fields, **overrides}
     seeds = args.seeds if args.seeds is not None else \
         experiment.quick.seeds if args.quick else experiment.seeds
-    chosen = args.algorithms or experiment.algorithms
+    chosen = getattr(args, "algorithms", None) or experiment.algorithms
     algorithms = tuple(a for a in experiment.algorithms if a in chosen)
     return Request(args=args, seeds=range(seeds), algorithms=algorithms, overrides=overrides,
                    quick=args.quick, out=out, plots=not args.no_plots)

@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "contract": "bilevel_bench.experiments.contract.command",
     "rlhf": "bilevel_bench.experiments.rlhf.command",
     "tax": "bilevel_bench.experiments.tax.command",
+    "suite": "bilevel_bench.experiments.suite.command",
 }
 
 
