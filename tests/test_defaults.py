@@ -55,6 +55,7 @@ def test_leader_text_view_reports_the_step_and_a_budget_if_counted():
     assert "leader step 1 of the episode" in text
     assert "x: income tax 0.3; VAT per good 0.1, 0.2, 0.4" in text
     assert "J estimate:" in text and "(Monte-Carlo, 40 follower transitions)" in text
-    assert "budget" not in text
-    env.unwrapped.budget = {"transitions": 12000, "follower_updates": 3}
-    assert "budget used: transitions 12,000, follower_updates 3" in env.render()
+    # 40 rollout transitions, one exact solve per follower, no model query by a leader
+    assert "budget used: transitions 40, follower_updates 1, model_queries 0" in text
+    env.step(np.array([0.3, 0.1, 0.2, 0.4]))
+    assert "budget used: transitions 80, follower_updates 2, model_queries 0" in env.render()

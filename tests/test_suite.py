@@ -146,7 +146,7 @@ def test_evaluate_rejects_bad_input():
     (["--leader", "hpgd", "--tasks", "contract/nope"], "invalid choice"),
     (["--leader", "hpgd", "--budget-scale", "0"], "--budget-scale"),
     (["--leader", "hpgd", "--budget-scale", "-1"], "--budget-scale"),
-    ([], "--leader"),
+    (["--leader-kwargs", "[1]"], "--leader-kwargs"),
 ])
 def test_cli_bad_input(tmp_path, capsys, argv, message):
     out = tmp_path / "out"

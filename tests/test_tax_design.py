@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bilevel_envs
+from bilevel_envs.budget import CountedSampler
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.envs import HouseholdEnv, default_follower
@@ -411,7 +412,9 @@ def test_leader_env_uses_the_simulator_and_is_seeded():
         env = gym.make("bilevel/TaxDesign-v0", **GRID, **SMALL)
         env.reset(seed=seed)
         out = [env.step(np.full(4, 0.3 + 0.1 * k)) for k in range(2)]
-        assert isinstance(env.unwrapped.last_step.followers[0].oracle, HouseholdOracle)
+        oracle = env.unwrapped.last_step.followers[0].oracle
+        assert isinstance(oracle, CountedSampler)  # the env charges what it samples
+        assert isinstance(oracle.sampler, HouseholdOracle)
         return out
 
     a, b, c = run(3), run(3), run(4)

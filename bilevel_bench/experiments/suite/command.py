@@ -35,6 +35,7 @@ from bilevel_bench.suite.evaluate import (
     run_spec,
 )
 from bilevel_bench.suite.tasks import QUICK_TASK_IDS, SUITE_NAME, SUITE_VERSION, TASK_IDS
+from leaders.registry import BUILTIN_LEADERS
 
 QUICK_NOTE = ("--quick: a quarter of each budget on one task per application and 2 seeds checks "
               "that the pipeline works; such small budgets do not reproduce the shipped "
@@ -46,7 +47,8 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leader", nargs="+", action="extend", default=None,
                         metavar="NAME|module:Class",
                         help="leaders to score: registered names (see leaders.registry) or "
-                             "importable 'package.module:Class'; space-separated or repeated")
+                             "importable 'package.module:Class'; space-separated or repeated "
+                             "(default: the built-in leaders)")
     parser.add_argument("--leader-kwargs", type=argument_type(JSONObject()), default=None,
                         metavar="JSON", help="keyword arguments of every leader (win over "
                                              "--hyperparameters), e.g. '{\"learning_rate\": 0.1}'")
@@ -116,8 +118,8 @@ def checks(args: argparse.Namespace) -> None:
         if args.leader or args.tune:
             raise UsageError("--compute-references", "scores no leader; drop --leader/--tune")
         return
-    if not args.leader:
-        raise UsageError("--leader", "is required: a registered name or 'package.module:Class'")
+    if not args.leader:  # the reference leaderboard's leaders
+        args.leader = list(BUILTIN_LEADERS)
     if args.tune_seeds is not None and args.tune is None:
         raise UsageError("--tune-seeds", "applies to --tune only")
     configs = leader_configs(args)
