@@ -37,6 +37,8 @@ from bilevel_envs.tabular import (
 )
 from bilevel_envs.validation import check_array, check_float
 
+#: Floor of probabilities in ``λ log π`` (a finite warm start where ``π`` has zeros).
+_TINY = 1e-300
 #: Default relative soft-optimality gap above which a follower is reported as far from optimal.
 DEFAULT_GAP_THRESHOLD = 0.05
 
@@ -191,9 +193,9 @@ class QualityMonitor:
     """Measures every follower of a leader step on the exact (twin) model and warns about the
     poor ones — the machinery behind ``LeaderEnv(..., follower_quality=...)``.
 
-    Per context it keeps the last soft Q-function as the next solve's warm start (a few Newton
-    steps per leader step) and warns at most once per context until :meth:`reset` (a new
-    episode).
+    Each reference solve starts from the follower's own policy (``Q₀ = λ log π``: one Newton
+    step for an exact follower, deterministic, so the same seed gives the same numbers) and it
+    warns at most once per context until :meth:`reset` (a new episode).
 
     Args:
         problem: a problem with a :meth:`~bilevel_envs.BilevelProblem.tabular_twin`.
@@ -208,11 +210,10 @@ class QualityMonitor:
         self.problem, self.twin = problem, twin
         self.threshold = check_float("quality_threshold", threshold, 0.0)
         self._observations = problem.twin_observations(twin)
-        self._warm: dict[int, np.ndarray] = {}
         self._warned: set[int] = set()
 
     def reset(self) -> None:
-        """A new episode: warn again (warm starts of the reference solves are kept)."""
+        """A new episode: warn again."""
         self._warned = set()
 
     def measure(self, x: np.ndarray, followers: Any) -> tuple[FollowerQuality, ...]:
@@ -228,10 +229,9 @@ class QualityMonitor:
             if f.rollouts is not None and f.rollouts.n_transitions:
                 states = self.problem.twin_states(self.twin, f.rollouts.obs[f.rollouts.mask])
                 visits = visit_counts(states, model.n_states)
-            quality, solution = follower_quality(
-                model, self.problem.lam, f.response.policy, visits,
-                observations=self._observations, warm_start=self._warm.get(f.context))
-            self._warm[f.context] = solution.q
+            pi = policy_table(model, f.response.policy, self._observations)
+            start = self.problem.lam * np.log(np.maximum(pi, _TINY))
+            quality, _ = follower_quality(model, self.problem.lam, pi, visits, warm_start=start)
             if f.context not in self._warned and warn_if_far(
                     quality, self.threshold, f"context {f.context}", stacklevel=4):
                 self._warned.add(f.context)

@@ -146,16 +146,20 @@ def test_leader_env_reports_quality_of_a_soft_q_follower():
         assert stats["visited_tv"] == pytest.approx(expected.tv, abs=1e-9)
         assert 0 < stats["soft_optimality_gap"] < 1 and 0 < stats["visited_tv"] < 1
         assert stats["soft_value_optimal"] >= stats["soft_value_follower"]
-        assert step.quality[i] == expected
+        assert step.quality[i].as_stats() == {k: stats[k] for k in expected.as_stats()}
 
 
 def test_exact_follower_reports_zero_gap_and_off_switch():
     problem = GarnetProblem()
-    env = LeaderEnv(problem, follower="soft_vi", contexts="all", n_envs=1, n_rollout_steps=20)
+    env = LeaderEnv(problem, follower="soft_vi", contexts="all", n_envs=1, n_rollout_steps=20,
+                    follower_quality=True)
     env.reset(seed=0)
     info = env.step(np.zeros(4))[4]
     assert all(abs(s["soft_optimality_gap"]) <= 1e-10 for s in info["follower_stats"])
-    off = LeaderEnv(problem, follower="soft_vi", n_envs=1, n_rollout_steps=20,
+    # By default an exact follower is not measured (its gap is the solver's tolerance).
+    assert LeaderEnv(problem, follower="soft_vi").quality_monitor is None
+    assert LeaderEnv(problem, follower="soft_q").quality_monitor is not None
+    off = LeaderEnv(problem, follower="soft_q", n_envs=1, n_rollout_steps=20,
                     follower_quality=False)
     off.reset(seed=0)
     assert "soft_optimality_gap" not in off.step(np.zeros(4))[4]["follower_stats"][0]

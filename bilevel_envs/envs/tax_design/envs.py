@@ -230,8 +230,9 @@ class TaxDesignEnv(LeaderEnv):
     ```
     ``follower_quality``: measure the households exactly on the grid economy (soft-optimality
     gap and visited TV in ``"follower_stats"``, a warning above ``quality_threshold``; see
-    :class:`~bilevel_envs.LeaderEnv`): on by default with ``tabular=True``; ``True`` turns it on
-    for continuous assets (the 41-cell grid economy is then built at every step).
+    :class:`~bilevel_envs.LeaderEnv`): on by default with ``tabular=True`` and a follower that is
+    not exact; ``True`` turns it on for every follower, also on continuous assets (the 41-cell
+    grid economy is then built at every step).
     ``observation_cells`` (continuous assets only, default 41): the asset cells HPGD's
     ``"every_visit"`` estimator tabulates its values on (:meth:`TaxDesign.observation_index`).
     ``lam=None`` keeps the variant's λ (0.2). ``n_envs × n_rollout_steps`` = 60,000 transitions
