@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
 from bilevel_envs.validation import check_int
@@ -184,6 +185,11 @@ class SB3Follower(Follower):
     ``algo``, ``timesteps`` (this call), ``num_timesteps`` (since the cold start),
     ``warm_started``, ``episodes`` (finished in this call) and ``episode_return`` (their mean
     undiscounted follower return, None if none finished).
+
+    Budget (:attr:`~bilevel_envs.followers.FollowerResponse.cost`): the environment steps of the
+    call (SB3's ``num_timesteps``, summed over the ``n_envs`` copies; an on-policy algorithm
+    completes its last rollout, so this may exceed ``total_timesteps``) and its gradient steps
+    (:func:`gradient_steps`).
     """
 
     name = "sb3"
@@ -232,6 +238,8 @@ class SB3Follower(Follower):
                 model.set_env(env)  # the same env object; starts new episodes in M_{x,ξ}
                 model.set_random_seed(seed)
                 timesteps = self.total_timesteps
+            before = (int(model.num_timesteps), gradient_steps(model)) if warm_start is not None \
+                else (0, 0)
             model.learn(total_timesteps=timesteps, reset_num_timesteps=warm_start is None)
             policy = SB3Policy(model.policy, lam=getattr(model, "lam", problem.lam))
         returns = [r for monitor, n in zip(env.envs, finished)
@@ -240,7 +248,9 @@ class SB3Follower(Follower):
                  "num_timesteps": int(model.num_timesteps),
                  "warm_started": warm_start is not None, "episodes": len(returns),
                  "episode_return": float(np.mean(returns)) if returns else None}
-        return FollowerResponse(policy=policy, warm_start=model, stats=stats)
+        cost = Budget(transitions=int(model.num_timesteps) - before[0],
+                      follower_updates=gradient_steps(model) - before[1])
+        return FollowerResponse(policy=policy, warm_start=model, stats=stats, cost=cost)
 
     def _build(self, problem: BilevelProblem, env: Any, seed: int | None) -> BaseAlgorithm:
         kwargs: dict[str, Any] = {"gamma": problem.gamma, "device": "cpu"}
@@ -264,6 +274,23 @@ def _own_env(model: BaseAlgorithm, problem: BilevelProblem, context: Any) -> Any
     if any(m.env.problem is not problem or m.env.context != context for m in envs):
         return None
     return env
+
+
+def gradient_steps(model: BaseAlgorithm) -> int:
+    """The gradient steps an SB3 model has taken, from its update counter ``_n_updates``.
+
+    SB3 counts one per gradient step for DQN, soft DQN, SAC and TD3, one per rollout for A2C (a
+    single step on the whole rollout) and one per *epoch* for PPO: a PPO epoch is
+    ``⌈n_steps · n_envs / batch_size⌉`` minibatch steps (an epoch cut short by ``target_kl``
+    still counts in full).
+    """
+    updates = int(getattr(model, "_n_updates", 0))
+    buffer = getattr(model, "rollout_buffer", None)
+    batch_size = getattr(model, "batch_size", None)
+    if getattr(model, "n_epochs", None) is not None and buffer is not None and batch_size:
+        per_epoch = -(-buffer.buffer_size * buffer.n_envs // batch_size)
+        return updates * per_epoch
+    return updates
 
 
 @contextlib.contextmanager
