@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from bilevel_envs.budget import Budget, CountedSampler
 from bilevel_envs.env_base import BilevelEnvBase
+from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD, QualityMonitor
 from bilevel_envs.followers import FollowerResponse, make_follower
 from bilevel_envs.oracles import ORACLE_BACKENDS, make_oracle
 from bilevel_envs.plain_data import to_plain_data
@@ -58,8 +59,11 @@ class LeaderEnv(BilevelEnvBase):
     * Info: ``"rollouts"`` (dict of ``(n_envs·n_followers, T)`` arrays, see
       :class:`~bilevel_envs.rollouts.Rollouts`), ``"contexts"`` (context index per follower),
       ``"context_weights"``, ``"objective_estimate"`` (Monte-Carlo), ``"objective_exact"``
-      (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower), ``"budget"``
-      (what the step consumed, :meth:`~bilevel_envs.budget.Budget.as_dict`).
+      (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower; with
+      ``follower_quality`` on, also ``"soft_optimality_gap"``, ``"visited_tv"``,
+      ``"soft_value_optimal"`` and ``"soft_value_follower"``, see
+      :mod:`~bilevel_envs.follower_quality`), ``"budget"`` (what the step consumed,
+      :meth:`~bilevel_envs.budget.Budget.as_dict`).
       Live objects (responses, policies, oracles, rollouts, models) are on the env's typed record
       of the step, :attr:`last_step` (a :class:`~bilevel_envs.step_record.LeaderStep`).
     * Budget (:mod:`bilevel_envs.budget`): :attr:`budget` totals what was consumed since
@@ -88,6 +92,12 @@ class LeaderEnv(BilevelEnvBase):
         objective: ``"monte_carlo"`` or ``"exact"`` (see Reward).
         oracle: ``"auto"``, ``"native"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled
             (see :func:`~bilevel_envs.rollouts.make_oracle`).
+        follower_quality: measure each follower's policy exactly on the problem's model or
+            tabular twin and warn above ``quality_threshold`` (default 0.05):
+            ``None`` — tabular problems with a follower that is not exact; ``True`` — always
+            (the twin's model is built each step); ``False`` — never. See
+            :meth:`~bilevel_envs.follower_quality.QualityMonitor.for_env`.
+        quality_threshold: the gap above which a follower is reported.
         render_mode: ``None`` or one of ``metadata["render_modes"]`` (``"ansi"``; subclasses may
             add ``"rgb_array"``); any other mode raises ``TypeError`` (see
             :func:`~bilevel_envs.env_base.check_render_mode`).
@@ -99,7 +109,9 @@ class LeaderEnv(BilevelEnvBase):
                  follower_kwargs: dict[str, Any] | None = None,
                  contexts: str | Sequence[Any] = "sample", n_followers: int = 1, n_envs: int = 5,
                  n_rollout_steps: int = 2000, objective: str = "monte_carlo",
-                 oracle: str = "auto", render_mode: str | None = None):
+                 oracle: str = "auto", follower_quality: bool | None = None,
+                 quality_threshold: float = DEFAULT_GAP_THRESHOLD,
+                 render_mode: str | None = None):
         self.render_mode = self._check_render_mode(render_mode)
         if not isinstance(problem, BilevelProblem):
             raise TypeError(f"problem must be a BilevelProblem; got {type(problem).__name__}")
@@ -129,6 +141,9 @@ class LeaderEnv(BilevelEnvBase):
         if n_rollout_steps == 0 and objective != "exact":
             raise ValueError("n_rollout_steps=0 leaves nothing to estimate J from; use "
                              "objective='exact' or n_rollout_steps >= 1")
+        #: the exact measurement of the followers (None when off)
+        self.quality_monitor = QualityMonitor.for_env(problem, self.follower, follower_quality,
+                                                      quality_threshold)
         self.n_followers, self.n_envs = int(n_followers), int(n_envs)
         self.n_rollout_steps = int(n_rollout_steps)
         self.objective, self.oracle_backend = objective, oracle
@@ -154,6 +169,8 @@ class LeaderEnv(BilevelEnvBase):
         self._t = 0
         self._warm = {}
         self.last_step = None
+        if self.quality_monitor is not None:
+            self.quality_monitor.reset()
         return np.zeros(self.observation_space.shape), {}
 
     def step(self, action):
@@ -197,8 +214,11 @@ class LeaderEnv(BilevelEnvBase):
             cost += Budget(model_queries=len(followers))
         estimate = float(weights @ estimates) if self.n_rollout_steps else exact
         reward = exact if exact is not None else estimate
+        quality = (None if self.quality_monitor is None
+                   else self.quality_monitor.measure(x, followers))
         self.last_step = LeaderStep(x=x, followers=followers, objective_estimate=estimate,
-                                    objective_exact=exact, reward=reward, budget=cost)
+                                    objective_exact=exact, reward=reward, budget=cost,
+                                    quality=quality)
         self.charge(cost)
         self._t += 1
         return x, reward, False, False, self._info(self.last_step)
@@ -212,6 +232,8 @@ class LeaderEnv(BilevelEnvBase):
         }
         if step.objective_exact is not None:
             info["objective_exact"] = step.objective_exact
+        for stats, quality in zip(info["follower_stats"], step.quality or ()):
+            stats.update(quality.as_stats())
         parts = [f.rollouts for f in step.followers if f.rollouts is not None]
         info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False) if parts else {}
         return info

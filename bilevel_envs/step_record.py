@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bilevel_envs.budget import Budget
+from bilevel_envs.follower_quality import FollowerQuality
 from bilevel_envs.followers.base import FollowerResponse
 from bilevel_envs.problem import TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts, TrajectorySampler
@@ -56,6 +57,8 @@ class LeaderStep:
         reward: what ``step`` returned (the exact value when computed, else the estimate).
         budget: what the step consumed: its followers' costs and its rollouts' transitions
             (:mod:`bilevel_envs.budget`).
+        quality: each follower's exact quality (soft-optimality gap, visited TV) when the env
+            measures it (``follower_quality``), else ``None``.
     """
 
     x: np.ndarray
@@ -64,6 +67,7 @@ class LeaderStep:
     objective_exact: float | None
     reward: float
     budget: Budget = Budget()
+    quality: tuple[FollowerQuality, ...] | None = None
 
     @property
     def contexts(self) -> list[int]:
