@@ -41,6 +41,49 @@ def test_adam_matches_torch_adam_for_ascent(kwargs):
     assert float(ours.state["t"]) == 20
 
 
+def test_adam_betas_must_be_in_the_half_open_unit_interval():
+    """``beta = 1`` freezes a moment and divides by ``1 − beta^t = 0`` in the bias correction."""
+    assert Adam(0.1, beta1=0.0, beta2=0.0).beta2 == 0.0
+    for name in ("beta1", "beta2"):
+        for bad in (1.0, 1.5, -0.1):
+            with pytest.raises(ValueError, match=rf"{name} must be a finite number in \[0, 1\)"):
+                Adam(0.1, **{name: bad})
+
+
+def test_adam_state_round_trips_through_load_state():
+    """A restored state continues exactly where the original optimiser was; ``t = 0`` (arrays
+    present, no step taken yet) is a valid state and continues like a fresh optimiser."""
+    rng = np.random.default_rng(1)
+    x, grads = rng.normal(size=3), rng.normal(size=(4, 3))
+    original = Adam(0.05)
+    for g in grads[:2]:
+        x = original.step(x, g)
+    resumed = Adam(0.05)
+    resumed.load_state({k: np.array(v) for k, v in original.state.items()}, x.shape)
+    np.testing.assert_array_equal(resumed.step(x, grads[2]), original.step(x, grads[2]))
+    assert float(resumed.state["t"]) == 3
+    fresh, restarted = Adam(0.05), Adam(0.05)
+    restarted.load_state({"m": np.zeros(3), "v": np.zeros(3), "t": np.zeros(())}, (3,))
+    np.testing.assert_array_equal(restarted.step(x, grads[3]), fresh.step(x, grads[3]))
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"m": np.zeros(3), "t": np.ones(())},
+     r"optimizer 'adam' state must hold \['m', 't', 'v'\]; got \['m', 't'\]"),
+    ({"m": np.zeros(3), "v": np.zeros(2), "t": np.ones(())},
+     r"optimizer state 'v' must be finite numbers of shape \(3,\)"),
+    ({"m": np.zeros(3), "v": np.zeros(3), "t": np.array(2.5)},
+     r"optimizer state 't' must be a whole number >= 0; got 2.5"),
+    ({"m": np.zeros(3), "v": np.zeros(3), "t": np.array(-1.0)},
+     r"optimizer state 't' must be a whole number >= 0; got -1.0"),
+])
+def test_load_state_refuses_a_bad_checkpoint(state, message):
+    adam = Adam(0.05)
+    with pytest.raises(ValueError, match=message):
+        adam.load_state(state, (3,))
+    assert adam.state == {}
+
+
 def test_clip_by_norm_scales_long_gradients_only():
     g = np.array([3.0, 4.0])
     np.testing.assert_allclose(clip_by_norm(g, 1.0), [0.6, 0.8], rtol=1e-15)
@@ -65,6 +108,10 @@ def test_clip_groups_must_partition_the_coordinates():
     for bad in ([[0, 1]], [[0, 1], [1, 2]], [[0, 1, 2], []], [["a"], [1, 2]], 5):
         with pytest.raises(ValueError, match="clip_groups (must|entries must)"):
             check_clip_groups(bad, 3)
+    # an index outside 0..size−1 is named with the allowed range, not as a bad partition
+    with pytest.raises(ValueError,
+                       match=r"clip_groups entries must be an integer in 0\.\.2; got 3"):
+        check_clip_groups([[0, 1], [2, 3]], 3)
 
 
 class FixedGradient(Leader):
