@@ -61,6 +61,10 @@ def test_bad_rollout_arguments(setup):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[0, 104])
     with pytest.raises(ValueError, match=r"start_actions must have shape \(2,\)"):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_actions=[0])
+    with pytest.raises(ValueError, match=r"^lengths must be integer indices in 0..5; got range"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, lengths=[5, 6])
+    with pytest.raises(ValueError, match=r"^lengths must have shape \(2,\); got \(3,\)$"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, lengths=[1, 2, 3])
     with pytest.raises(ValueError, match="backend"):
         make_oracle(problem, x, 0, policies[0], backend="jax")
 

@@ -10,6 +10,7 @@ from bilevel_envs.tabular import (
     soft_max_value,
     soft_policy_iteration,
     soft_value_iteration,
+    sparse_transitions,
 )
 
 
@@ -104,6 +105,22 @@ def test_with_updates_shares_the_transition_cache_only_with_the_same_p():
     moved = model.with_updates(P=model.P[:, ::-1])
     assert moved.cache == {} and moved.cache is not model.cache
     np.testing.assert_array_equal(model.with_updates().r, model.r)
+
+
+def test_sparse_transitions_lists_successors_and_is_cached_per_p():
+    """Successor lists padded with probability 0, the bandwidths, and the cache: reused while
+    ``P`` is the same array (also by ``with_updates`` copies), recomputed for another ``P``."""
+    model = two_state_model()
+    tables = sparse_transitions(model)
+    next_states, probs, lo, up = tables
+    np.testing.assert_array_equal(next_states, [[[0, 1], [0, 1]], [[0, 1], [1, 0]]])
+    np.testing.assert_array_equal(probs, [[[0.5, 0.5], [0.25, 0.75]], [[1.0, 0.0], [1.0, 0.0]]])
+    assert (lo, up) == (1, 1)
+    assert model.cache["sparse_transitions"] == (model.P, tables)
+    assert sparse_transitions(model) is tables
+    assert sparse_transitions(model.with_updates(r=np.ones((2, 2)))) is tables
+    model.cache["sparse_transitions"] = (model.P.copy(), "tables of another P")
+    np.testing.assert_array_equal(sparse_transitions(model)[1], probs)
 
 
 # ---------------------------------------------------------------------------- value iteration
