@@ -61,6 +61,10 @@ def test_bad_rollout_arguments(setup):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[0, 104])
     with pytest.raises(ValueError, match=r"start_actions must have shape \(2,\)"):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_actions=[0])
+    for args, message in (((0, 5), r"^n_envs must be an integer >= 1; got 0$"),
+                          ((2, -1), r"^n_steps must be an integer >= 0; got -1$")):
+        with pytest.raises(ValueError, match=message):
+            oracle.rollout(np.random.default_rng(0), *args)
     with pytest.raises(ValueError, match=r"^lengths must be integer indices in 0..5; got range"):
         oracle.rollout(np.random.default_rng(0), 2, 5, lengths=[5, 6])
     with pytest.raises(ValueError, match=r"^lengths must have shape \(2,\); got \(3,\)$"):

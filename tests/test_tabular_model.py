@@ -107,6 +107,16 @@ def test_with_updates_shares_the_transition_cache_only_with_the_same_p():
     np.testing.assert_array_equal(model.with_updates().r, model.r)
 
 
+@pytest.mark.parametrize("solver", [soft_value_iteration, soft_policy_iteration])
+def test_solver_arguments_are_named_in_their_errors(solver):
+    model = two_state_model()
+    for kwargs, message in (({"max_iter": -1}, r"^max_iter must be an integer >= 0; got -1$"),
+                            ({"tol": 0.0}, r"^tol must be a finite number in \(0, inf\)"),
+                            ({"lam": 0.0}, r"^lam \(entropy weight λ\) must be a finite number")):
+        with pytest.raises(ValueError, match=message):
+            solver(model, **{"lam": 0.5, **kwargs})
+
+
 def test_sparse_transitions_lists_successors_and_is_cached_per_p():
     """Successor lists padded with probability 0, the bandwidths, and the cache: reused while
     ``P`` is the same array (also by ``with_updates`` copies), recomputed for another ``P``."""
