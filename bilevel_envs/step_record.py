@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import FollowerResponse
 from bilevel_envs.problem import TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts, TrajectorySampler
@@ -21,7 +22,9 @@ class FollowerStep:
         context: the context index ``ξ`` the follower served.
         weight: its weight in the step's objective (``P(ξ)`` or ``1/n_followers``).
         response: the follower's response to ``x`` (policy, warm start, stats).
-        oracle: the sampler of the follower's policy in ``M_{x,ξ}`` (restarts, paper Alg. 2).
+        oracle: the sampler of the follower's policy in ``M_{x,ξ}`` (restarts, paper Alg. 2);
+            in a leader env's record, a :class:`~bilevel_envs.budget.CountedSampler` that charges
+            what it samples to the env's budget.
         rollouts: the follower's sampled trajectories, or ``None`` without rollouts.
         model: the exact model of ``M_{x,ξ}`` when the problem is tabular (built by the follower
             or by the env once this step), else ``None``.
@@ -51,6 +54,8 @@ class LeaderStep:
         objective_exact: the exact value of the followers' policies (``objective="exact"``), or
             ``None``.
         reward: what ``step`` returned (the exact value when computed, else the estimate).
+        budget: what the step consumed: its followers' costs and its rollouts' transitions
+            (:mod:`bilevel_envs.budget`).
     """
 
     x: np.ndarray
@@ -58,6 +63,7 @@ class LeaderStep:
     objective_estimate: float
     objective_exact: float | None
     reward: float
+    budget: Budget = Budget()
 
     @property
     def contexts(self) -> list[int]:

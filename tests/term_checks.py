@@ -15,30 +15,13 @@ import numpy as np
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.exact import ExactSolver
 from bilevel_envs.tabular import evaluate_policy, hypergradient_terms
+from bilevel_envs.testing import z_scores
 from leaders.estimators import TERMS
 
 #: a check passes when every |z| is below this
 Z_MAX = 4.0
 #: the negative controls: a term off by −5 % and by +5 %
 CONTROL_SCALES = (0.95, 1.05)
-
-
-def z_scores(samples: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """z of the mean of ``samples`` ``(N, d)`` against ``exact``: one per coordinate and, last,
-    along the direction of the exact value (where an error in the term's scale shows).
-
-    ``exact`` is the exact value ``(d,)``, or ``(M, d)`` samples of a reference estimator whose
-    mean is the target (a two-sample z, the standard error of both means combined).
-    """
-    reference = np.atleast_2d(exact)
-    u = reference.mean(axis=0)
-    u = u / np.linalg.norm(u)
-    a = np.column_stack([samples, samples @ u])
-    b = np.column_stack([reference, reference @ u])
-    var = a.var(axis=0, ddof=1) / len(a)
-    if len(b) > 1:
-        var = var + b.var(axis=0, ddof=1) / len(b)
-    return (a.mean(axis=0) - b.mean(axis=0)) / np.sqrt(var)
 
 
 def check_terms(samples: dict[str, np.ndarray], exact: dict[str, np.ndarray]
@@ -48,7 +31,7 @@ def check_terms(samples: dict[str, np.ndarray], exact: dict[str, np.ndarray]
     Args:
         samples: term -> ``(N, d)`` per-sample estimates of the term (i.i.d. rows).
         exact: term -> ``(d,)`` the term's exact mean (or ``(M, d)`` reference samples, see
-            :func:`z_scores`).
+            :func:`bilevel_envs.testing.z_scores`).
 
     Returns:
         term -> {1.0: max |z| of the estimator, 0.95: …, 1.05: …} (the controls' |z|).
@@ -93,27 +76,3 @@ def exact_terms(model, pi: np.ndarray, lam: float) -> dict[str, np.ndarray]:
     for (term, _), value in hypergradient_terms(model, pi, lam).items():
         out[term] = out[term] + value
     return out
-
-
-# ---------------------------------------------------------------------------- samplers vs models
-def slip_chi_square_p(counts: list[np.ndarray], probs: list[np.ndarray]) -> float:
-    """p-value of Pearson's chi-square (1 df) for the pooled count of each pair's most likely
-    next state: ``(O − E)² / Σ n p (1 − p)`` over sampled ``(s, a)`` pairs.
-
-    A per-pair chi-square spreads its power over every next state; an error in a slip
-    probability moves the same mass in every pair (from the intended cell to the others), which
-    this pooled one-degree-of-freedom statistic accumulates.
-
-    Args:
-        counts: per pair, the sampled next-state counts.
-        probs: per pair, the model's next-state probabilities.
-    """
-    from scipy import stats
-
-    observed = expected = variance = 0.0
-    for c, p in zip(counts, probs):
-        k, n = int(np.argmax(p)), c.sum()
-        observed += c[k]
-        expected += n * p[k]
-        variance += n * p[k] * (1 - p[k])
-    return float(stats.chi2.sf((observed - expected) ** 2 / variance, df=1))

@@ -4,7 +4,6 @@ checkers."""
 import gymnasium as gym
 import numpy as np
 import pytest
-from scipy import stats
 from scipy.optimize import minimize_scalar
 
 import bilevel_envs  # noqa: F401  (registers the ids)
@@ -31,6 +30,7 @@ from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.exact import ExactSolver, exact_hypergradient, exact_objective
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.tabular import evaluate_policy
+from bilevel_envs.testing import chi_square_p
 from tests.conftest import check_env_strict, z_score
 
 SMALL = {"n_envs": 2, "n_rollout_steps": 50}
@@ -228,14 +228,6 @@ def _counts(env, state, action, n, n_states, seed):
     return counts
 
 
-def _chi_square_p(counts, probs):
-    support = probs > 0
-    assert counts[~support].sum() == 0, "the env reached a state the model says is impossible"
-    if support.sum() == 1:
-        return 1.0
-    return stats.chisquare(counts[support], counts.sum() * probs[support]).pvalue
-
-
 SAMPLED = {"project": [(0, 0), (0, 1), (1, 0), (2, 1)],
            "tree": [(0, 0), (0, 1), (2, 1), (6, 0)],
            "grid": [(0, 2), (2, 3), (6, 4), (5, 0), (10, 2)]}
@@ -247,14 +239,14 @@ def test_env_transitions_match_tabular_model(instance):
     P = ContractDesign(instance).spec.P
     for i, (s, a) in enumerate(SAMPLED[instance]):
         counts = _counts(env, s, a, 4000, P.shape[0], seed=10 + i)
-        assert _chi_square_p(counts, P[s, a]) > 0.001, (s, a)
+        assert chi_square_p(counts, P[s, a]) > 0.001, (s, a)
 
 
 def test_chi_square_check_detects_a_wrong_move_probability():
     env = ContractAgentEnv(instance="grid", move_prob=0.8)
     wrong = ContractDesign("grid", move_prob=0.7).spec.P
     counts = _counts(env, 0, RIGHT, 4000, wrong.shape[0], seed=0)
-    assert _chi_square_p(counts, wrong[0, RIGHT]) < 0.001
+    assert chi_square_p(counts, wrong[0, RIGHT]) < 0.001
 
 
 @pytest.mark.parametrize("instance", INSTANCES)

@@ -20,7 +20,16 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 
 
-SNIPPETS = [(path, i, code) for path in DOCS for i, code in enumerate(python_blocks(path))]
+#: pages whose code blocks are one script (run together by their own test below)
+SCRIPTS = {ROOT / "docs" / "add_your_environment.md"}
+SNIPPETS = [(path, i, code) for path in DOCS if path not in SCRIPTS
+            for i, code in enumerate(python_blocks(path))]
+
+
+def user_code_lines(code: str) -> int:
+    """Lines of code, blank and comment lines not counted."""
+    return sum(1 for line in code.splitlines()
+               if line.strip() and not line.strip().startswith("#"))
 
 
 @pytest.mark.parametrize("path, index, code", SNIPPETS,
@@ -61,3 +70,19 @@ def test_quickstart_script_is_the_readme_quickstart_and_prints_what_the_readme_s
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout == shown
+
+
+def test_add_your_environment_runs_outside_the_repository_and_prints_what_it_shows(tmp_path):
+    """The page's blocks are one user script: run in a fresh interpreter from a directory
+    outside the repository (the problem is defined, registered and checked there), it prints
+    the page's ```text blocks; the page states its number of lines of user code."""
+    page = ROOT / "docs" / "add_your_environment.md"
+    text = page.read_text()
+    code = "\n".join(python_blocks(page))
+    assert f"one script, {user_code_lines(code)} lines of user code" in text
+    script = tmp_path / "my_bonus_design.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout == "".join(re.findall(r"```text\n(.*?)```", text, re.S))

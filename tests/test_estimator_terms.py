@@ -93,7 +93,7 @@ def test_estimators_term_by_term_with_rewards_of_the_next_state():
     controls at |z| = 20.8/21.5, the best response within 4 SE (without power at this size: the
     Garnet checks above have it)."""
     from bilevel_envs.envs.contract_design.problem import ContractDesign
-    from tests.term_checks import z_scores
+    from bilevel_envs.testing import z_scores
 
     problem = ContractDesign("tree")
     x = problem.x_init + 0.1

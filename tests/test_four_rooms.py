@@ -3,7 +3,6 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from scipy import stats
 
 import bilevel_envs  # noqa: F401  (registers the ids)
 from bilevel_envs.envs.four_rooms.envs import FourRoomsEnv
@@ -17,8 +16,8 @@ from bilevel_envs.envs.four_rooms.model import (
     softmax,
 )
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
+from bilevel_envs.testing import chi_square_p, pooled_mode_chi_square_p
 from tests.conftest import check_env_strict
-from tests.term_checks import slip_chi_square_p
 
 
 def test_layout_matches_reference_state_order():
@@ -43,12 +42,6 @@ SAMPLED_PAIRS = [(0, 0), (0, 3), (31, 1), (51, 2), (62, 0), (25, 1), (88, 3), (4
                  (103, 1), (66, 0)]
 
 
-def _chi_square_p(counts, probs):
-    support = probs > 0
-    assert counts[~support].sum() == 0, "the env reached a state the model says is impossible"
-    return stats.chisquare(counts[support], counts.sum() * probs[support]).pvalue
-
-
 @pytest.mark.parametrize("move_prob", [2 / 3, 0.56])
 def test_env_transitions_match_tabular_model(move_prob):
     """≥ 10⁵ sampled transitions of the Gymnasium env match P (chi-square, p > 0.001)."""
@@ -56,7 +49,7 @@ def test_env_transitions_match_tabular_model(move_prob):
     model = FourRoomsShaping(move_prob=move_prob).tabular(np.zeros(105), 0)
     for i, (s, a) in enumerate(SAMPLED_PAIRS):
         counts = _next_state_counts(env, s, a, 10_000, rng_seed=i)
-        assert _chi_square_p(counts, model.P[s, a]) > 0.001, (s, a)
+        assert chi_square_p(counts, model.P[s, a]) > 0.001, (s, a)
 
 
 def test_chi_square_check_detects_a_wrong_slip_model():
@@ -64,7 +57,7 @@ def test_chi_square_check_detects_a_wrong_slip_model():
     env = FourRoomsEnv(x=np.zeros(105), context=0, move_prob=2 / 3)
     wrong = FourRoomsShaping(move_prob=0.56).tabular(np.zeros(105), 0)
     counts = _next_state_counts(env, 40, 2, 10_000, rng_seed=0)
-    assert _chi_square_p(counts, wrong.P[40, 2]) < 0.001
+    assert chi_square_p(counts, wrong.P[40, 2]) < 0.001
 
 
 #: interior cells, one per room, every action: each move's intended cell is free
@@ -82,7 +75,7 @@ def test_env_slip_probability_matches_the_model_to_two_percent():
 
     def p_value(slip_scale):
         model = FourRoomsShaping(move_prob=1 - slip_scale / 3).tabular(np.zeros(105), 0)
-        return slip_chi_square_p(counts, [model.P[s, a] for s, a in INTERIOR_PAIRS])
+        return pooled_mode_chi_square_p(counts, [model.P[s, a] for s, a in INTERIOR_PAIRS])
 
     assert p_value(1.0) > 0.001
     assert p_value(0.98) < 0.001 and p_value(1.02) < 0.001

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
 from bilevel_envs.validation import check_int
@@ -155,6 +156,11 @@ class SB3Follower(Follower):
     ``algo``, ``timesteps`` (this call), ``num_timesteps`` (since the cold start),
     ``warm_started``, ``episodes`` (finished in this call) and ``episode_return`` (their mean
     undiscounted follower return, None if none finished).
+
+    Budget (:attr:`~bilevel_envs.followers.FollowerResponse.cost`): the environment steps of the
+    call (SB3's ``num_timesteps``, summed over the ``n_envs`` copies; an on-policy algorithm
+    completes its last rollout, so this may exceed ``total_timesteps``) and its gradient steps
+    (:func:`gradient_steps`).
     """
 
     name = "sb3"
@@ -197,6 +203,8 @@ class SB3Follower(Follower):
                 model.set_env(env)
                 model.set_random_seed(seed)
                 timesteps = self.total_timesteps
+            before = (int(model.num_timesteps), gradient_steps(model)) if warm_start is not None \
+                else (0, 0)
             model.learn(total_timesteps=timesteps, reset_num_timesteps=warm_start is None)
             policy = SB3Policy(model.policy, lam=getattr(model, "lam", problem.lam))
         returns = [r for monitor in env.envs for r in monitor.get_episode_rewards()]
@@ -204,7 +212,9 @@ class SB3Follower(Follower):
                  "num_timesteps": int(model.num_timesteps),
                  "warm_started": warm_start is not None, "episodes": len(returns),
                  "episode_return": float(np.mean(returns)) if returns else None}
-        return FollowerResponse(policy=policy, warm_start=model, stats=stats)
+        cost = Budget(transitions=int(model.num_timesteps) - before[0],
+                      follower_updates=gradient_steps(model) - before[1])
+        return FollowerResponse(policy=policy, warm_start=model, stats=stats, cost=cost)
 
     def _build(self, problem: BilevelProblem, env: Any, seed: int | None) -> BaseAlgorithm:
         kwargs: dict[str, Any] = {"gamma": problem.gamma, "device": "cpu"}
@@ -216,6 +226,23 @@ class SB3Follower(Follower):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(algo={self.algo!r}, total_timesteps={self.total_timesteps},"
                 f" warmup_timesteps={self.warmup_timesteps}, algo_kwargs={self.algo_kwargs})")
+
+
+def gradient_steps(model: BaseAlgorithm) -> int:
+    """The gradient steps an SB3 model has taken, from its update counter ``_n_updates``.
+
+    SB3 counts one per gradient step for DQN, soft DQN, SAC and TD3, one per rollout for A2C (a
+    single step on the whole rollout) and one per *epoch* for PPO: a PPO epoch is
+    ``⌈n_steps · n_envs / batch_size⌉`` minibatch steps (an epoch cut short by ``target_kl``
+    still counts in full).
+    """
+    updates = int(getattr(model, "_n_updates", 0))
+    buffer = getattr(model, "rollout_buffer", None)
+    batch_size = getattr(model, "batch_size", None)
+    if getattr(model, "n_epochs", None) is not None and buffer is not None and batch_size:
+        per_epoch = -(-buffer.buffer_size * buffer.n_envs // batch_size)
+        return updates * per_epoch
+    return updates
 
 
 @contextlib.contextmanager
