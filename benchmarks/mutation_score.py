@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int,
                         help="run only this many mutants, drawn uniformly from the selected ones")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    parser.add_argument("--exclude", type=Path,
+                        help="draw --sample from the mutants not in this earlier sample.json "
+                             "(with it, the two samples are one uniform sample of their sum)")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
     sample_file = workdir / "sample.json"
@@ -159,9 +162,14 @@ def main(argv: list[str] | None = None) -> None:
         if not (workdir / "mutants").exists():
             copy_repository(workdir)
             generate(workdir, env)
-        sample = draw_sample(list(results(workdir)), args.sample, args.seed)
+        population = list(results(workdir))
+        excluded = set() if args.exclude is None else set(
+            json.loads(args.exclude.read_text())["mutants"])
+        sample = draw_sample([n for n in population if n not in excluded], args.sample,
+                             args.seed)
         sample_file.write_text(json.dumps({"size": args.sample, "seed": args.seed,
-                                           "population": len(results(workdir)),
+                                           "population": len(population),
+                                           "excluded": len(excluded),
                                            "mutants": sample}, indent=1))
     else:
         if (workdir / "mutants").exists():
@@ -179,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     statuses = results(workdir)
     if sample_file.exists():
         drawn = json.loads(sample_file.read_text())
-        print(f"sample of {drawn['size']} of {drawn['population']} mutants, seed {drawn['seed']}")
+        print(f"sample of {drawn['size']} of {drawn['population']} mutants, seed {drawn['seed']}"
+              + (f", excluding {drawn['excluded']} of an earlier sample"
+                 if drawn.get("excluded") else ""))
         statuses = {name: statuses.get(name, "not run") for name in drawn["mutants"]}
     summary = report(statuses)
     if args.out is not None:
