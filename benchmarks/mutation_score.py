@@ -17,15 +17,17 @@ mutants instead (the population is the mutants mutmut generates from the checkou
 source, N and S give the same sample), e.g.::
 
     nice -n 15 python benchmarks/mutation_score.py --workdir /tmp/mutation-sample \\
-        --max-children 1 --sample 250 --seed 15 --out results/mutation_sample.json
+        --max-children 1 --sample 100 --seed 15 --out results/mutation_sample.json
 
 The sample is written to ``<workdir>/sample.json``; the report then covers only the sample and
 gives the score killed / (killed + survived + timeout) with its 95 % Wilson interval. A sampled
-run reuses the generated mutants and test statistics of an existing ``--workdir``.
+run reuses the generated mutants and test statistics of an existing ``--workdir`` (new tests
+copied into its ``tests/`` are picked up); ``--exclude <earlier sample.json>`` draws a second
+sample disjoint from the first.
 
 A second call with the same ``--workdir`` and ``--report-only`` prints the table of a finished
-(or interrupted) run (of the sample, if ``sample.json`` is there). ``mutmut show <name>`` in the
-work directory shows a mutant's diff.
+(or interrupted) run (of the sample in ``--sample-file``, default ``<workdir>/sample.json``, if
+there is one). ``mutmut show <name>`` in the work directory shows a mutant's diff.
 """
 
 from __future__ import annotations
@@ -152,9 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exclude", type=Path,
                         help="draw --sample from the mutants not in this earlier sample.json "
                              "(with it, the two samples are one uniform sample of their sum)")
+    parser.add_argument("--sample-file", type=Path,
+                        help="where the sample is written / read (default <workdir>/sample.json)")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
-    sample_file = workdir / "sample.json"
+    sample_file = args.sample_file or workdir / "sample.json"
     env = {**os.environ, "PYTHONPATH": str(workdir)}
     if args.report_only:
         pass
