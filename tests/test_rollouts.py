@@ -261,19 +261,21 @@ def test_rollouts_to_dict_copies_unless_asked_not_to():
 
 
 def test_make_oracle_prefers_the_problems_own_sampler():
-    """``"auto"`` and ``"native"`` return the problem's sampler, made with the policy and the
-    keyword arguments; without one, ``"native"`` says so and ``"auto"`` takes the tabular path."""
+    """``"auto"`` and ``"native"`` return the problem's sampler, made with ``x``, the context, the
+    policy and the keyword arguments; without one, ``"native"`` says so and ``"auto"`` takes the
+    tabular path."""
     from bilevel_envs.envs.garnet import GarnetProblem
 
     class NativeGarnet(GarnetProblem):
         def make_oracle(self, x, context, policy, **kwargs):
-            return ("native", context, policy, kwargs)
+            return ("native", x, context, policy, kwargs)
 
     policy = TabularPolicy(np.full((6, 3), 1 / 3))
     x = np.zeros(4)
     for backend in ("auto", "native"):
-        assert make_oracle(NativeGarnet(), x, 1, policy, backend=backend, speed=2) == (
-            "native", 1, policy, {"speed": 2})
+        made = make_oracle(NativeGarnet(), x, 1, policy, backend=backend, speed=2)
+        assert made[0] == "native" and made[1] is x
+        assert made[2:] == (1, policy, {"speed": 2})
     assert isinstance(make_oracle(NativeGarnet(), x, 1, policy, backend="tabular"),
                       TabularOracle)
     assert isinstance(make_oracle(GarnetProblem(), x, 1, policy), TabularOracle)

@@ -6,6 +6,7 @@ import pytest
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.tabular import (
     TabularModel,
+    evaluate_policy,
     leader_values,
     soft_max_value,
     soft_policy_iteration,
@@ -137,6 +138,20 @@ def test_sparse_transitions_lists_successors_and_is_cached_per_p():
 def bellman(model, lam, v):
     """One soft Bellman sweep ``λ logΣexp((r + γ P v)/λ)``."""
     return soft_max_value(model.r + model.gamma * np.einsum("sap,p->sa", model.P, v), lam)
+
+
+def test_dense_policy_iteration_counts_its_steps():
+    """The dense path (a stack of models): ``max_iter = k`` is k improvement steps from Q = 0.
+    One step evaluates the uniform policy: ``Q = r + γ P V`` with ``V`` its soft value."""
+    model = GarnetProblem(seed=0).tabular(np.zeros(4), 0)
+    stack, lam = TabularModel.stack([model]), 0.2
+    uniform = np.full((model.n_states, model.n_actions), 1 / model.n_actions)
+    v = evaluate_policy(model, uniform, lam=lam)
+    one = soft_policy_iteration(stack, lam, tol=1e-300, max_iter=1)
+    assert one.iterations == 1
+    np.testing.assert_allclose(one.q[0], model.r + model.gamma * model.P @ v, rtol=1e-12)
+    for k in (2, 3):
+        assert soft_policy_iteration(stack, lam, tol=1e-300, max_iter=k).iterations == k
 
 
 def test_value_iteration_counts_its_sweeps():
