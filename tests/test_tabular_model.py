@@ -132,6 +132,10 @@ def test_sparse_transitions_lists_successors_and_is_cached_per_p():
     assert sparse_transitions(model.with_updates(r=np.ones((2, 2)))) is tables
     model.cache["sparse_transitions"] = (model.P.copy(), "tables of another P")
     np.testing.assert_array_equal(sparse_transitions(model)[1], probs)
+    # no successor at all (every episode ends after one step): one padding slot, bandwidths 0
+    next_states, probs, lo, up = sparse_transitions(two_state_model(P=np.zeros((2, 2, 2))))
+    assert next_states.shape == probs.shape == (2, 2, 1) and not probs.any()
+    assert (lo, up) == (0, 0)
 
 
 # ---------------------------------------------------------------------------- value iteration
