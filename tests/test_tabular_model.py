@@ -118,6 +118,15 @@ def test_solver_arguments_are_named_in_their_errors(solver):
             solver(model, **{"lam": 0.5, **kwargs})
 
 
+def test_warm_start_errors_say_what_is_wrong():
+    model = two_state_model()
+    with pytest.raises(ValueError, match=r"^warm_start must be a finite soft Q-function of shape "
+                       r"\(2, 2\); got shape \(2, 3\)$"):
+        soft_policy_iteration(model, 0.5, warm_start=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"got shape \(2, 2\) with NaN or inf$"):
+        soft_policy_iteration(model, 0.5, warm_start=np.array([[0.0, np.nan], [0.0, 0.0]]))
+
+
 def test_sparse_transitions_lists_successors_and_is_cached_per_p():
     """Successor lists padded with probability 0, the bandwidths, and the cache: reused while
     ``P`` is the same array (also by ``with_updates`` copies), recomputed for another ``P``."""
