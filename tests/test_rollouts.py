@@ -284,3 +284,17 @@ def test_make_oracle_prefers_the_problems_own_sampler():
                        r"\(BilevelProblem.make_oracle returned None\); use backend='auto', "
                        r"'tabular' or 'gym'$"):
         make_oracle(GarnetProblem(), x, 1, policy, backend="native")
+
+
+def test_gym_path_gives_each_env_its_own_randomness():
+    """300 restarts from one state under a deterministic policy: the paths differ only through
+    the envs' own random streams (6^15 possible paths), so they must be (almost) all distinct;
+    env seeds drawn from a small range would repeat whole paths."""
+    from bilevel_envs.envs.garnet import GarnetProblem
+
+    problem = GarnetProblem(n_states=6, n_actions=3, p_end=0.0, seed=3)
+    policy = TabularPolicy(np.eye(3)[np.arange(6) % 3])
+    x = np.zeros(4)
+    r = GymOracle(problem, x, 0, policy).rollout(np.random.default_rng(0), 300, 15,
+                                                 start_states=[0] * 300, time_limit=False)
+    assert len({tuple(path) for path in r.next_obs}) >= 295
