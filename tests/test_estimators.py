@@ -168,3 +168,46 @@ def test_leave_one_out_baseline():
                                [4.0, 3.5, 1.5], rtol=1e-15)
     np.testing.assert_array_equal(leave_one_out_baseline(np.array([3.0])), [0.0])
     assert leave_one_out_baseline(np.array([3.0])).dtype == np.float64
+
+
+def test_alg2_restart_weights_follow_the_paper_formula():
+    """Known answer for each restart of Alg. 2, recomputed sample by sample from the rollouts
+    the estimator drew: ``Σ_{t≤T} ∂r_t`` (weight ±c on steps 0..T) and the score
+    ``±c γ/(1−γ) ∂log P(s_{T+1}|s_T, a_T) Σ_{k≥0} γ^{k/2} (r + λH)_{T+1+k}`` (only at step T).
+    The per-term mean checks cannot see a change of the tail that has mean 0 on their problems
+    (e.g. adding step T's ``r + λH``, uncorrelated with the score when ``r`` depends on (s, a))."""
+    from leaders.estimators import _advantage_gradient_terms
+
+    problem = GarnetProblem(n_states=3, n_actions=2, n_params=2, n_contexts=1, gamma=0.7,
+                            lam=0.5, p_end=0.0, seed=5)
+    x = np.array([0.3, -0.2])
+    _, solution, _ = ExactSolver(problem, tol=1e-12).solve(x)
+    seen = []
+
+    class Recording(TabularOracle):
+        def rollout(self, *args, **kwargs):
+            seen.append((super().rollout(*args, **kwargs), kwargs["lengths"]))
+            return seen[-1][0]
+
+    oracle = Recording(problem, x, 0, TabularPolicy(solution.pi[0]))
+    n, gamma, lam = 40, problem.gamma, problem.lam
+    rng = np.random.default_rng(2)
+    coefficient = rng.uniform(0.5, 1.5, size=n)
+    terms = WeightedTerms(problem, x, 0)
+    _advantage_gradient_terms(terms, oracle, rng, rng.integers(0, 3, n), rng.integers(0, 2, n),
+                              coefficient, np.arange(n), 1, lam, False)
+    assert [p.kind for p in terms.parts] == ["follower_reward", "log_transition"] * 2
+    pairs = zip(*[iter(terms.parts)] * 2)
+    for sign, (r, lengths), (reward_part, score_part) in zip((1, -1), seen, pairs):
+        # p_end = 0: every restart runs its full length T + T' + 2
+        np.testing.assert_array_equal(r.mask.sum(1), lengths)
+        reward_w, score_w = np.zeros(r.mask.shape), np.zeros(r.mask.shape)
+        reward_w[r.mask], score_w[r.mask] = reward_part.weights, score_part.weights
+        expected_score = np.zeros_like(score_w)
+        for i in range(n):
+            T = int(np.count_nonzero(reward_w[i])) - 1
+            np.testing.assert_array_equal(reward_w[i, :T + 1], sign * coefficient[i])
+            soft = r.rewards[i] + lam * r.entropy[i]
+            tail = sum(gamma ** (k / 2) * soft[T + 1 + k] for k in range(lengths[i] - T - 1))
+            expected_score[i, T] = sign * coefficient[i] * gamma / (1 - gamma) * tail
+        np.testing.assert_allclose(score_w, expected_score, rtol=1e-12, atol=1e-14)

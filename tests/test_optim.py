@@ -41,6 +41,52 @@ def test_adam_matches_torch_adam_for_ascent(kwargs):
     assert float(ours.state["t"]) == 20
 
 
+def test_adam_hyperparameters_are_checked():
+    """``beta = 1`` freezes a moment and divides by ``1 − beta^t = 0`` in the bias correction."""
+    assert Adam(0.1, beta1=0.0, beta2=0.0).beta2 == 0.0
+    for name in ("beta1", "beta2"):
+        for bad in (1.0, 1.5, -0.1):
+            with pytest.raises(ValueError, match=rf"{name} must be a finite number in \[0, 1\)"):
+                Adam(0.1, **{name: bad})
+    for bad in (0.0, -1e-8):  # eps keeps the step finite where the second moment is 0
+        with pytest.raises(ValueError, match=r"eps must be a finite number in \(0, inf\)"):
+            Adam(0.1, eps=bad)
+
+
+def test_adam_state_round_trips_through_load_state():
+    """A restored state continues exactly where the original optimiser was; ``t = 0`` (arrays
+    present, no step taken yet) is a valid state and continues like a fresh optimiser."""
+    rng = np.random.default_rng(1)
+    x, grads = rng.normal(size=3), rng.normal(size=(4, 3))
+    original = Adam(0.05)
+    for g in grads[:2]:
+        x = original.step(x, g)
+    resumed = Adam(0.05)
+    resumed.load_state({k: np.array(v) for k, v in original.state.items()}, x.shape)
+    np.testing.assert_array_equal(resumed.step(x, grads[2]), original.step(x, grads[2]))
+    assert float(resumed.state["t"]) == 3
+    fresh, restarted = Adam(0.05), Adam(0.05)
+    restarted.load_state({"m": np.zeros(3), "v": np.zeros(3), "t": np.zeros(())}, (3,))
+    np.testing.assert_array_equal(restarted.step(x, grads[3]), fresh.step(x, grads[3]))
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"m": np.zeros(3), "t": np.ones(())},
+     r"optimizer 'adam' state must hold \['m', 't', 'v'\]; got \['m', 't'\]"),
+    ({"m": np.zeros(3), "v": np.zeros(2), "t": np.ones(())},
+     r"optimizer state 'v' must be finite numbers of shape \(3,\)"),
+    ({"m": np.zeros(3), "v": np.zeros(3), "t": np.array(2.5)},
+     r"optimizer state 't' must be a whole number >= 0; got 2.5"),
+    ({"m": np.zeros(3), "v": np.zeros(3), "t": np.array(-1.0)},
+     r"optimizer state 't' must be a whole number >= 0; got -1.0"),
+])
+def test_load_state_refuses_a_bad_checkpoint(state, message):
+    adam = Adam(0.05)
+    with pytest.raises(ValueError, match=message):
+        adam.load_state(state, (3,))
+    assert adam.state == {}
+
+
 def test_clip_by_norm_scales_long_gradients_only():
     g = np.array([3.0, 4.0])
     np.testing.assert_allclose(clip_by_norm(g, 1.0), [0.6, 0.8], rtol=1e-15)
@@ -53,6 +99,9 @@ def test_clip_by_norm_clips_each_group_separately():
     out = clip_by_norm(g, 1.0, groups=[[0, 2], [1, 3]])
     np.testing.assert_allclose(out, [0.6, 0.1, 0.8, 0.2], rtol=1e-15)
     np.testing.assert_array_equal(g, [3.0, 0.1, 4.0, 0.2])  # the input is left alone
+    # an integer gradient is clipped in floating point, not truncated to integers
+    np.testing.assert_allclose(clip_by_norm(np.array([3, 1, 4, 0]), 1.0, groups=[[0, 2], [1, 3]]),
+                               [0.6, 1.0, 0.8, 0.0], rtol=1e-15)
     matrix = np.arange(1.0, 5.0).reshape(2, 2)
     clipped = clip_by_norm(matrix, 1.0, groups=[[0, 1], [2, 3]])
     assert clipped.shape == (2, 2)
@@ -65,6 +114,10 @@ def test_clip_groups_must_partition_the_coordinates():
     for bad in ([[0, 1]], [[0, 1], [1, 2]], [[0, 1, 2], []], [["a"], [1, 2]], 5):
         with pytest.raises(ValueError, match="clip_groups (must|entries must)"):
             check_clip_groups(bad, 3)
+    # an index outside 0..size−1 is named with the allowed range, not as a bad partition
+    with pytest.raises(ValueError,
+                       match=r"clip_groups entries must be an integer in 0\.\.2; got 3"):
+        check_clip_groups([[0, 1], [2, 3]], 3)
 
 
 class FixedGradient(Leader):
@@ -110,6 +163,22 @@ def test_loop_step_without_clipping_and_with_adam():
     adam = fixed_leader([-3.0, 0.0, 4.0], learning_rate=0.1, optimizer="adam")
     adam.learn(1)  # the first Adam step moves every non-zero coordinate by α (up to eps)
     np.testing.assert_allclose(adam.x, [1.8, 0.0, -0.9], rtol=1e-7)
+
+
+def test_loop_records_a_missing_objective_estimate_as_nan():
+    """Every record has the ``objective_estimate`` column (NaN when the estimator gives none),
+    so the history's columns do not depend on the estimator."""
+
+    class NoEstimate(FixedGradient):
+        def estimate_gradient(self):
+            return self.gradient, {}
+
+    problem = GarnetProblem(n_params=3)
+    leader = NoEstimate(LeaderEnv(problem, n_envs=1, n_rollout_steps=1), [1.0, 0.0, 0.0],
+                        x0=np.zeros(3))
+    leader.learn(2)
+    assert np.isnan(leader.history["objective_estimate"]).all()
+    assert len(leader.history["objective_estimate"]) == 2
 
 
 def test_loop_refuses_a_non_finite_gradient():

@@ -86,6 +86,21 @@ def test_unbiasedness_check_detects_a_wrong_estimator(mutilate):
     assert max_z(terms.per_segment(), exact) > 4  # mutilated: fails
 
 
+def test_exact_layer_delegates_to_the_enumeration_and_checks_tol():
+    """``exact_objective``/``exact_hypergradient`` of a trajectory-level problem are its own
+    enumeration; ``tol`` has no use there but must still be a positive number."""
+    from bilevel_envs.exact import exact_hypergradient, exact_objective
+
+    problem = rlhf.RLHFProblem("tiny", **TINY_CASES[0])
+    x = np.random.default_rng(4).normal(0.0, 1.0, size=problem.n_params)
+    assert exact_objective(problem, x) == problem.exact_objective(x)
+    np.testing.assert_array_equal(exact_hypergradient(problem, x), problem.exact_hypergradient(x))
+    for call in (exact_objective, exact_hypergradient):
+        for tol in (0.0, -1e-9):
+            with pytest.raises(ValueError, match=r"tol must be a finite number in \(0, inf\)"):
+                call(problem, x, tol=tol)
+
+
 def test_total_is_the_sum_of_the_per_pair_estimates():
     problem = rlhf.RLHFProblem("grid", reward_model="features", beta=2.0)
     x = np.random.default_rng(0).normal(0.0, 0.5, size=problem.n_params)

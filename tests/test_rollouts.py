@@ -61,6 +61,14 @@ def test_bad_rollout_arguments(setup):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_states=[0, 104])
     with pytest.raises(ValueError, match=r"start_actions must have shape \(2,\)"):
         oracle.rollout(np.random.default_rng(0), 2, 5, start_actions=[0])
+    for args, message in (((0, 5), r"^n_envs must be an integer >= 1; got 0$"),
+                          ((2, -1), r"^n_steps must be an integer >= 0; got -1$")):
+        with pytest.raises(ValueError, match=message):
+            oracle.rollout(np.random.default_rng(0), *args)
+    with pytest.raises(ValueError, match=r"^lengths must be integer indices in 0..5; got range"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, lengths=[5, 6])
+    with pytest.raises(ValueError, match=r"^lengths must have shape \(2,\); got \(3,\)$"):
+        oracle.rollout(np.random.default_rng(0), 2, 5, lengths=[1, 2, 3])
     with pytest.raises(ValueError, match="backend"):
         make_oracle(problem, x, 0, policies[0], backend="jax")
 
@@ -253,19 +261,21 @@ def test_rollouts_to_dict_copies_unless_asked_not_to():
 
 
 def test_make_oracle_prefers_the_problems_own_sampler():
-    """``"auto"`` and ``"native"`` return the problem's sampler, made with the policy and the
-    keyword arguments; without one, ``"native"`` says so and ``"auto"`` takes the tabular path."""
+    """``"auto"`` and ``"native"`` return the problem's sampler, made with ``x``, the context, the
+    policy and the keyword arguments; without one, ``"native"`` says so and ``"auto"`` takes the
+    tabular path."""
     from bilevel_envs.envs.garnet import GarnetProblem
 
     class NativeGarnet(GarnetProblem):
         def make_oracle(self, x, context, policy, **kwargs):
-            return ("native", context, policy, kwargs)
+            return ("native", x, context, policy, kwargs)
 
     policy = TabularPolicy(np.full((6, 3), 1 / 3))
     x = np.zeros(4)
     for backend in ("auto", "native"):
-        assert make_oracle(NativeGarnet(), x, 1, policy, backend=backend, speed=2) == (
-            "native", 1, policy, {"speed": 2})
+        made = make_oracle(NativeGarnet(), x, 1, policy, backend=backend, speed=2)
+        assert made[0] == "native" and made[1] is x
+        assert made[2:] == (1, policy, {"speed": 2})
     assert isinstance(make_oracle(NativeGarnet(), x, 1, policy, backend="tabular"),
                       TabularOracle)
     assert isinstance(make_oracle(GarnetProblem(), x, 1, policy), TabularOracle)
@@ -274,3 +284,17 @@ def test_make_oracle_prefers_the_problems_own_sampler():
                        r"\(BilevelProblem.make_oracle returned None\); use backend='auto', "
                        r"'tabular' or 'gym'$"):
         make_oracle(GarnetProblem(), x, 1, policy, backend="native")
+
+
+def test_gym_path_gives_each_env_its_own_randomness():
+    """300 restarts from one state under a deterministic policy: the paths differ only through
+    the envs' own random streams (6^15 possible paths), so they must be (almost) all distinct;
+    env seeds drawn from a small range would repeat whole paths."""
+    from bilevel_envs.envs.garnet import GarnetProblem
+
+    problem = GarnetProblem(n_states=6, n_actions=3, p_end=0.0, seed=3)
+    policy = TabularPolicy(np.eye(3)[np.arange(6) % 3])
+    x = np.zeros(4)
+    r = GymOracle(problem, x, 0, policy).rollout(np.random.default_rng(0), 300, 15,
+                                                 start_states=[0] * 300, time_limit=False)
+    assert len({tuple(path) for path in r.next_obs}) >= 295

@@ -173,6 +173,31 @@ def test_banded_bellman_solve_matches_lapack():
         assert np.abs(solve_bellman(P_pi, 0.99, rhs, transpose) - expected).max() < 1e-12
 
 
+def test_exact_solver_checks_its_arguments():
+    problem = FourRoomsShaping(lam=0.003)
+    for tol in (0.0, -1e-9):
+        with pytest.raises(ValueError, match=r"^tol must be a finite number in \(0, inf\)"):
+            ExactSolver(problem, tol=tol)
+        with pytest.raises(ValueError, match=r"^tol must be a finite number in \(0, inf\)"):
+            exact_objective(problem, np.zeros(problem.n_params), tol=tol)
+
+
+def test_bellman_solve_broadcasts_a_shared_right_hand_side_over_the_batch():
+    """A ``(2, 2)`` batch of ``P_π`` against one ``(S, k)`` right-hand side (S = k = 2, the shape
+    of the batch itself): each batch entry solves its own system."""
+    from bilevel_envs.tabular import solve_bellman
+
+    rng = np.random.default_rng(3)
+    P_pi = rng.dirichlet(np.ones(2), size=(2, 2, 2))
+    rhs = rng.normal(size=(2, 2))
+    out = solve_bellman(P_pi, 0.9, rhs)
+    assert out.shape == (2, 2, 2, 2)
+    for i in range(2):
+        for j in range(2):
+            expected = np.linalg.solve(np.eye(2) - 0.9 * P_pi[i, j], rhs)
+            np.testing.assert_allclose(out[i, j], expected, rtol=1e-12)
+
+
 # ---------------------------------------------------------------------------- terms of dJ/dx
 def _split_objective(problem, context, x_follower_reward, x_follower_transitions,
                      x_leader_transitions, x_leader_reward, x_initial):

@@ -6,10 +6,12 @@ import pytest
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.tabular import (
     TabularModel,
+    evaluate_policy,
     leader_values,
     soft_max_value,
     soft_policy_iteration,
     soft_value_iteration,
+    sparse_transitions,
 )
 
 
@@ -106,10 +108,63 @@ def test_with_updates_shares_the_transition_cache_only_with_the_same_p():
     np.testing.assert_array_equal(model.with_updates().r, model.r)
 
 
+@pytest.mark.parametrize("solver", [soft_value_iteration, soft_policy_iteration])
+def test_solver_arguments_are_named_in_their_errors(solver):
+    model = two_state_model()
+    for kwargs, message in (({"max_iter": -1}, r"^max_iter must be an integer >= 0; got -1$"),
+                            ({"tol": 0.0}, r"^tol must be a finite number in \(0, inf\)"),
+                            ({"lam": 0.0}, r"^lam \(entropy weight λ\) must be a finite number")):
+        with pytest.raises(ValueError, match=message):
+            solver(model, **{"lam": 0.5, **kwargs})
+
+
+def test_warm_start_errors_say_what_is_wrong():
+    model = two_state_model()
+    with pytest.raises(ValueError, match=r"^warm_start must be a finite soft Q-function of shape "
+                       r"\(2, 2\); got shape \(2, 3\)$"):
+        soft_policy_iteration(model, 0.5, warm_start=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"got shape \(2, 2\) with NaN or inf$"):
+        soft_policy_iteration(model, 0.5, warm_start=np.array([[0.0, np.nan], [0.0, 0.0]]))
+
+
+def test_sparse_transitions_lists_successors_and_is_cached_per_p():
+    """Successor lists padded with probability 0, the bandwidths, and the cache: reused while
+    ``P`` is the same array (also by ``with_updates`` copies), recomputed for another ``P``."""
+    model = two_state_model()
+    tables = sparse_transitions(model)
+    next_states, probs, lo, up = tables
+    np.testing.assert_array_equal(next_states, [[[0, 1], [0, 1]], [[0, 1], [1, 0]]])
+    np.testing.assert_array_equal(probs, [[[0.5, 0.5], [0.25, 0.75]], [[1.0, 0.0], [1.0, 0.0]]])
+    assert (lo, up) == (1, 1)
+    assert model.cache["sparse_transitions"] == (model.P, tables)
+    assert sparse_transitions(model) is tables
+    assert sparse_transitions(model.with_updates(r=np.ones((2, 2)))) is tables
+    model.cache["sparse_transitions"] = (model.P.copy(), "tables of another P")
+    np.testing.assert_array_equal(sparse_transitions(model)[1], probs)
+    # no successor at all (every episode ends after one step): one padding slot, bandwidths 0
+    next_states, probs, lo, up = sparse_transitions(two_state_model(P=np.zeros((2, 2, 2))))
+    assert next_states.shape == probs.shape == (2, 2, 1) and not probs.any()
+    assert (lo, up) == (0, 0)
+
+
 # ---------------------------------------------------------------------------- value iteration
 def bellman(model, lam, v):
     """One soft Bellman sweep ``λ logΣexp((r + γ P v)/λ)``."""
     return soft_max_value(model.r + model.gamma * np.einsum("sap,p->sa", model.P, v), lam)
+
+
+def test_dense_policy_iteration_counts_its_steps():
+    """The dense path (a stack of models): ``max_iter = k`` is k improvement steps from Q = 0.
+    One step evaluates the uniform policy: ``Q = r + γ P V`` with ``V`` its soft value."""
+    model = GarnetProblem(seed=0).tabular(np.zeros(4), 0)
+    stack, lam = TabularModel.stack([model]), 0.2
+    uniform = np.full((model.n_states, model.n_actions), 1 / model.n_actions)
+    v = evaluate_policy(model, uniform, lam=lam)
+    one = soft_policy_iteration(stack, lam, tol=1e-300, max_iter=1)
+    assert one.iterations == 1
+    np.testing.assert_allclose(one.q[0], model.r + model.gamma * model.P @ v, rtol=1e-12)
+    for k in (2, 3):
+        assert soft_policy_iteration(stack, lam, tol=1e-300, max_iter=k).iterations == k
 
 
 def test_value_iteration_counts_its_sweeps():
