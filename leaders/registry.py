@@ -88,6 +88,8 @@ def resolve_leader(spec: Any) -> Callable[..., Leader]:
         TypeError: for a spec of another type.
     """
     if isinstance(spec, str):
+        if spec in BUILTIN_LEADERS:  # an entry point never replaces a built-in: no scan needed
+            return BUILTIN_LEADERS[spec]
         if ":" not in spec:
             leaders = available_leaders()
             if spec not in leaders:
