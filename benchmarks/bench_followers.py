@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping  # noqa: E402
 from bilevel_envs.exact import ExactSolver
 from bilevel_envs.followers import make_follower  # noqa: E402
-from bilevel_envs.tabular import evaluate_policy, leader_values, soft_policy_iteration
+from bilevel_envs.hypergradient import leader_values
+from bilevel_envs.tabular import evaluate_policy, soft_policy_iteration
 
 SB3_BUDGET = {"warmup_timesteps": 20_000, "total_timesteps": 5_000}
 #: name -> (registry name, follower kwargs)

@@ -1,8 +1,8 @@
 """Mutation score of the numerical core (mutmut), not part of CI.
 
-Mutates the exact layer (``bilevel_envs/tabular.py``, ``exact.py``), the samplers
-(``oracles.py``, ``rollouts.py``), the estimators (``leaders/estimators.py``) and the leaders'
-update rule (``leaders/optim.py`` and the step of the loop, ``Leader._iterate``), then runs, for
+Mutates the exact layer (``bilevel_envs/tabular.py``, ``hypergradient.py``, ``exact.py``), the
+samplers (``oracles.py``, ``rollouts.py``), the estimators (``leaders/estimators.py``) and the
+leaders' update rule (``leaders/optim.py`` and the step of the loop, ``Leader._iterate``), then runs, for
 each mutant, the tests that call the mutated function (mutmut's per-function mapping), fastest
 first, from the test files listed under ``[tool.mutmut]`` in ``pyproject.toml``.
 
@@ -48,8 +48,9 @@ from scipy.stats import binomtest
 ROOT = Path(__file__).resolve().parent.parent
 #: the mutants that are run (mutmut name patterns): whole modules, and of ``leaders/base.py``
 #: only the step of the loop (the rest is logging and checkpoints)
-MUTANTS = ("bilevel_envs.tabular.*", "bilevel_envs.exact.*", "bilevel_envs.oracles.*",
-           "bilevel_envs.rollouts.*", "leaders.estimators.*", "leaders.optim.*",
+MUTANTS = ("bilevel_envs.tabular.*", "bilevel_envs.hypergradient.*", "bilevel_envs.exact.*",
+           "bilevel_envs.oracles.*", "bilevel_envs.rollouts.*", "leaders.estimators.*",
+           "leaders.optim.*",
            "leaders.base.xǁLeaderǁ_iterate__mutmut_*")
 #: mutmut's exit codes (``mutmut.stats.status_by_exit_code``)
 STATUS = {0: "survived", 1: "killed", 3: "killed", 5: "no tests", 33: "no tests",

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from bilevel_envs.hypergradient import LeaderValues, leader_values
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import (
-    DEFAULT_TOL,
-    SOLVERS,
-    LeaderValues,
-    SoftSolution,
-    TabularModel,
-    leader_values,
-    solve_follower,
-)
+from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, SoftSolution, TabularModel, solve_follower
 from bilevel_envs.validation import check_choice, check_float
 
 

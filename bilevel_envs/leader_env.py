@@ -17,12 +17,13 @@ from bilevel_envs.budget import Budget, CountedSampler
 from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD, QualityMonitor
 from bilevel_envs.followers import FollowerResponse, make_follower
+from bilevel_envs.hypergradient import leader_values
 from bilevel_envs.oracles import ORACLE_BACKENDS, make_oracle
 from bilevel_envs.plain_data import to_plain_data
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.step_record import FollowerStep, LeaderStep
-from bilevel_envs.tabular import TabularModel, leader_values
+from bilevel_envs.tabular import TabularModel
 from bilevel_envs.validation import check_allocation, check_choice, check_int
 
 CONTEXT_MODES = ("sample", "all")

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bilevel_envs.hypergradient import leader_values
 from bilevel_envs.tabular import (
     TabularModel,
     expected_next,
-    leader_values,
     soft_max_value,
     soft_policy_iteration,
     softmax_policy,

@@ -31,7 +31,7 @@ array of per-transition gradients is never formed in the training loop.
 Each block of weights is labelled with the term of Eq. 8 it estimates (:data:`TERMS`), so every
 estimate splits into components ``(term, kind)`` — the term and the derivative it contracts
 (:data:`COMPONENTS`) — that can be checked one by one against their exact values
-(:func:`bilevel_envs.tabular.hypergradient_terms`): ``total(term=..., kind=...)``.
+(:func:`bilevel_envs.hypergradient.hypergradient_terms`): ``total(term=..., kind=...)``.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bilevel_envs._kernels import discounted_returns, every_visit_weights
+from bilevel_envs.hypergradient import HYPERGRADIENT_COMPONENTS, HYPERGRADIENT_TERMS
 from bilevel_envs.oracles import TrajectoryOracle
 from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.tabular import HYPERGRADIENT_COMPONENTS, HYPERGRADIENT_TERMS
 
 ESTIMATORS = ("paper", "every_visit", "every_visit_loo", "trajectory")
 #: the estimators of a decomposable J computed from the env's on-policy batch (no restarts)
@@ -54,7 +54,7 @@ BATCH_ESTIMATORS = ("every_visit", "every_visit_loo")
 
 #: The terms of the hypergradient (paper Eq. 8; a trajectory-level objective's ``∂xℓ`` is its
 #: ``"direct"`` term) and, as ``(term, kind)``, split by the derivative they contract (the
-#: ``kind`` of a :class:`Part`); see :data:`bilevel_envs.tabular.HYPERGRADIENT_TERMS`.
+#: ``kind`` of a :class:`Part`); see :data:`bilevel_envs.hypergradient.HYPERGRADIENT_TERMS`.
 TERMS = HYPERGRADIENT_TERMS
 COMPONENTS = HYPERGRADIENT_COMPONENTS
 

@@ -2,7 +2,7 @@
 
 An estimate splits into the terms of the hypergradient (``leaders.estimators.TERMS``: direct
 ``∂r̄``, best response ``∂A·Q̄/λ``, the leader's ``∂log P`` score, the ``∂log μ`` score), each
-with an exact value from the tabular model (:func:`bilevel_envs.tabular.hypergradient_terms`).
+with an exact value from the tabular model (:func:`bilevel_envs.hypergradient.hypergradient_terms`).
 The check of a term compares the mean of its per-sample estimates with that value, along every
 coordinate and along the exact term's direction, in measured standard errors. Its power is shown
 on the same samples: the term scaled by 0.95 or by 1.05 — a 5 % error — must fail the check.
@@ -14,7 +14,8 @@ import numpy as np
 
 from bilevel_envs.envs.garnet import GarnetProblem
 from bilevel_envs.exact import ExactSolver
-from bilevel_envs.tabular import evaluate_policy, hypergradient_terms
+from bilevel_envs.hypergradient import hypergradient_terms
+from bilevel_envs.tabular import evaluate_policy
 from bilevel_envs.testing import z_scores
 from leaders.estimators import TERMS
 

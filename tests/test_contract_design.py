@@ -210,7 +210,8 @@ def test_finite_difference_check_detects_a_wrong_derivative():
     model = problem.tabular(x, 0)
     wrong = model.with_updates(dr=(problem._jac > 0).astype(float),
                                dr_leader=-(problem._jac > 0).astype(float))
-    from bilevel_envs.tabular import leader_values, soft_policy_iteration
+    from bilevel_envs.hypergradient import leader_values
+    from bilevel_envs.tabular import soft_policy_iteration
 
     pi = soft_policy_iteration(model, problem.lam, tol=1e-13).pi
     g_wrong = leader_values(wrong, pi, problem.lam).gradient

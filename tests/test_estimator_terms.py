@@ -2,7 +2,7 @@
 
 The terms (``leaders.estimators.TERMS``) are the direct ``∂r̄``, the best response ``∂A·Q̄/λ``,
 the leader's ``∂log P`` score and the ``∂log μ`` score; each has an exact value from the tabular
-model (:func:`bilevel_envs.tabular.hypergradient_terms`). A check passes when the mean of a
+model (:func:`bilevel_envs.hypergradient.hypergradient_terms`). A check passes when the mean of a
 term's estimates is within ``Z_MAX`` measured standard errors of its exact value along every
 coordinate and along the exact term's direction; the same samples with the term scaled by 0.95
 and by 1.05 must fail it (``tests/term_checks.py``). The docstrings give the |z| the controls
@@ -161,8 +161,8 @@ def test_rtq_estimator_term_by_term():
     RT-Q estimates against 100 vanilla estimates at ``t_K`` (K = 3 levels, 32 soft Q-learning
     chains), each term within 4 SE of the difference. The ±5 % controls on RT-Q's term reach
     |z| (−5 %/+5 %): direct 132/119, best response 136/124, ∂log P 58/57, ∂log μ 58/56."""
+    from bilevel_envs.hypergradient import hypergradient_terms
     from bilevel_envs.leader_env import LeaderEnv
-    from bilevel_envs.tabular import hypergradient_terms
     from leaders.hpgd_rtq import HPGDRTQ
 
     x0 = np.random.default_rng(X_SEED).uniform(-1, 1, size=GARNET["n_params"])

@@ -289,7 +289,7 @@ def test_statistical_checks_are_reproducible(monkeypatch):
 @pytest.mark.parametrize("context", [0, 1])
 def test_exact_terms_sum_to_the_library_hypergradient(context):
     from bilevel_envs.exact import ExactSolver
-    from bilevel_envs.tabular import leader_values
+    from bilevel_envs.hypergradient import leader_values
     from bilevel_teaching.assignments import hpgd_estimator as g
 
     su = g.setup(context)

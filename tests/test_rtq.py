@@ -5,8 +5,8 @@ import pytest
 
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.hypergradient import hypergradient_terms, leader_values
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.tabular import hypergradient_terms, leader_values
 from leaders.estimators import COMPONENTS
 from leaders.hpgd_rtq import HPGDRTQ
 

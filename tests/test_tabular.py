@@ -230,7 +230,11 @@ def test_hypergradient_terms_are_the_partial_derivatives_of_each_place_x_enters(
     Power: with any component off by ±5 % the relative error exceeds the tolerance by a factor
     5·10⁴ (the differences themselves are accurate to ~1e-9)."""
     from bilevel_envs.envs.garnet import GarnetProblem
-    from bilevel_envs.tabular import HYPERGRADIENT_COMPONENTS, hypergradient_terms, leader_values
+    from bilevel_envs.hypergradient import (
+        HYPERGRADIENT_COMPONENTS,
+        hypergradient_terms,
+        leader_values,
+    )
 
     problem = GarnetProblem(seed=seed, n_contexts=1, lam=0.3)
     x = np.random.default_rng(seed).uniform(-1, 1, size=problem.n_params)
@@ -264,7 +268,7 @@ def test_finite_difference_check_detects_a_five_percent_error_in_any_term():
     component of any context off by ±5 % fails it, by a factor ≥ 578 (the smallest
     component, context 1's ``∂log P`` score, is 1.2 % of ``dJ/dx``)."""
     from bilevel_envs.envs.garnet import GarnetProblem
-    from bilevel_envs.tabular import hypergradient_terms
+    from bilevel_envs.hypergradient import hypergradient_terms
 
     problem = GarnetProblem(seed=0, lam=0.05)
     solver = ExactSolver(problem, tol=1e-13)

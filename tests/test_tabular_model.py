@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from bilevel_envs.envs.garnet import GarnetProblem
+from bilevel_envs.hypergradient import leader_values
 from bilevel_envs.tabular import (
     TabularModel,
     evaluate_policy,
-    leader_values,
     soft_max_value,
     soft_policy_iteration,
     soft_value_iteration,
@@ -225,7 +225,7 @@ def test_hypergradient_terms_of_stacks_and_of_models_without_moving_p_or_mu():
     """Components of a stack are the components of each model; a model whose P and μ do not
     depend on x (Four-Rooms) has zero score components, the others sum to its dJ/dx."""
     from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
-    from bilevel_envs.tabular import HYPERGRADIENT_COMPONENTS, hypergradient_terms
+    from bilevel_envs.hypergradient import HYPERGRADIENT_COMPONENTS, hypergradient_terms
 
     problem = GarnetProblem(n_contexts=2, seed=4, lam=0.3)
     x = np.random.default_rng(1).uniform(-1, 1, size=problem.n_params)

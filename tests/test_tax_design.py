@@ -17,9 +17,10 @@ from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
 from bilevel_envs.envs.tax_design.simulator import HouseholdOracle
 from bilevel_envs.exact import ExactSolver, exact_hypergradient
 from bilevel_envs.followers import TabularPolicy
+from bilevel_envs.hypergradient import leader_values
 from bilevel_envs.oracles import GymOracle, TabularOracle, make_oracle
 from bilevel_envs.rollouts import Rollouts
-from bilevel_envs.tabular import TabularModel, leader_values
+from bilevel_envs.tabular import TabularModel
 from tests.conftest import check_env_strict
 from tests.test_household import chi_square_p, moments_agree
 

@@ -14,10 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
+from bilevel_envs.hypergradient import leader_values
 from bilevel_envs.oracles import TrajectoryOracle, make_oracle
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import leader_values, solve_follower
+from bilevel_envs.tabular import solve_follower
 from bilevel_envs.testing.report import CheckResult, skipped
 from bilevel_envs.testing.statistics import bonferroni_z, z_scores
 
