@@ -2,9 +2,9 @@
 
 Mutates the exact layer (``bilevel_envs/tabular.py``, ``hypergradient.py``, ``exact.py``), the
 samplers (``oracles.py``, ``rollouts.py``), the estimators (``leaders/estimators.py``) and the
-leaders' update rule (``leaders/optim.py`` and the step of the loop, ``Leader._iterate``), then runs, for
-each mutant, the tests that call the mutated function (mutmut's per-function mapping), fastest
-first, from the test files listed under ``[tool.mutmut]`` in ``pyproject.toml``.
+leaders' update rule (``leaders/optim.py`` and the step of the loop, ``Leader._iterate``), then
+runs, for each mutant, the tests that call the mutated function (mutmut's per-function mapping),
+fastest first, from the test files listed under ``[tool.mutmut]`` in ``pyproject.toml``.
 
 The run happens in a copy of the repository (``--workdir``; mutmut writes ``mutants/`` there),
 so the checkout stays clean. It takes hours on two cores: run it in the background, e.g.::
