@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_envs.followers.joint_q import JointActionDQNPolicy
 from bilevel_envs.followers.sb3 import MISSING_SB3, SB3Follower
 
 try:
@@ -72,6 +73,8 @@ class SoftDQN(DQN):
         ``n_steps`` must stay 1: n-step returns would drop the entropy bonuses of the skipped
         states.
     """
+
+    policy_aliases = {**DQN.policy_aliases, "JointMlpPolicy": JointActionDQNPolicy}
 
     def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
@@ -150,3 +153,27 @@ class SoftDQNFollower(SB3Follower):
         super().__init__(algo="SoftDQN", total_timesteps=total_timesteps,
                          algo_kwargs=algo_kwargs, policy=policy,
                          warmup_timesteps=warmup_timesteps, n_envs=n_envs)
+
+    def _build(self, problem: Any, env: Any, seed: int | None) -> SoftDQN:
+        """As the SB3 follower's; with ``policy="JointMlpPolicy"`` the action features default
+        to the problem's ``follower_action_features()`` (one-hot actions if it has none)."""
+        if self.policy == "JointMlpPolicy":
+            policy_kwargs = dict(self.algo_kwargs.get("policy_kwargs") or {})
+            if "action_features" not in policy_kwargs:
+                policy_kwargs["action_features"] = joint_action_features(problem)
+            saved = self.algo_kwargs
+            self.algo_kwargs = {**saved, "policy_kwargs": policy_kwargs}
+            try:
+                return super()._build(problem, env, seed)
+            finally:
+                self.algo_kwargs = saved
+        return super()._build(problem, env, seed)
+
+
+def joint_action_features(problem: Any) -> np.ndarray:
+    """``problem.follower_action_features()`` if the problem defines it (e.g. tax design: the
+    hours and consumption values of each joint action), else the one-hot code of each action."""
+    features = getattr(problem, "follower_action_features", None)
+    if features is not None:
+        return np.asarray(features(), dtype=np.float32)
+    return np.eye(int(problem.follower_action_space.n), dtype=np.float32)
