@@ -13,6 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from bilevel_envs.env_base import BilevelEnvBase
+from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD, QualityMonitor
 from bilevel_envs.followers import FollowerResponse, make_follower
 from bilevel_envs.oracles import ORACLE_BACKENDS, make_oracle
 from bilevel_envs.plain_data import to_plain_data
@@ -20,7 +21,13 @@ from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPa
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.step_record import FollowerStep, LeaderStep
 from bilevel_envs.tabular import TabularModel, leader_values
-from bilevel_envs.validation import check_allocation, check_choice, check_int
+from bilevel_envs.validation import (
+    check_allocation,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+)
 
 CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
@@ -56,7 +63,10 @@ class LeaderEnv(BilevelEnvBase):
     * Info: ``"rollouts"`` (dict of ``(n_envs·n_followers, T)`` arrays, see
       :class:`~bilevel_envs.rollouts.Rollouts`), ``"contexts"`` (context index per follower),
       ``"context_weights"``, ``"objective_estimate"`` (Monte-Carlo), ``"objective_exact"``
-      (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower).
+      (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower; with
+      ``follower_quality`` on, also ``"soft_optimality_gap"``, ``"visited_tv"``,
+      ``"soft_value_optimal"`` and ``"soft_value_follower"``, see
+      :mod:`~bilevel_envs.follower_quality`).
       Live objects (responses, policies, oracles, rollouts, models) are on the env's typed record
       of the step, :attr:`last_step` (a :class:`~bilevel_envs.step_record.LeaderStep`).
 
@@ -75,6 +85,16 @@ class LeaderEnv(BilevelEnvBase):
         objective: ``"monte_carlo"`` or ``"exact"`` (see Reward).
         oracle: ``"auto"``, ``"native"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled
             (see :func:`~bilevel_envs.rollouts.make_oracle`).
+        follower_quality: measure every follower's policy exactly on the problem's model or
+            tabular twin (soft-optimality gap, visited TV to ``π*``) and warn
+            (:class:`~bilevel_envs.follower_quality.FollowerQualityWarning`, once per context
+            per episode) when a gap exceeds ``quality_threshold``. ``None`` (default): on for
+            tabular problems (one soft solve and three linear solves per follower and step, on
+            the model the step already has: about 5 ms on Four-Rooms) unless the follower is
+            exact (``follower.exact``, e.g. ``"soft_vi"``: its gap is the solver's tolerance),
+            off otherwise; ``True``: always (on a problem with a tabular twin, e.g. tax design,
+            the twin's model is built every step); ``False``: off.
+        quality_threshold: the gap above which a follower is reported (default 0.05).
         render_mode: ``None`` or one of ``metadata["render_modes"]`` (``"ansi"``; subclasses may
             add ``"rgb_array"``); any other mode raises ``TypeError`` (see
             :func:`~bilevel_envs.env_base.check_render_mode`).
@@ -86,7 +106,9 @@ class LeaderEnv(BilevelEnvBase):
                  follower_kwargs: dict[str, Any] | None = None,
                  contexts: str | Sequence[Any] = "sample", n_followers: int = 1, n_envs: int = 5,
                  n_rollout_steps: int = 2000, objective: str = "monte_carlo",
-                 oracle: str = "auto", render_mode: str | None = None):
+                 oracle: str = "auto", follower_quality: bool | None = None,
+                 quality_threshold: float = DEFAULT_GAP_THRESHOLD,
+                 render_mode: str | None = None):
         self.render_mode = self._check_render_mode(render_mode)
         if not isinstance(problem, BilevelProblem):
             raise TypeError(f"problem must be a BilevelProblem; got {type(problem).__name__}")
@@ -116,6 +138,16 @@ class LeaderEnv(BilevelEnvBase):
         if n_rollout_steps == 0 and objective != "exact":
             raise ValueError("n_rollout_steps=0 leaves nothing to estimate J from; use "
                              "objective='exact' or n_rollout_steps >= 1")
+        check_float("quality_threshold", quality_threshold, 0.0)
+        if follower_quality is not None:
+            follower_quality = check_bool("follower_quality", follower_quality)
+        measure = (problem.is_tabular and not self.follower.exact if follower_quality is None
+                   else follower_quality)
+        if measure and problem.tabular_twin() is None:
+            raise ValueError(f"follower_quality=True needs a tabular problem or one with a "
+                             f"tabular twin; {problem!r} has neither")
+        #: the exact measurement of the followers (None when off)
+        self.quality_monitor = QualityMonitor(problem, quality_threshold) if measure else None
         self.n_followers, self.n_envs = int(n_followers), int(n_envs)
         self.n_rollout_steps = int(n_rollout_steps)
         self.objective, self.oracle_backend = objective, oracle
@@ -139,6 +171,8 @@ class LeaderEnv(BilevelEnvBase):
         self._t = 0
         self._warm = {}
         self.last_step = None
+        if self.quality_monitor is not None:
+            self.quality_monitor.reset()
         return np.zeros(self.observation_space.shape), {}
 
     def step(self, action):
@@ -176,8 +210,10 @@ class LeaderEnv(BilevelEnvBase):
             exact = float(weights @ self._exact_values(followers))
         estimate = float(weights @ estimates) if self.n_rollout_steps else exact
         reward = exact if exact is not None else estimate
+        quality = (None if self.quality_monitor is None
+                   else self.quality_monitor.measure(x, followers))
         self.last_step = LeaderStep(x=x, followers=followers, objective_estimate=estimate,
-                                    objective_exact=exact, reward=reward)
+                                    objective_exact=exact, reward=reward, quality=quality)
         self._t += 1
         return x, reward, False, False, self._info(self.last_step)
 
@@ -190,6 +226,8 @@ class LeaderEnv(BilevelEnvBase):
         }
         if step.objective_exact is not None:
             info["objective_exact"] = step.objective_exact
+        for stats, quality in zip(info["follower_stats"], step.quality or ()):
+            stats.update(quality.as_stats())
         parts = [f.rollouts for f in step.followers if f.rollouts is not None]
         info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False) if parts else {}
         return info

@@ -204,6 +204,23 @@ class BilevelProblem(abc.ABC):
         """Whether :meth:`tabular` returns a model (finite states and actions)."""
         return False
 
+    def tabular_twin(self) -> BilevelProblem | None:
+        """A tabular problem whose exact model stands for this problem's follower MDP, used to
+        measure followers exactly (:mod:`bilevel_envs.follower_quality`): the problem itself
+        when it is tabular (default), ``None`` when there is none; problems with a finite
+        approximation override it (tax design: its asset grid)."""
+        return self if self.is_tabular else None
+
+    def twin_observations(self, twin: BilevelProblem) -> np.ndarray:
+        """This problem's follower observation of every state of :meth:`tabular_twin`, in state
+        order (what a follower's policy is queried with). Default: the state indices."""
+        return np.arange(twin.follower_observation_space.n)
+
+    def twin_states(self, twin: BilevelProblem, obs: Any) -> np.ndarray:
+        """The state of :meth:`tabular_twin` of each follower observation in the batch ``obs``
+        of this problem (to count the follower's visits). Default: the observation itself."""
+        return np.asarray(obs, dtype=np.int64).reshape(-1)
+
     def make_oracle(self, x: np.ndarray, context: Any, policy: Any,
                     **kwargs: Any) -> TrajectorySampler | None:
         """A problem-specific sampler of trajectories (e.g. a vectorised simulator), or ``None``.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bilevel_envs.follower_quality import FollowerQuality
 from bilevel_envs.followers.base import FollowerResponse
 from bilevel_envs.problem import TrajectoryPairs
 from bilevel_envs.rollouts import Rollouts, TrajectorySampler
@@ -51,6 +52,8 @@ class LeaderStep:
         objective_exact: the exact value of the followers' policies (``objective="exact"``), or
             ``None``.
         reward: what ``step`` returned (the exact value when computed, else the estimate).
+        quality: each follower's exact quality (soft-optimality gap, visited TV) when the env
+            measures it (``follower_quality``), else ``None``.
     """
 
     x: np.ndarray
@@ -58,6 +61,7 @@ class LeaderStep:
     objective_estimate: float
     objective_exact: float | None
     reward: float
+    quality: tuple[FollowerQuality, ...] | None = None
 
     @property
     def contexts(self) -> list[int]:

@@ -118,20 +118,23 @@ def check_array(name: str, value: Any, shape: tuple[int | None, ...] | None = No
     expected = "" if shape is None else " of shape (" + ", ".join(
         "·" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
     bound = "" if low is None else f" with entries {'>' if low_open else '>='} {low:g}"
-    message = f"{name} must be a finite array{expected}{bound}; got {value!r}"
+
+    def message() -> str:  # built on failure only: the repr of a large array is slow
+        return f"{name} must be a finite array{expected}{bound}; got {value!r}"
+
     if isinstance(value, (str, bytes, dict)):
-        raise ValueError(message)
+        raise ValueError(message())
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(message) from exc
+        raise ValueError(message()) from exc
     if shape is not None and (arr.ndim != len(shape) or any(
             n is not None and n != m for n, m in zip(shape, arr.shape))):
-        raise ValueError(message)
+        raise ValueError(message())
     if not np.all(np.isfinite(arr)):
-        raise ValueError(message)
+        raise ValueError(message())
     if low is not None and ((arr < low).any() or (low_open and (arr == low).any())):
-        raise ValueError(message)
+        raise ValueError(message())
     return arr
 
 

@@ -44,6 +44,10 @@ class Follower(abc.ABC):
 
     #: registry name (``follower="..."`` in a LeaderEnv)
     name: str = "follower"
+    #: whether the response is the exact regularised best response on the problem's own model
+    #: (its soft-optimality gap is the solver's tolerance, so a LeaderEnv does not measure it by
+    #: default, see :mod:`bilevel_envs.follower_quality`)
+    exact: bool = False
 
     @abc.abstractmethod
     def respond(self, problem: BilevelProblem, x: np.ndarray, context: Any,

@@ -24,6 +24,7 @@ class SoftValueIteration(Follower):
     """
 
     name = "soft_vi"
+    exact = True
 
     def __init__(self, tol: float = DEFAULT_TOL, method: str = "policy_iteration"):
         self.tol = check_float("tol", tol, 0.0, low_open=True)

@@ -15,6 +15,7 @@ from bilevel_envs.envs.tax_design.problem import (
     TaxDesign,
     TaxDesignTabular,
 )
+from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD
 from bilevel_envs.leader_env import LeaderEnv
 
 
@@ -224,8 +225,14 @@ class TaxDesignEnv(LeaderEnv):
     gym.make("bilevel/TaxDesign-v0", variant="code", lam=None, tabular=False, asset_cells=None,
              follower=None, follower_kwargs=None, contexts="sample", n_followers=1, n_envs=300,
              n_rollout_steps=200, objective="monte_carlo", oracle="auto",
-             observation_cells=None, render_mode=None, **household_params)
+             observation_cells=None, follower_quality=None, quality_threshold=0.05,
+             render_mode=None, **household_params)
     ```
+    ``follower_quality``: measure the households exactly on the grid economy (soft-optimality
+    gap and visited TV in ``"follower_stats"``, a warning above ``quality_threshold``; see
+    :class:`~bilevel_envs.LeaderEnv`): on by default with ``tabular=True`` and a follower that is
+    not exact; ``True`` turns it on for every follower, also on continuous assets (the 41-cell
+    grid economy is then built at every step).
     ``observation_cells`` (continuous assets only, default 41): the asset cells HPGD's
     ``"every_visit"`` estimator tabulates its values on (:meth:`TaxDesign.observation_index`).
     ``lam=None`` keeps the variant's λ (0.2). ``n_envs × n_rollout_steps`` = 60,000 transitions
@@ -245,8 +252,9 @@ class TaxDesignEnv(LeaderEnv):
                  follower_kwargs: dict[str, Any] | None = None, contexts: Any = "sample",
                  n_followers: int = 1, n_envs: int = 300, n_rollout_steps: int = 200,
                  objective: str = "monte_carlo", oracle: str = "auto",
-                 observation_cells: int | None = None, render_mode: str | None = None,
-                 **household_params: Any):
+                 observation_cells: int | None = None, follower_quality: bool | None = None,
+                 quality_threshold: float = DEFAULT_GAP_THRESHOLD,
+                 render_mode: str | None = None, **household_params: Any):
         self._check_render_mode(render_mode)
         if tabular and observation_cells is not None:
             raise ValueError("observation_cells aggregates continuous assets; with tabular=True "
@@ -265,7 +273,8 @@ class TaxDesignEnv(LeaderEnv):
         super().__init__(problem, follower=default_follower(tabular) if follower is None
                          else follower, follower_kwargs=follower_kwargs, contexts=contexts,
                          n_followers=n_followers, n_envs=n_envs, n_rollout_steps=n_rollout_steps,
-                         objective=objective, oracle=oracle, render_mode=render_mode)
+                         objective=objective, oracle=oracle, follower_quality=follower_quality,
+                         quality_threshold=quality_threshold, render_mode=render_mode)
 
     def describe_x(self, x: np.ndarray) -> str:
         income, vat = float(x[0]), ", ".join(f"{v:.3g}" for v in np.ravel(x[1:]))

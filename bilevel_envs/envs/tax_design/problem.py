@@ -221,6 +221,19 @@ class TaxDesign(BilevelProblem):
                                                   **fields)
         return cache[asset_cells]
 
+    def tabular_twin(self) -> TaxDesignTabular:
+        """The economy on the default asset grid (:meth:`discretised`): its exact model measures
+        the households (:mod:`bilevel_envs.follower_quality`)."""
+        return self.discretised()
+
+    def twin_observations(self, twin: BilevelProblem) -> np.ndarray:
+        """The observation of each grid cell: the cell's centre (the cell index on the grid)."""
+        return self.obs_of(twin.points)
+
+    def twin_states(self, twin: BilevelProblem, obs: Any) -> np.ndarray:
+        """The grid cell holding the assets of each observation."""
+        return twin.obs_of(self.assets_of(obs))
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(variant={self.variant!r}, lam={self.lam}, "
                 f"gamma={self.gamma}, goods={self.params.n_goods}, "
