@@ -48,14 +48,14 @@ class JointActionHead(nn.Module):
 
     def __init__(self, features_dim: int, action_features: np.ndarray, state_arch: list[int],
                  action_arch: list[int], rank: int, activation_fn: type[nn.Module],
-                 obs_scale: float = 1.0):
+                 obs_scale: float = 1.0, q_scale: float = 1.0):
         super().__init__()
         table = np.asarray(action_features, dtype=np.float32)
         if table.ndim != 2 or not np.isfinite(table).all():
             raise ValueError(f"action_features must be a finite (n_actions, k) table; got shape "
                              f"{table.shape}")
         self.register_buffer("action_features", th.as_tensor(table))
-        self.obs_scale = float(obs_scale)
+        self.obs_scale, self.q_scale = float(obs_scale), float(q_scale)
         self.state_net = nn.Sequential(*create_mlp(features_dim, rank, state_arch, activation_fn))
         self.action_net = nn.Sequential(*create_mlp(table.shape[1], rank + 1, action_arch,
                                                     activation_fn))
@@ -63,7 +63,7 @@ class JointActionHead(nn.Module):
     def forward(self, features: th.Tensor) -> th.Tensor:
         phi = self.state_net(features * self.obs_scale)  # (B, r)
         psi = self.action_net(self.action_features)  # (A, r + 1): embedding and bias
-        return phi @ psi[:, :-1].T + psi[:, -1]
+        return self.q_scale * (phi @ psi[:, :-1].T + psi[:, -1])
 
 
 class JointActionQNetwork(QNetwork):
@@ -73,7 +73,7 @@ class JointActionQNetwork(QNetwork):
                  features_dim: int, action_features: np.ndarray, net_arch: list[int] | None = None,
                  action_arch: list[int] | None = None, rank: int = 32,
                  activation_fn: type[nn.Module] = nn.ReLU, obs_scale: float = 1.0,
-                 normalize_images: bool = True):
+                 q_scale: float = 1.0, normalize_images: bool = True):
         super().__init__(observation_space, action_space, features_extractor, features_dim,
                          net_arch=[], activation_fn=activation_fn,
                          normalize_images=normalize_images)
@@ -82,15 +82,16 @@ class JointActionQNetwork(QNetwork):
                              f"{np.shape(action_features)[0]}")
         self.net_arch = [64, 64] if net_arch is None else list(net_arch)
         self.action_arch = [64] if action_arch is None else list(action_arch)
-        self.rank, self.obs_scale = int(rank), float(obs_scale)
+        self.rank, self.obs_scale, self.q_scale = int(rank), float(obs_scale), float(q_scale)
         self.action_feature_table = np.asarray(action_features, dtype=np.float32)
         self.q_net = JointActionHead(features_dim, self.action_feature_table, self.net_arch,
-                                     self.action_arch, self.rank, activation_fn, self.obs_scale)
+                                     self.action_arch, self.rank, activation_fn, self.obs_scale,
+                                     self.q_scale)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(action_features=self.action_feature_table, action_arch=self.action_arch,
-                    rank=self.rank, obs_scale=self.obs_scale)
+                    rank=self.rank, obs_scale=self.obs_scale, q_scale=self.q_scale)
         return data
 
 
@@ -108,17 +109,18 @@ class JointActionDQNPolicy(DQNPolicy):
     def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any,
                  action_features: np.ndarray | None = None,
                  action_arch: list[int] | None = None, rank: int = 32, obs_scale: float = 1.0,
-                 **kwargs: Any):
+                 q_scale: float = 1.0, **kwargs: Any):
         if action_features is None:
             raise ValueError("JointActionDQNPolicy needs action_features: an (n_actions, k) "
                              "table (policy_kwargs={'action_features': ...})")
         if not (isinstance(rank, (int, np.integer)) and rank >= 1):
             raise ValueError(f"rank must be an integer >= 1; got {rank!r}")
-        if not (np.isfinite(obs_scale) and obs_scale > 0):
-            raise ValueError(f"obs_scale must be a positive finite number; got {obs_scale!r}")
+        for name, value in (("obs_scale", obs_scale), ("q_scale", q_scale)):
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number; got {value!r}")
         self._joint_args = {"action_features": np.asarray(action_features, dtype=np.float32),
                             "action_arch": action_arch, "rank": int(rank),
-                            "obs_scale": float(obs_scale)}
+                            "obs_scale": float(obs_scale), "q_scale": float(q_scale)}
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def make_q_net(self) -> JointActionQNetwork:

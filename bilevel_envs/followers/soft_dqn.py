@@ -48,6 +48,20 @@ def soft_bellman_target(rewards: th.Tensor, dones: th.Tensor, discounts: float |
     return rewards + (1 - dones) * discounts * soft_value
 
 
+def soft_double_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
+                       next_q_target: th.Tensor, next_q_online: th.Tensor,
+                       lam: float) -> th.Tensor:
+    """``r + γ (1 − done) Σ_a' π(a'|s') (Q_target(s', a') − λ log π(a'|s'))`` with
+    ``π = softmax(Q_online(s')/λ)``: the soft value of the online network's Boltzmann policy,
+    evaluated by the target network (the soft analogue of double DQN). It equals
+    :func:`soft_bellman_target` when the two networks agree, and it does not select actions by
+    the same noisy values it evaluates them with (the source of Q-learning's overestimation).
+    """
+    log_pi = th.log_softmax(next_q_online / lam, dim=1)
+    soft_value = (log_pi.exp() * (next_q_target - lam * log_pi)).sum(dim=1, keepdim=True)
+    return rewards + (1 - dones) * discounts * soft_value
+
+
 def boltzmann_probs(q_values: th.Tensor, lam: float, epsilon: float = 0.0) -> th.Tensor:
     """``(1 − ε) softmax(Q/λ) + ε/|A|`` over the last axis."""
     probs = th.softmax(q_values / lam, dim=-1)
@@ -68,6 +82,8 @@ class SoftDQN(DQN):
         the start of training ...
     :param exploration_final_eps: ... and at the end of ``exploration_fraction`` of it
         (default 0: the pure Boltzmann policy afterwards).
+    :param double_q: regress on :func:`soft_double_target` (the online network's Boltzmann
+        policy scored by the target network) instead of :func:`soft_bellman_target`.
     :param kwargs: every other argument of :class:`stable_baselines3.DQN` (``learning_rate``,
         ``buffer_size``, ``batch_size``, ``gamma``, ``target_update_interval``, ``seed``, ...).
         ``n_steps`` must stay 1: n-step returns would drop the entropy bonuses of the skipped
@@ -78,7 +94,7 @@ class SoftDQN(DQN):
 
     def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
-                 **kwargs: Any):
+                 double_q: bool = False, **kwargs: Any):
         if not (np.isfinite(lam) and lam > 0):
             raise ValueError(f"lam must be a positive finite number; got {lam!r}")
         if loss not in LOSSES:
@@ -86,7 +102,9 @@ class SoftDQN(DQN):
         if kwargs.get("n_steps", 1) != 1:
             raise ValueError(f"SoftDQN needs n_steps=1 (n-step returns omit the entropy bonus "
                              f"of intermediate states); got n_steps={kwargs['n_steps']!r}")
-        self.lam, self.loss = float(lam), loss
+        if not isinstance(double_q, (bool, np.bool_)):
+            raise TypeError(f"double_q must be a bool; got {double_q!r}")
+        self.lam, self.loss, self.double_q = float(lam), loss, bool(double_q)
         super().__init__(policy, env, exploration_initial_eps=exploration_initial_eps,
                          exploration_final_eps=exploration_final_eps, **kwargs)
 
@@ -100,9 +118,13 @@ class SoftDQN(DQN):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             discounts = data.discounts if data.discounts is not None else self.gamma
             with th.no_grad():
-                target = soft_bellman_target(data.rewards, data.dones, discounts,
-                                             self.q_net_target(data.next_observations),
-                                             self.lam)
+                next_q = self.q_net_target(data.next_observations)
+                if self.double_q:
+                    target = soft_double_target(data.rewards, data.dones, discounts, next_q,
+                                                self.q_net(data.next_observations), self.lam)
+                else:
+                    target = soft_bellman_target(data.rewards, data.dones, discounts, next_q,
+                                                 self.lam)
             current = th.gather(self.q_net(data.observations), dim=1,
                                 index=data.actions.long())
             loss = loss_fn(current, target)
