@@ -86,7 +86,8 @@ PAPER_FOLLOWER: dict[str, Any] = {
 #: gets half the iterations, the same follower budget).
 SETUPS: dict[str, dict[str, Any]] = {
     "neural": {"tabular": False, "follower": "soft_dqn", "follower_kwargs": NEURAL_FOLLOWER,
-               "n_envs": 100, "follower_quality": True, "iterations": {"hpgd": 40, "zero_order": 20}},
+               "n_envs": 100, "follower_quality": True,
+               "iterations": {"hpgd": 40, "zero_order": 20}},
     "neural_joint": {"tabular": False, "follower": "soft_dqn",
                      "follower_kwargs": NEURAL_JOINT_FOLLOWER, "n_envs": 100,
                      "follower_quality": True,
