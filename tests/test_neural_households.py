@@ -120,3 +120,20 @@ def test_neural_household_on_a_reduced_economy_is_measured_exactly():
         / abs(v_star)
     assert gap_uniform == pytest.approx(15.65, abs=0.01)
     assert 0 < gap < gap_uniform
+
+
+@pytest.mark.slow
+def test_benchmark_households_at_the_initial_taxes():
+    """The ``neural_joint`` households of the tax benchmark after their 20,000-transition
+    warm-up at ``x_0`` (group 1, seed 0), measured on the 41-cell grid economy. Measured gap
+    1.06 (the 5 % target is missed: docs/tax_design.md); the bound 2 guards against losing the
+    joint head's gain (the uniform policy: 113; the flat head after 20,000 transitions: 9.4)."""
+    from bilevel_bench.experiments.tax.spec import NEURAL_JOINT_FOLLOWER
+
+    problem = TaxDesign()
+    kwargs = {k: v for k, v in NEURAL_JOINT_FOLLOWER.items() if k != "total_timesteps"}
+    response = SoftDQNFollower(**kwargs).respond(problem, problem.x_init, 0, seed=0)
+    grid = problem.discretised(41)
+    gap = soft_optimality_gap(grid.tabular(problem.x_init, 0), problem.lam, response.policy,
+                              observations=problem.obs_of(grid.points))
+    assert 0 < gap < 2.0

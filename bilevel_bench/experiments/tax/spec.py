@@ -54,14 +54,14 @@ NEURAL_FOLLOWER: dict[str, Any] = {
                     "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse"},
 }
 #: The soft-DQN households with the joint-action Q head ``Q(s, a) = φ(s)·ψ(hours, c_1..c_M)``
-#: (:mod:`bilevel_envs.followers.joint_q`): 20,000 cold transitions per preference group, then
-#: 2,000 per leader step (its gap at ``x_0`` no longer improved between 10,000 and 50,000, see
+#: (:mod:`bilevel_envs.followers.joint_q`): the transitions of :data:`NEURAL_FOLLOWER` (50,000
+#: cold per preference group, then 3,000 per leader step; 20,000 and 2,000 were too few, see
 #: docs/tax_design.md); one gradient step (batch 256, Huber loss) every 4 transitions; assets
 #: scaled by 1/20.
 JOINT_POLICY_KWARGS: dict[str, Any] = {"net_arch": [64, 64], "action_arch": [64], "rank": 32,
                                        "obs_scale": 0.05}
 NEURAL_JOINT_FOLLOWER: dict[str, Any] = {
-    "warmup_timesteps": 20_000, "total_timesteps": 2_000, "n_envs": 16,
+    "warmup_timesteps": 50_000, "total_timesteps": 3_000, "n_envs": 16,
     "policy": "JointMlpPolicy",
     "algo_kwargs": {"learning_rate": 5e-4, "buffer_size": 50_000, "batch_size": 256,
                     "learning_starts": 1_000, "train_freq": 1, "gradient_steps": 4,
