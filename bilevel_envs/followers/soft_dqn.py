@@ -10,7 +10,10 @@ the regularised objective ``E[Σ_t γ^t (r_t + λ H(π(·|s_t)))]``. It changes 
 
 The soft optimum is ``π* = softmax(Q*/λ)``: the follower's evaluation policy. The paper trains
 such a network for tax design (docs/reference.md §5.2); there it uses factorised per-dimension
-heads, here the Q-network covers the flattened ``Discrete`` action space.
+heads, here the Q-network covers the flattened ``Discrete`` action space: one output per action
+(``"MlpPolicy"``) or the joint-action head ``Q(s, a) = φ(s)·ψ(f(a))`` over action features
+(``"JointMlpPolicy"``, :mod:`bilevel_envs.followers.joint_q`). ``double_q=True`` regresses on
+:func:`soft_double_target` instead.
 """
 
 from __future__ import annotations
