@@ -55,9 +55,9 @@ NEURAL_FOLLOWER: dict[str, Any] = {
 }
 #: The soft-DQN households with the joint-action Q head ``Q(s, a) = φ(s)·ψ(hours, c_1..c_M)``
 #: (:mod:`bilevel_envs.followers.joint_q`): the transitions of :data:`NEURAL_FOLLOWER` (50,000
-#: cold per preference group, then 3,000 per leader step; 20,000 and 2,000 were too few, see
-#: docs/tax_design.md); one gradient step (batch 256, Huber loss) every 4 transitions; assets
-#: scaled by 1/20.
+#: cold per preference group, then 3,000 per leader step); one gradient step (batch 256, Huber
+#: loss) every 4 transitions; assets scaled by 1/20. It does not reproduce the paper's taxes at
+#: this budget (docs/tax_design.md, "Neural households measured exactly").
 JOINT_POLICY_KWARGS: dict[str, Any] = {"net_arch": [64, 64], "action_arch": [64], "rank": 32,
                                        "obs_scale": 0.05}
 NEURAL_JOINT_FOLLOWER: dict[str, Any] = {
