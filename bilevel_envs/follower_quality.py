@@ -35,7 +35,7 @@ from bilevel_envs.tabular import (
     solve_bellman,
     solve_follower,
 )
-from bilevel_envs.validation import check_array, check_float
+from bilevel_envs.validation import check_array, check_bool, check_float
 
 #: Floor of probabilities in ``λ log π`` (a finite warm start where ``π`` has zeros).
 _TINY = 1e-300
@@ -211,6 +211,31 @@ class QualityMonitor:
         self.threshold = check_float("quality_threshold", threshold, 0.0)
         self._observations = problem.twin_observations(twin)
         self._warned: set[int] = set()
+
+    @classmethod
+    def for_env(cls, problem: Any, follower: Any, follower_quality: bool | None,
+                threshold: float = DEFAULT_GAP_THRESHOLD) -> QualityMonitor | None:
+        """The monitor of a :class:`~bilevel_envs.LeaderEnv`, or ``None`` when it is off.
+
+        ``follower_quality=None`` (the default): on for tabular problems (one soft solve and
+        three linear solves per follower and step on the model the step already has, about
+        5 ms on Four-Rooms) unless ``follower.exact`` (e.g. ``"soft_vi"``, whose gap is the
+        solver's tolerance); ``True``: always (on a problem with a tabular twin, e.g. continuous
+        tax design, the twin's model is built each step); ``False``: off.
+
+        Raises:
+            ValueError: for a non-bool ``follower_quality``, a negative ``threshold``, or
+                ``True`` on a problem with neither a model nor a tabular twin.
+        """
+        check_float("quality_threshold", threshold, 0.0)
+        if follower_quality is None:
+            on = problem.is_tabular and not getattr(follower, "exact", False)
+        else:
+            on = check_bool("follower_quality", follower_quality)
+        if on and problem.tabular_twin() is None:
+            raise ValueError(f"follower_quality=True needs a tabular problem or one with a "
+                             f"tabular twin; {problem!r} has neither")
+        return cls(problem, threshold) if on else None
 
     def reset(self) -> None:
         """A new episode: warn again."""

@@ -6,12 +6,14 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.budget import Budget, CountedSampler
 from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD, QualityMonitor
 from bilevel_envs.followers import FollowerResponse, make_follower
@@ -21,13 +23,7 @@ from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPa
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.step_record import FollowerStep, LeaderStep
 from bilevel_envs.tabular import TabularModel, leader_values
-from bilevel_envs.validation import (
-    check_allocation,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
-)
+from bilevel_envs.validation import check_allocation, check_choice, check_int
 
 CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
@@ -66,9 +62,20 @@ class LeaderEnv(BilevelEnvBase):
       (with ``objective="exact"``), ``"follower_stats"`` (one dict per follower; with
       ``follower_quality`` on, also ``"soft_optimality_gap"``, ``"visited_tv"``,
       ``"soft_value_optimal"`` and ``"soft_value_follower"``, see
-      :mod:`~bilevel_envs.follower_quality`).
+      :mod:`~bilevel_envs.follower_quality`), ``"budget"`` (what the step consumed,
+      :meth:`~bilevel_envs.budget.Budget.as_dict`).
       Live objects (responses, policies, oracles, rollouts, models) are on the env's typed record
       of the step, :attr:`last_step` (a :class:`~bilevel_envs.step_record.LeaderStep`).
+    * Budget (:mod:`bilevel_envs.budget`): :attr:`budget` totals what was consumed since
+      construction (or :meth:`reset_budget`; ``reset`` does not clear it — an episode is not a
+      new run). A step consumes its followers' :attr:`~bilevel_envs.followers.FollowerResponse.cost`
+      and its rollouts (``followers × n_envs × n_rollout_steps`` transitions) — with
+      ``objective="exact"`` also one ``model_queries`` per follower (the exact reward is
+      exact-model information; the sample-based track uses Monte-Carlo rewards); the step's own
+      count is ``info["budget"]`` and ``last_step.budget``. The totals also count what a leader
+      consumes after the step: further rollouts through a step's oracles (they are counted
+      samplers), exact models from :meth:`exact_model` and anything passed to :meth:`charge`.
+      Evaluation that bypasses the env (``Leader.exact_objective``) is not counted.
 
     Args:
         problem: the bilevel problem.
@@ -85,16 +92,12 @@ class LeaderEnv(BilevelEnvBase):
         objective: ``"monte_carlo"`` or ``"exact"`` (see Reward).
         oracle: ``"auto"``, ``"native"``, ``"tabular"`` or ``"gym"``: how rollouts are sampled
             (see :func:`~bilevel_envs.rollouts.make_oracle`).
-        follower_quality: measure every follower's policy exactly on the problem's model or
-            tabular twin (soft-optimality gap, visited TV to ``π*``) and warn
-            (:class:`~bilevel_envs.follower_quality.FollowerQualityWarning`, once per context
-            per episode) when a gap exceeds ``quality_threshold``. ``None`` (default): on for
-            tabular problems (one soft solve and three linear solves per follower and step, on
-            the model the step already has: about 5 ms on Four-Rooms) unless the follower is
-            exact (``follower.exact``, e.g. ``"soft_vi"``: its gap is the solver's tolerance),
-            off otherwise; ``True``: always (on a problem with a tabular twin, e.g. tax design,
-            the twin's model is built every step); ``False``: off.
-        quality_threshold: the gap above which a follower is reported (default 0.05).
+        follower_quality: measure each follower's policy exactly on the problem's model or
+            tabular twin and warn above ``quality_threshold`` (default 0.05):
+            ``None`` — tabular problems with a follower that is not exact; ``True`` — always
+            (the twin's model is built each step); ``False`` — never. See
+            :meth:`~bilevel_envs.follower_quality.QualityMonitor.for_env`.
+        quality_threshold: the gap above which a follower is reported.
         render_mode: ``None`` or one of ``metadata["render_modes"]`` (``"ansi"``; subclasses may
             add ``"rgb_array"``); any other mode raises ``TypeError`` (see
             :func:`~bilevel_envs.env_base.check_render_mode`).
@@ -138,16 +141,9 @@ class LeaderEnv(BilevelEnvBase):
         if n_rollout_steps == 0 and objective != "exact":
             raise ValueError("n_rollout_steps=0 leaves nothing to estimate J from; use "
                              "objective='exact' or n_rollout_steps >= 1")
-        check_float("quality_threshold", quality_threshold, 0.0)
-        if follower_quality is not None:
-            follower_quality = check_bool("follower_quality", follower_quality)
-        measure = (problem.is_tabular and not self.follower.exact if follower_quality is None
-                   else follower_quality)
-        if measure and problem.tabular_twin() is None:
-            raise ValueError(f"follower_quality=True needs a tabular problem or one with a "
-                             f"tabular twin; {problem!r} has neither")
         #: the exact measurement of the followers (None when off)
-        self.quality_monitor = QualityMonitor(problem, quality_threshold) if measure else None
+        self.quality_monitor = QualityMonitor.for_env(problem, self.follower, follower_quality,
+                                                      quality_threshold)
         self.n_followers, self.n_envs = int(n_followers), int(n_envs)
         self.n_rollout_steps = int(n_rollout_steps)
         self.objective, self.oracle_backend = objective, oracle
@@ -164,6 +160,8 @@ class LeaderEnv(BilevelEnvBase):
         self._warm: dict[int, Any] = {}
         self._t = 0
         self._crn_state: dict | None = None
+        self._budget = Budget()
+        self._cost_warned = False
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -189,9 +187,11 @@ class LeaderEnv(BilevelEnvBase):
         parts: list[Rollouts | None] = [None] * len(contexts)
         pairs: list[TrajectoryPairs | None] = [None] * len(contexts)
         estimates = np.full(len(contexts), np.nan)
+        cost = sum((self._response_cost(r) for r in responses), Budget())
         if self.n_rollout_steps:
             parts = [o.rollout(self.np_random, self.n_envs, self.n_rollout_steps)
                      for o in oracles]
+            cost += Budget(transitions=sum(p.n_transitions for p in parts))
             for i, (c, rollouts) in enumerate(zip(contexts, parts)):
                 if self._pairwise:
                     pairs[i] = self.problem.trajectory_pairs(rollouts)
@@ -200,20 +200,26 @@ class LeaderEnv(BilevelEnvBase):
                 else:
                     estimates[i] = self.problem.estimate_objective(x, c, rollouts,
                                                                    self.np_random)
+        # Later rollouts through the step's oracles (e.g. Alg. 2 restarts) are charged too.
         followers = tuple(
-            FollowerStep(context=c, weight=float(w), response=r, oracle=o, rollouts=part,
+            FollowerStep(context=c, weight=float(w), response=r,
+                         oracle=CountedSampler(o, self.charge), rollouts=part,
                          model=m, pairs=pair, objective_estimate=float(e))
             for c, w, r, o, part, m, pair, e in zip(contexts, weights, responses, oracles, parts,
                                                      models, pairs, estimates))
         exact = None
         if self.objective == "exact":
             exact = float(weights @ self._exact_values(followers))
+            # An exact reward is exact-model information handed to the leader.
+            cost += Budget(model_queries=len(followers))
         estimate = float(weights @ estimates) if self.n_rollout_steps else exact
         reward = exact if exact is not None else estimate
         quality = (None if self.quality_monitor is None
                    else self.quality_monitor.measure(x, followers))
         self.last_step = LeaderStep(x=x, followers=followers, objective_estimate=estimate,
-                                    objective_exact=exact, reward=reward, quality=quality)
+                                    objective_exact=exact, reward=reward, budget=cost,
+                                    quality=quality)
+        self.charge(cost)
         self._t += 1
         return x, reward, False, False, self._info(self.last_step)
 
@@ -222,7 +228,7 @@ class LeaderEnv(BilevelEnvBase):
         info: dict[str, Any] = {
             "contexts": step.contexts, "context_weights": step.weights.tolist(),
             "follower_stats": [dict(f.response.stats) for f in step.followers],
-            "objective_estimate": step.objective_estimate,
+            "objective_estimate": step.objective_estimate, "budget": step.budget.as_dict(),
         }
         if step.objective_exact is not None:
             info["objective_exact"] = step.objective_exact
@@ -231,6 +237,52 @@ class LeaderEnv(BilevelEnvBase):
         parts = [f.rollouts for f in step.followers if f.rollouts is not None]
         info["rollouts"] = Rollouts.concatenate(parts).to_dict(copy=False) if parts else {}
         return info
+
+    # ------------------------------------------------------------------ budget
+    @property
+    def budget(self) -> Budget:
+        """What was consumed since construction or :meth:`reset_budget` (see Budget above)."""
+        return self._budget
+
+    def reset_budget(self) -> Budget:
+        """Set :attr:`budget` to zero (a new run on the same env); returns the old totals."""
+        used, self._budget = self._budget, Budget()
+        return used
+
+    def charge(self, cost: Budget) -> None:
+        """Add ``cost`` to :attr:`budget`: for a leader that samples or trains followers
+        outside :meth:`step` (e.g. HPGD-RT-Q's own soft Q-learning)."""
+        if not isinstance(cost, Budget):
+            raise TypeError(f"cost must be a Budget; got {type(cost).__name__}")
+        self._budget = self._budget + cost
+
+    def exact_model(self, x: np.ndarray, context: Any) -> TabularModel:
+        """The exact model of ``M_{x,ξ}`` for the leader: one counted ``model_queries`` (the
+        model-based track's access; sweeps or solves on the model cost nothing more).
+
+        Raises:
+            ValueError: if the problem has no tabular model, or for an invalid ``x``/context.
+        """
+        if not self.problem.is_tabular:
+            raise ValueError(f"{self.problem!r} has no exact (tabular) model")
+        model = self.problem.tabular(self.problem.check_x(x), self.problem.context_index(context))
+        self.charge(Budget(model_queries=1))
+        return model
+
+    def counted(self, sampler: Any) -> CountedSampler:
+        """``sampler`` (a :class:`~bilevel_envs.rollouts.TrajectorySampler`) with every
+        transition it samples charged to :attr:`budget`."""
+        return CountedSampler(sampler, self.charge)
+
+    def _response_cost(self, response: FollowerResponse) -> Budget:
+        if response.cost is None:
+            if not self._cost_warned:
+                warnings.warn(f"follower {self.follower!r} does not report its cost "
+                              "(FollowerResponse.cost): the budget counts no follower training",
+                              stacklevel=3)
+                self._cost_warned = True
+            return Budget()
+        return response.cost
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:
@@ -292,13 +344,13 @@ class LeaderEnv(BilevelEnvBase):
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The env's resumable state as ``(json_data, arrays)`` — no pickling.
 
-        Covers the random generator, the step counter and the followers' warm starts when they
-        are arrays (soft VI / soft Q tables). Other warm starts (e.g. SB3 models) are dropped:
-        after :meth:`set_state` those followers restart cold.
+        Covers the random generator, the step counter, the budget used and the followers' warm
+        starts when they are arrays (soft VI / soft Q tables). Other warm starts (e.g. SB3
+        models) are dropped: after :meth:`set_state` those followers restart cold.
         """
         data: dict[str, Any] = {"t": self._t,
                                 "rng": to_plain_data(self.np_random.bit_generator.state),
-                                "warm_contexts": []}
+                                "warm_contexts": [], "budget": self._budget.as_dict()}
         arrays: dict[str, np.ndarray] = {}
         for context, warm in self._warm.items():
             if isinstance(warm, np.ndarray):
@@ -311,14 +363,22 @@ class LeaderEnv(BilevelEnvBase):
 
         Raises:
             ValueError: naming the field, for anything that does not fit this env: unknown or
-                missing fields, a step counter that is not an integer ``>= 0``, a generator state
+                missing fields (``budget`` may be missing: states written before budgets were
+                counted resume at zero), a step counter that is not an integer ``>= 0``, a
+                budget that is not counts ``>= 0``, a generator state
                 of another kind, a warm start of a context the problem does not have or that its
                 follower refuses (wrong shape, NaN).
         """
-        if not isinstance(data, dict) or set(data) != {"t", "rng", "warm_contexts"}:
-            raise ValueError(f"env state must hold 't', 'rng' and 'warm_contexts'; got "
-                             f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
+        if not isinstance(data, dict) or not {"t", "rng", "warm_contexts"} <= set(data) \
+                or not set(data) <= {"t", "rng", "warm_contexts", "budget"}:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"env state must hold 't', 'rng', 'warm_contexts' (and 'budget'); "
+                             f"got {got}")
         t = check_int("env state 't'", data["t"], 0)
+        budget = data.get("budget", {})
+        if not isinstance(budget, dict):
+            raise ValueError(f"env state 'budget' must be a dict of counts; got {budget!r}")
+        budget = Budget.from_dict(budget)
         contexts = data["warm_contexts"]
         if not isinstance(contexts, list) or len(set(map(str, contexts))) != len(contexts):
             raise ValueError(f"env state 'warm_contexts' must be a list of distinct contexts; "
@@ -340,7 +400,7 @@ class LeaderEnv(BilevelEnvBase):
             generator.state = previous
             raise ValueError(f"env state 'rng' is not a {type(generator).__name__} state: "
                              f"{exc}") from None
-        self._t, self._warm = t, warm
+        self._t, self._warm, self._budget = t, warm, budget
 
     def fingerprint(self) -> str:
         """A short hash of what defines this env's steps: the problem

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.follower_quality import FollowerQuality
 from bilevel_envs.followers.base import FollowerResponse
 from bilevel_envs.problem import TrajectoryPairs
@@ -22,7 +23,9 @@ class FollowerStep:
         context: the context index ``ξ`` the follower served.
         weight: its weight in the step's objective (``P(ξ)`` or ``1/n_followers``).
         response: the follower's response to ``x`` (policy, warm start, stats).
-        oracle: the sampler of the follower's policy in ``M_{x,ξ}`` (restarts, paper Alg. 2).
+        oracle: the sampler of the follower's policy in ``M_{x,ξ}`` (restarts, paper Alg. 2);
+            in a leader env's record, a :class:`~bilevel_envs.budget.CountedSampler` that charges
+            what it samples to the env's budget.
         rollouts: the follower's sampled trajectories, or ``None`` without rollouts.
         model: the exact model of ``M_{x,ξ}`` when the problem is tabular (built by the follower
             or by the env once this step), else ``None``.
@@ -52,6 +55,8 @@ class LeaderStep:
         objective_exact: the exact value of the followers' policies (``objective="exact"``), or
             ``None``.
         reward: what ``step`` returned (the exact value when computed, else the estimate).
+        budget: what the step consumed: its followers' costs and its rollouts' transitions
+            (:mod:`bilevel_envs.budget`).
         quality: each follower's exact quality (soft-optimality gap, visited TV) when the env
             measures it (``follower_quality``), else ``None``.
     """
@@ -61,6 +66,7 @@ class LeaderStep:
     objective_estimate: float
     objective_exact: float | None
     reward: float
+    budget: Budget = Budget()
     quality: tuple[FollowerQuality, ...] | None = None
 
     @property

@@ -92,6 +92,10 @@ def amd_gradient(model: TabularModel, tables: AMDTables, lam: float) -> tuple[fl
 class AMD(Leader):
     """Adaptive Model Design (paper Alg. 9): exact-model hypergradients, one context per step.
 
+    Track ``"model"``: one exact model per iteration (:meth:`~leaders.base.Leader.exact_model`,
+    one ``model_queries`` of the env's budget); the sweeps or the solve on it are computation, not
+    queries. AMD samples no follower transitions.
+
     Args:
         env: a leader env of a *tabular* problem (AMD never uses the env's followers).
         learning_rate: step size α.
@@ -105,6 +109,7 @@ class AMD(Leader):
     """
 
     algorithm: ClassVar[str] = "amd"
+    track: ClassVar[str] = "model"
 
     def __init__(self, env, learning_rate: float = 0.1, inner_iterations: int = 100,
                  inner: str = "sweeps", **kwargs: Any):
@@ -129,7 +134,7 @@ class AMD(Leader):
 
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
         context = self.problem.sample_context(self.rng)
-        model = self.problem.tabular(self.x, context)
+        model = self.exact_model(context)
         if self.inner == "sweeps":
             tables = self.tables.get(context) or AMDTables.zeros(model)
             for _ in range(self.inner_iterations):

@@ -10,6 +10,7 @@ executes code) with exact resume.
 from __future__ import annotations
 
 import abc
+import contextlib
 import csv
 import inspect
 import os
@@ -20,9 +21,11 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_envs.plain_data import to_plain_data
 from bilevel_envs.problem import BilevelProblem
+from bilevel_envs.tabular import TabularModel
 from bilevel_envs.validation import check_bool, check_choice, check_float, check_int
 from leaders.callbacks import as_callbacks
 from leaders.checkpoints import FORMAT_VERSION as CHECKPOINT_FORMAT
@@ -56,6 +59,9 @@ class Leader(abc.ABC):
 
     #: algorithm name, used in checkpoints and results
     algorithm: ClassVar[str] = "leader"
+    #: benchmark track: ``"sample"`` (the leader sees only sampled follower behaviour: it never
+    #: calls :meth:`exact_model`) or ``"model"`` (it reads exact models of ``M_{x,ξ}``)
+    track: ClassVar[str] = "sample"
 
     def __init__(self, env: gym.Env, learning_rate: float = 0.1,
                  max_grad_norm: float | None = 1.0, optimizer: str = "sgd",
@@ -116,6 +122,16 @@ class Leader(abc.ABC):
         centre = np.where(np.isfinite(low) & np.isfinite(high), (low + high) / 2, 0.0)
         return np.clip(centre, low, high)
 
+    def exact_model(self, context: int) -> TabularModel:
+        """The exact model of ``M_{x,ξ}`` at the current :attr:`x`, for model-based leaders
+        (:attr:`track` ``"model"``): through the env's counted
+        :meth:`~bilevel_envs.LeaderEnv.exact_model` (one ``model_queries`` of its budget), or
+        from the problem directly when the env counts no budget."""
+        counted = getattr(self.env.unwrapped, "exact_model", None)
+        if counted is not None:
+            return counted(self.x, context)
+        return self.problem.tabular(self.x, context)
+
     # ------------------------------------------------------------------ algorithm hook
     def query(self, x: np.ndarray) -> tuple[float, dict[str, Any]]:
         """One oracle query: ``env.step(x)``; returns the reward (the env's estimate of ``J(x)``)
@@ -125,6 +141,15 @@ class Leader(abc.ABC):
         if terminated or truncated:
             self._env_ready = False
         return float(reward), info
+
+    def paired_queries(self, enabled: bool = True) -> contextlib.AbstractContextManager:
+        """A block in which every :meth:`query` sees the same env randomness (the env's
+        ``common_random_numbers()``: same contexts, follower seeds and rollout uniforms), for
+        finite differences; a no-op when ``enabled`` is false or the env has no such support."""
+        crn = getattr(self.env.unwrapped, "common_random_numbers", None)
+        if enabled and crn is not None:
+            return crn()
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def estimate_gradient(self) -> tuple[np.ndarray, dict[str, Any]]:
@@ -223,13 +248,20 @@ class Leader(abc.ABC):
                 record[key] = value
         if "contexts" in info:
             record["contexts"] = list(info["contexts"])
+        budget = getattr(self.env.unwrapped, "budget", None)
+        if isinstance(budget, Budget):  # the env's totals after this iteration
+            record.update({f"budget_{k}": v for k, v in budget.as_dict().items()})
         self._records.append(record)
         return record
 
     def exact_objective(self, x: np.ndarray | None = None) -> float:
         """Exact ``J(x)`` (default: the current ``x``) on tabular problems, warm-started; for a
         trajectory-level objective, :func:`bilevel_envs.tabular.exact_objective` (the problem's
-        own, where it has one)."""
+        own, where it has one).
+
+        Evaluation, not part of the algorithm: it reads the problem directly, so the env's budget
+        does not count it (as ``eval_every`` does not). Algorithms that use exact models call
+        :meth:`exact_model`."""
         if not self.problem.decomposable:
             return float(exact_objective(self.problem, self.x if x is None else x))
         return float(self.problem.context_probs @ self.exact_context_values(x))

@@ -43,6 +43,12 @@ class HPGDRTQ(Leader):
     The leader runs the followers' soft Q-learning itself (the env's own follower is not used);
     trajectories come from the problem's simulator under the learned policies.
 
+    Track ``"model"``: the simulator of soft Q-learning and Alg. 5 is the exact model, one per
+    iteration (:meth:`~leaders.base.Leader.exact_model`, one ``model_queries``). The env's budget
+    also counts the soft Q-learning run (``t_{k+1} × n_chains`` transitions and updates) and every
+    transition Alg. 5 samples; the rollouts of the logged ``objective_estimate`` are evaluation
+    and not counted.
+
     Args:
         env: a leader env of a tabular problem.
         learning_rate: step size α.
@@ -55,6 +61,7 @@ class HPGDRTQ(Leader):
     """
 
     algorithm: ClassVar[str] = "hpgd_rtq"
+    track: ClassVar[str] = "model"
 
     def __init__(self, env, learning_rate: float = 0.1, levels: int = 5, steps_scale: int = 20,
                  n_samples: int = 1, soft_q_kwargs: dict[str, Any] | None = None,
@@ -110,8 +117,11 @@ class HPGDRTQ(Leader):
         k = 1 + int(self.rng.choice(self.levels - 1, p=self.truncation_probs))
         t1, tk, tk1 = self.schedule[0], self.schedule[k - 1], self.schedule[k]
         seed = int(self.rng.integers(0, 2**31 - 1))
-        pi_1, pi_k, pi_k1 = (r.policy for r in self.soft_q.learn_iterates(
-            self.problem, self.x, context, [t1, tk, tk1], seed=seed))
+        model = self.exact_model(context)
+        responses = self.soft_q.learn_iterates(self.problem, self.x, context, [t1, tk, tk1],
+                                               seed=seed, model=model)
+        self._charge(responses[-1].cost)  # the run's cost is that of its last iterate
+        pi_1, pi_k, pi_k1 = (r.policy for r in responses)
 
         g_1 = self._alg5_mean(context, pi_1, self.n_samples, by_term)
         n = 2**k * self.n_samples
@@ -120,13 +130,14 @@ class HPGDRTQ(Leader):
         self.rng.bit_generator.state = shared  # common random numbers for the pair
         g_k = self._alg5_mean(context, pi_k, n, by_term)
         grad = g_1 + (g_k1 - g_k) / self.truncation_probs[k - 1]
-        return grad, {"objective_estimate": self._objective_estimate(context, pi_k1),
+        return grad, {"objective_estimate": self._objective_estimate(context, pi_k1, model),
                       "contexts": [context], "truncation_level": k, "lower_level_steps": tk1}
 
-    def _objective_estimate(self, context: int, policy, n_envs: int = 16) -> float:
+    def _objective_estimate(self, context: int, policy, model, n_envs: int = 16) -> float:
         """Monte-Carlo ``J_ξ`` of the finest policy: ``n_envs`` episodes of at most
-        ``10/(1−γ̄)`` steps (for the history and progress bar only)."""
-        oracle = make_oracle(self.problem, self.x, context, policy)
+        ``10/(1−γ̄)`` steps (for the history and progress bar only: evaluation, not counted in
+        the budget)."""
+        oracle = make_oracle(self.problem, self.x, context, policy, model=model)
         horizon = int(np.ceil(10 / (1 - self.problem.leader_gamma)))
         rollouts = oracle.rollout(self.rng, n_envs, horizon, auto_reset=False)
         return self.problem.estimate_objective(self.x, context, rollouts, self.rng)
@@ -137,14 +148,26 @@ class HPGDRTQ(Leader):
         as a ``(len(COMPONENTS), d)`` array, one row per component."""
         context = self.problem.sample_context(self.rng)
         seed = int(self.rng.integers(0, 2**31 - 1))
+        model = self.exact_model(context)
         (response,) = self.soft_q.learn_iterates(self.problem, self.x, context, [self.schedule[-1]],
-                                                 seed=seed)
-        return self._alg5_mean(context, response.policy, self.n_samples, by_term), self.schedule[-1]
+                                                 seed=seed, model=model)
+        self._charge(response.cost)
+        return (self._alg5_mean(context, response.policy, self.n_samples, by_term),
+                self.schedule[-1])
+
+    def _charge(self, cost) -> None:
+        """Charge the env's budget (when it counts one) for the soft Q-learning run."""
+        charge = getattr(self.env.unwrapped, "charge", None)
+        if charge is not None:
+            charge(cost)
 
     def _alg5_mean(self, context: int, policy, n: int, by_term: bool = False) -> np.ndarray:
         """The mean of ``n`` Alg. 5 estimates with the follower's ``policy``: ``(d,)``, or
-        ``(len(COMPONENTS), d)`` split by component with ``by_term``."""
+        ``(len(COMPONENTS), d)`` split by component with ``by_term``; the samples are charged to
+        the env's budget."""
         oracle = make_oracle(self.problem, self.x, context, policy)
+        counted = getattr(self.env.unwrapped, "counted", None)
+        oracle = oracle if counted is None else counted(oracle)
         terms = paper_estimate(self.problem, self.x, context, oracle, self.rng, n,
                                coupled=self.coupled_restarts)
         if by_term:

@@ -16,7 +16,6 @@ rollout randomness for both points), as the authors' sampled-context evaluation 
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,15 +56,9 @@ class ZeroOrder(Leader):
         u = self.perturbation_constant / (self.num_iterations + 1)
         z = self.rng.standard_normal(self.x.shape)
         perturbed = np.clip(self.x + u * z, self.x_space.low, self.x_space.high)
-        with self._paired_queries():
+        with self.paired_queries(self.common_random_numbers):
             f0, info = self.query(self.x)
             f1, _ = self.query(perturbed)
         grad = (f1 - f0) / u * z
         return grad, {"objective_estimate": f0, "contexts": info.get("contexts", []),
                       "perturbation": u}
-
-    def _paired_queries(self):
-        crn = getattr(self.env.unwrapped, "common_random_numbers", None)
-        if self.common_random_numbers and crn is not None:
-            return crn()
-        return contextlib.nullcontext()

@@ -19,7 +19,7 @@ from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.followers.soft_vi import SoftValueIteration
 from bilevel_envs.tabular import soft_policy_iteration, soft_value_iteration
-from leaders import AMD, HPGD, HPGDRTQ, ZeroOrder
+from leaders import AMD, HPGD, HPGDRTQ, RandomSearch, ZeroOrder
 
 NOT_A_NUMBER = st.one_of(st.text(max_size=5), st.none(), st.lists(st.floats(), max_size=3),
                          st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
@@ -140,6 +140,9 @@ CASES = [
     ("perturbation_constant", lambda v: ZeroOrder(exact_env(), perturbation_constant=v),
      bad_numbers(0, low_open=True)),
     ("levels", lambda v: HPGDRTQ(exact_env(), levels=v), bad_integers(2)),
+    ("perturbation", lambda v: RandomSearch(exact_env(), perturbation=v),
+     bad_numbers(0, low_open=True)),
+    ("n_directions", lambda v: RandomSearch(exact_env(), n_directions=v), bad_integers(1)),
 ]
 
 

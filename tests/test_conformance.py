@@ -199,7 +199,7 @@ class _HeavyWarmStart(Follower):
     def respond(self, problem, x, context, seed=None, warm_start=None):
         response = SoftValueIteration().respond(problem, x, context, seed=seed)
         return FollowerResponse(policy=response.policy, warm_start={"buffer": bytes(10**6)},
-                                stats=response.stats)
+                                stats=response.stats, cost=response.cost)
 
 
 def test_warm_starts_that_are_not_arrays_are_not_pickled():

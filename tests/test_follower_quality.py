@@ -176,3 +176,26 @@ def test_a_problem_without_a_model_cannot_be_measured():
 
     with pytest.raises(ValueError, match="no exact model or tabular twin"):
         QualityMonitor(NoModel())
+
+
+def test_continuous_tax_households_are_measured_on_the_grid_twin():
+    """The grid follower plays π* of its own grid: exact on the 41-cell twin (gap 0, queried at
+    the cell centres), measurably off with a coarser 21-cell grid."""
+    import gymnasium as gym
+
+    import bilevel_envs  # noqa: F401  (registers the ids)
+
+    gaps = {}
+    for cells in (41, 21):
+        env = gym.make("bilevel/TaxDesign-v0", follower="grid_soft_vi",
+                       follower_kwargs={"asset_cells": cells}, n_envs=2, n_rollout_steps=10,
+                       follower_quality=True, quality_threshold=1.0).unwrapped
+        assert env.quality_monitor.twin is env.problem.discretised()
+        env.reset(seed=0)
+        stats = env.step(env.problem.x_init)[4]["follower_stats"][0]
+        gaps[cells] = stats["soft_optimality_gap"], stats["visited_tv"]
+    assert abs(gaps[41][0]) <= 1e-10 and gaps[41][1] <= 1e-10
+    assert gaps[21][0] > 1e-3 and gaps[21][1] > 1e-3
+    # Continuous problems are not measured unless asked to (the twin costs a model per step).
+    assert gym.make("bilevel/TaxDesign-v0", follower="grid_soft_vi").unwrapped.quality_monitor \
+        is None

@@ -74,8 +74,11 @@ def test_sb3_checker_passes_on_every_follower_env():
 
 
 def test_gymnasium_checker_passes_on_the_leader_env_with_an_sb3_follower():
+    # The tiny A2C budget is far from optimal: the quality warning (tested in
+    # test_follower_quality.py) would be one the strict checker does not expect.
     env = gym.make("bilevel/FourRoomsShaping-v0", follower="sb3",
-                   follower_kwargs=BUDGETS["A2C"], n_envs=1, n_rollout_steps=20)
+                   follower_kwargs=BUDGETS["A2C"], n_envs=1, n_rollout_steps=20,
+                   follower_quality=False)
     check_env_strict(env.unwrapped)
 
 
@@ -179,3 +182,47 @@ def test_torch_loads_only_when_an_sb3_follower_is_built():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("problem", [FourRoomsShaping(lam=0.003), GarnetProblem()],
+                         ids=["in_place", "rebuilt_inner_env"])
+def test_warm_start_reuses_model_and_env_and_trains_at_the_new_x(problem):
+    import copy
+
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from bilevel_envs.followers.sb3 import FollowerEnvSlot
+
+    follower = SB3Follower(**BUDGETS["DQN"], n_envs=2)
+    x1 = problem.x_init
+    x2 = x1 + np.random.default_rng(0).normal(0, 3.0, size=x1.shape)
+    first = follower.respond(problem, x1, 0, seed=1)
+    model, env = first.warm_start, first.warm_start.get_env()
+    branch = copy.deepcopy(model)
+    second = follower.respond(problem, x2, 0, seed=2, warm_start=model)
+    assert second.warm_start is model and model.get_env() is env  # nothing rebuilt
+    assert second.stats["warm_started"] and second.stats["episodes"] >= 0
+    expected = problem.tabular(x2, 0).r
+    for monitor in env.envs:
+        inner = monitor.env.unwrapped
+        if hasattr(inner, "model"):  # the Garnet's env: a new inner env behind the same slot
+            np.testing.assert_array_equal(inner.model.r, expected)
+        else:  # Four-Rooms: the same env object, moved in place
+            np.testing.assert_array_equal(inner.x, x2)
+    # The same training on a freshly made env at x2 gives the same policy bit for bit ...
+    fresh = DummyVecEnv([lambda: Monitor(FollowerEnvSlot(problem, x2, 0)) for _ in range(2)])
+    states = np.arange(problem.follower_observation_space.n)
+    same = copy.deepcopy(branch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same.set_env(fresh)
+    same.set_random_seed(2)
+    same.learn(follower.total_timesteps, reset_num_timesteps=False)
+    np.testing.assert_array_equal(
+        SB3Policy(same.policy, problem.lam).action_probs(states),
+        second.policy.action_probs(states))
+    # ... and training at x1 instead does not (the follower responds to x).
+    stay = follower.respond(problem, x1, 0, seed=2, warm_start=branch)
+    assert not np.array_equal(stay.policy.action_probs(states),
+                              second.policy.action_probs(states))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.policies import Policy
 
 if TYPE_CHECKING:
@@ -27,19 +28,26 @@ class FollowerResponse:
         model: the exact model of ``M_{x,ξ}`` the follower solved or simulated, if it built one
             (tabular followers); the leader env samples and evaluates on it instead of asking the
             problem again.
+        cost: what the response consumed, as a :class:`~bilevel_envs.budget.Budget`:
+            ``transitions`` sampled while learning and ``follower_updates`` in the follower's own
+            unit (one per exact solve, per Q-table update, per gradient step; see
+            :mod:`bilevel_envs.budget`); never ``model_queries`` (those are the leader's).
+            ``None``: not reported (the leader env then counts nothing and warns once).
     """
 
     policy: Policy
     warm_start: Any = None
     stats: dict[str, Any] = field(default_factory=dict)
     model: TabularModel | None = None
+    cost: Budget | None = None
 
 
 class Follower(abc.ABC):
     """A learner that solves the follower MDP ``M_{x,ξ}`` of a problem (paper Assumption 3.2).
 
     Subclasses are constructed from plain-data keyword arguments (so env specs stay
-    JSON-serialisable) and implement :meth:`respond`.
+    JSON-serialisable) and implement :meth:`respond`; the response reports what it consumed
+    (:attr:`FollowerResponse.cost`) for the leader env's budget accounting.
     """
 
     #: registry name (``follower="..."`` in a LeaderEnv)

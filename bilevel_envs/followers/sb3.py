@@ -2,8 +2,9 @@
 
 The agent trains on the problem's own Gymnasium env ``problem.follower_env(x, ξ)``, so it works
 on every problem (tabular or not). Across leader steps it is warm-started: the response's
-``warm_start`` is the trained SB3 model; the next call points it at the new env
-(``model.set_env``) and continues (``model.learn(..., reset_num_timesteps=False)``).
+``warm_start`` is the trained SB3 model, which keeps its vectorised env; the next call moves that
+env to the new ``x`` in place (:class:`FollowerEnvSlot`) and continues training
+(``model.learn(..., reset_num_timesteps=False)``): neither the model nor the env is rebuilt.
 
 torch and stable-baselines3 are imported on first use; without them the follower says which extra
 to install.
@@ -18,8 +19,10 @@ import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
 from bilevel_envs.validation import check_int
@@ -125,13 +128,41 @@ class SB3Policy:
         return f"SB3Policy({type(self.policy).__name__}, n_actions={self.n_actions})"
 
 
+class FollowerEnvSlot(gym.Wrapper):
+    """``problem.follower_env(x, ξ)`` whose ``x`` can be changed in place (:meth:`set_x`).
+
+    SB3 keeps its vectorised env, and the agent its model, across leader steps; only the
+    leader's parameter moves. Envs with a ``set_x(x)`` method (e.g. Four-Rooms: new rewards,
+    same object) are updated in place; for the others the slot makes the problem's env for the
+    new ``x`` behind the same wrapper. Either way the next ``reset`` starts in ``M_{x,ξ}``.
+
+    Args:
+        problem: the bilevel problem.
+        x: the leader's (validated) parameter.
+        context: the context index ξ.
+    """
+
+    def __init__(self, problem: BilevelProblem, x: np.ndarray, context: Any):
+        super().__init__(problem.follower_env(x, context))
+        self.problem, self.context = problem, context
+
+    def set_x(self, x: np.ndarray) -> None:
+        """Move the env to ``M_{x,ξ}`` (takes effect from the next ``reset``)."""
+        inner = self.env.unwrapped
+        if callable(getattr(inner, "set_x", None)):
+            inner.set_x(x)
+        else:
+            self.env = self.problem.follower_env(x, self.context)
+
+
 class SB3Follower(Follower):
     """A Stable-Baselines3 agent trained on ``problem.follower_env(x, ξ)``.
 
     The first call builds the agent (``algo(policy, env, seed=seed, gamma=problem.gamma, ...)``,
     CPU) and trains it for ``warmup_timesteps``; later calls with its ``warm_start`` (the trained
-    model) continue training for ``total_timesteps`` on the new env, so schedules (learning rate,
-    DQN's ε) continue too, and DQN keeps its replay buffer. Training uses one torch thread and
+    model) continue training for ``total_timesteps`` on the model's own vectorised env, moved
+    to the new ``x`` (:class:`FollowerEnvSlot`; nothing is rebuilt), so schedules (learning
+    rate, DQN's ε) continue too, and DQN keeps its replay buffer. Training uses one torch thread and
     leaves the global random states (``random``, ``numpy.random``, torch) as it found them; it
     reseeds SB3 (networks, sampling, env resets) from ``seed``, so the same seed and warm start
     give the same policy bit for bit. The warm-start model is trained in place: pass each
@@ -148,13 +179,19 @@ class SB3Follower(Follower):
         policy: the SB3 policy, a name (``"MlpPolicy"``; SB3 one-hot encodes Discrete
             observations) or a policy class.
         warmup_timesteps: environment steps of the first (cold) call; ``total_timesteps`` if None.
-        n_envs: copies of the follower env in the agent's ``DummyVecEnv``.
+        n_envs: copies of the follower env in the agent's ``DummyVecEnv`` (8 halve the CPU time
+            per leader step on Four-Rooms, see docs/followers.md).
 
     The response's policy is an :class:`SB3Policy` snapshot; for DQN, whose Q-values are not
     regularised, it is the Boltzmann policy ``softmax(Q/λ)`` at the problem's λ. ``stats``:
     ``algo``, ``timesteps`` (this call), ``num_timesteps`` (since the cold start),
     ``warm_started``, ``episodes`` (finished in this call) and ``episode_return`` (their mean
     undiscounted follower return, None if none finished).
+
+    Budget (:attr:`~bilevel_envs.followers.FollowerResponse.cost`): the environment steps of the
+    call (SB3's ``num_timesteps``, summed over the ``n_envs`` copies; an on-policy algorithm
+    completes its last rollout, so this may exceed ``total_timesteps``) and its gradient steps
+    (:func:`gradient_steps`).
     """
 
     name = "sb3"
@@ -183,28 +220,39 @@ class SB3Follower(Follower):
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         x = problem.check_x(x)
-        env = DummyVecEnv([lambda: Monitor(problem.follower_env(x, context))
-                           for _ in range(self.n_envs)])
+        if warm_start is not None and not isinstance(warm_start, self.algo_class):
+            raise TypeError(f"warm_start must be a {self.algo_class.__name__} model "
+                            f"from a previous response; got {type(warm_start).__name__}")
+        env = None if warm_start is None else _own_env(warm_start, problem, context)
+        if env is None:
+            env = DummyVecEnv([lambda: Monitor(FollowerEnvSlot(problem, x, context))
+                               for _ in range(self.n_envs)])
+        else:
+            for monitor in env.envs:
+                monitor.env.set_x(x)
+        finished = [len(monitor.get_episode_rewards()) for monitor in env.envs]
         with _sandbox(th):
             if warm_start is None:
                 model = self._build(problem, env, seed)
                 timesteps = self.warmup_timesteps
             else:
-                if not isinstance(warm_start, self.algo_class):
-                    raise TypeError(f"warm_start must be a {self.algo_class.__name__} model "
-                                    f"from a previous response; got {type(warm_start).__name__}")
                 model = warm_start
-                model.set_env(env)
+                model.set_env(env)  # the same env object; starts new episodes in M_{x,ξ}
                 model.set_random_seed(seed)
                 timesteps = self.total_timesteps
+            before = (int(model.num_timesteps), gradient_steps(model)) if warm_start is not None \
+                else (0, 0)
             model.learn(total_timesteps=timesteps, reset_num_timesteps=warm_start is None)
             policy = SB3Policy(model.policy, lam=getattr(model, "lam", problem.lam))
-        returns = [r for monitor in env.envs for r in monitor.get_episode_rewards()]
+        returns = [r for monitor, n in zip(env.envs, finished)
+                   for r in monitor.get_episode_rewards()[n:]]
         stats = {"algo": self.algo, "timesteps": timesteps,
                  "num_timesteps": int(model.num_timesteps),
                  "warm_started": warm_start is not None, "episodes": len(returns),
                  "episode_return": float(np.mean(returns)) if returns else None}
-        return FollowerResponse(policy=policy, warm_start=model, stats=stats)
+        cost = Budget(transitions=int(model.num_timesteps) - before[0],
+                      follower_updates=gradient_steps(model) - before[1])
+        return FollowerResponse(policy=policy, warm_start=model, stats=stats, cost=cost)
 
     def _build(self, problem: BilevelProblem, env: Any, seed: int | None) -> BaseAlgorithm:
         kwargs: dict[str, Any] = {"gamma": problem.gamma, "device": "cpu"}
@@ -216,6 +264,35 @@ class SB3Follower(Follower):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(algo={self.algo!r}, total_timesteps={self.total_timesteps},"
                 f" warmup_timesteps={self.warmup_timesteps}, algo_kwargs={self.algo_kwargs})")
+
+
+def _own_env(model: BaseAlgorithm, problem: BilevelProblem, context: Any) -> Any:
+    """The model's vectorised env if this follower made it for ``(problem, context)``, else
+    ``None`` (a model built elsewhere gets a new env)."""
+    env = model.get_env()
+    envs = getattr(env, "envs", None)
+    if not envs or not all(isinstance(getattr(m, "env", None), FollowerEnvSlot) for m in envs):
+        return None
+    if any(m.env.problem is not problem or m.env.context != context for m in envs):
+        return None
+    return env
+
+
+def gradient_steps(model: BaseAlgorithm) -> int:
+    """The gradient steps an SB3 model has taken, from its update counter ``_n_updates``.
+
+    SB3 counts one per gradient step for DQN, soft DQN, SAC and TD3, one per rollout for A2C (a
+    single step on the whole rollout) and one per *epoch* for PPO: a PPO epoch is
+    ``⌈n_steps · n_envs / batch_size⌉`` minibatch steps (an epoch cut short by ``target_kl``
+    still counts in full).
+    """
+    updates = int(getattr(model, "_n_updates", 0))
+    buffer = getattr(model, "rollout_buffer", None)
+    batch_size = getattr(model, "batch_size", None)
+    if getattr(model, "n_epochs", None) is not None and buffer is not None and batch_size:
+        per_epoch = -(-buffer.buffer_size * buffer.n_envs // batch_size)
+        return updates * per_epoch
+    return updates
 
 
 @contextlib.contextmanager

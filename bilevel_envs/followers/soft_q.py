@@ -25,6 +25,7 @@ import numba as nb
 import numpy as np
 
 from bilevel_envs._kernels import first_above
+from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.oracles import sampling_tables
 from bilevel_envs.policies import TabularPolicy
@@ -33,6 +34,7 @@ from bilevel_envs.validation import check_choice, check_float, check_int
 
 if TYPE_CHECKING:
     from bilevel_envs.problem import BilevelProblem
+    from bilevel_envs.tabular import TabularModel
 
 BEHAVIOURS = ("uniform", "epsilon_soft")
 RESETS = ("mu", "uniform")
@@ -87,6 +89,9 @@ class SoftQLearning(Follower):
 
     The response's ``warm_start`` is a :class:`SoftQState`; a plain ``(S, A)`` Q-table (e.g.
     soft value iteration's ``warm_start``) can warm-start a call too.
+
+    Budget (:attr:`~bilevel_envs.followers.FollowerResponse.cost`): ``n_steps × n_chains``
+    transitions sampled and as many Q-table updates per response.
     """
 
     name = "soft_q"
@@ -129,8 +134,8 @@ class SoftQLearning(Follower):
 
     def learn_iterates(self, problem: BilevelProblem, x: np.ndarray, context: Any,
                        steps: Sequence[int], seed: int | None = None,
-                       warm_start: SoftQState | np.ndarray | None = None
-                       ) -> list[FollowerResponse]:
+                       warm_start: SoftQState | np.ndarray | None = None,
+                       model: TabularModel | None = None) -> list[FollowerResponse]:
         """The iterates of *one* run of soft Q-learning at the requested step counts.
 
         The run is the same whatever ``steps`` asks for (the random stream is consumed in time
@@ -146,6 +151,8 @@ class SoftQLearning(Follower):
             seed: seed of the run.
             warm_start: a :class:`SoftQState` (Q-table and visit counts to resume from) or a
                 Q-table ``(S, A)``; zeros if None.
+            model: the tabular model of ``M_{x,ξ}`` (the simulator) if the caller has it;
+                ``problem.tabular(x, context)`` if None.
 
         Returns:
             One :class:`~bilevel_envs.followers.FollowerResponse` per entry of ``steps``: the
@@ -157,7 +164,7 @@ class SoftQLearning(Follower):
                              "tabular model (use 'soft_dqn' or 'sb3')")
         checkpoints = _check_steps(steps)
         x = problem.check_x(x)
-        model = problem.tabular(x, context)
+        model = problem.tabular(x, context) if model is None else model
         S, A = model.n_states, model.n_actions
         lam = problem.lam
         next_states, next_cdf, mu_cdf = sampling_tables(model)
@@ -190,8 +197,12 @@ class SoftQLearning(Follower):
             state = SoftQState(q=q.copy(), visits=counts - visits)
             stats = {"steps": t, "updates": t * self.n_chains, "episodes": int(episodes),
                      "min_visits": int(state.visits.min()), "bellman_residual": float(residual)}
+            # Budget: every chain samples one transition and makes one update per step.
+            updates = t * self.n_chains
             responses.append(FollowerResponse(policy=TabularPolicy(softmax_policy(q, lam)),
-                                              warm_start=state, stats=stats, model=model))
+                                              warm_start=state, stats=stats, model=model,
+                                              cost=Budget(transitions=updates,
+                                                          follower_updates=updates)))
         return responses
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import TabularPolicy
 from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, solve_follower
@@ -15,6 +16,9 @@ class SoftValueIteration(Follower):
 
     Satisfies the paper's oracle assumption with ``δ`` set by ``tol``. Warm-started from the
     previous soft Q-function, a small change of ``x`` costs a few Newton steps.
+
+    Budget (:attr:`~bilevel_envs.followers.FollowerResponse.cost`): one follower update per
+    solve, no transitions.
 
     Args:
         tol: accuracy of the solve, a bound on ``‖V − V*‖∞``.
@@ -48,8 +52,10 @@ class SoftValueIteration(Follower):
         # Plain, deterministic data only (wall time would break seeded reproducibility of info).
         stats: dict[str, Any] = {"iterations": solution.iterations,
                                  "residual": solution.residual}
+        # Budget: one follower update per exact best-response solve, whatever its iterations
+        # (computation on the model, not samples); no transitions.
         return FollowerResponse(policy=TabularPolicy(solution.pi), warm_start=solution.q,
-                                stats=stats, model=model)
+                                stats=stats, model=model, cost=Budget(follower_updates=1))
 
     def __repr__(self) -> str:
         return f"SoftValueIteration(tol={self.tol:g}, method={self.method!r})"

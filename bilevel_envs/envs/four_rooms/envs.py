@@ -92,7 +92,8 @@ class FourRoomsEnv(BilevelEnvBase):
     ```
     ``render_mode``: ``"ansi"`` (text grid) or ``"rgb_array"``. ``problem=`` (a
     :class:`~bilevel_envs.envs.four_rooms.problem.FourRoomsShaping`) replaces ``move_prob`` and
-    ``beta``; :meth:`FourRoomsShaping.follower_env` passes itself this way.
+    ``beta``; :meth:`FourRoomsShaping.follower_env` passes itself this way. ``env.set_x(x)``
+    applies new penalties in place (followers that keep their training env across leader steps).
 
     ## References
     Thoma et al., "Contextual Bilevel Reinforcement Learning for Incentive Alignment", NeurIPS 2024.
@@ -113,18 +114,22 @@ class FourRoomsEnv(BilevelEnvBase):
         elif move_prob is not None or beta is not None:
             raise ValueError("pass either problem= or move_prob/beta, not both")
         self.problem = problem
-        move_prob, beta = problem.move_prob, problem.beta
-        self.x = self.problem.check_x(np.zeros(N_PARAMS) if x is None else x)
+        move_prob = problem.move_prob
         self.context = self.problem.context_index(context)
         self.render_mode = self._check_render_mode(render_mode)
         self.goal = GOAL_STATES[self.context]
-        sigma = softmax(self.x)
-        self._reward = follower_state_reward(sigma, self.goal)
-        self._leader_reward = leader_state_reward(sigma, self.goal, beta)
+        self.set_x(np.zeros(N_PARAMS) if x is None else x)
         self._direction_cdf = np.cumsum(direction_probs(move_prob), axis=1)
         self.observation_space = spaces.Discrete(N_CELLS)
         self.action_space = spaces.Discrete(N_ACTIONS)
         self.s = START_STATE
+
+    def set_x(self, x: np.ndarray) -> None:
+        """Apply the leader's penalties ``x`` in place (new rewards from the next step on)."""
+        self.x = self.problem.check_x(x)
+        sigma = softmax(self.x)
+        self._reward = follower_state_reward(sigma, self.goal)
+        self._leader_reward = leader_state_reward(sigma, self.goal, self.problem.beta)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_envs.budget import Budget
 from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.problem import DEFAULT_ASSET_CELLS, TaxDesign, TaxDesignTabular
 from bilevel_envs.followers.base import Follower, FollowerResponse
@@ -53,7 +54,8 @@ class GridSoftVI(Follower):
     Solves :class:`TaxDesignTabular` (``asset_cells`` cells, same parameters) exactly and applies
     the policy of the cell holding the current assets. On the continuous problem it is a cheap,
     deterministic approximate best response (the discretisation is the only error); on the
-    tabular variant with the same grid it equals ``"soft_vi"``.
+    tabular variant with the same grid it equals ``"soft_vi"``. Budget: one follower update per
+    solve, like ``"soft_vi"``.
 
     Args:
         asset_cells: size of the asset grid.
@@ -90,7 +92,8 @@ class GridSoftVI(Follower):
         return FollowerResponse(policy=GridPolicy(solution.pi, grid, problem),
                                 warm_start=solution.q,
                                 stats={"iterations": solution.iterations,
-                                       "residual": solution.residual})
+                                       "residual": solution.residual},
+                                cost=Budget(follower_updates=1))  # one exact solve
 
     def __repr__(self) -> str:
         return f"GridSoftVI(asset_cells={self.asset_cells}, tol={self.tol:g})"
