@@ -289,3 +289,29 @@ def chi_square_p(counts, probs, min_expected=5.0):
     keep = exp > 0
     exp = exp[keep] * obs[keep].sum() / exp[keep].sum()  # remove round-off in the totals
     return stats.chisquare(obs[keep], exp).pvalue
+
+
+def test_multidiscrete_action_space_is_the_same_economy():
+    """``action_space="multidiscrete"``: the index vector steps exactly as its flat index."""
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    import bilevel_envs  # noqa: F401  (registers the ids)
+
+    flat_env = gym.make("bilevel/Household-v0", context=1)
+    multi_env = gym.make("bilevel/Household-v0", context=1, action_space="multidiscrete")
+    assert multi_env.action_space == spaces.MultiDiscrete([10, 5, 5, 5])
+    problem = flat_env.unwrapped.problem
+    flat_env.reset(seed=3)
+    multi_env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        index = np.array([rng.integers(10), *rng.integers(5, size=3)])
+        flat = int(problem.flatten_action(index[0], index[1:]))
+        a = flat_env.step(flat)
+        b = multi_env.step(index)
+        assert a[0] == pytest.approx(b[0]) and a[1] == b[1] and b[4]["action"] == flat
+    with pytest.raises(ValueError, match=r"indices below \[10, 5, 5, 5\]"):
+        multi_env.step(np.array([10, 0, 0, 0]))
+    with pytest.raises(ValueError, match="action_space must be one of"):
+        gym.make("bilevel/Household-v0", action_space="box")

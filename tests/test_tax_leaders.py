@@ -213,6 +213,26 @@ def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
         assert np.isfinite(result["curve"]["welfare_exact"]).all()
 
 
+def test_joint_setup_runs_and_records_the_households_gaps():
+    """The joint-head soft-DQN set-up end to end, with the households' exact gaps per step."""
+    pytest.importorskip("stable_baselines3")
+    from bilevel_bench.experiments.tax.run import run_spec
+    from bilevel_bench.experiments.tax.spec import NEURAL_JOINT_FOLLOWER, tax_spec
+
+    algo_kwargs = {**NEURAL_JOINT_FOLLOWER["algo_kwargs"], "learning_starts": 16,
+                   "batch_size": 8, "gradient_steps": 1}
+    tiny = {**NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 64, "total_timesteps": 32,
+            "n_envs": 2, "algo_kwargs": algo_kwargs}
+    spec = tax_spec("neural_joint", "hpgd", 0, iterations=2, follower_kwargs=tiny, n_envs=4,
+                    n_rollout_steps=20, eval_every=1)
+    assert spec.follower_quality
+    with pytest.warns(UserWarning, match="soft-optimality gap"):  # untrained households
+        result = run_spec(spec)
+    quality = result["follower_quality"]
+    assert len(quality["gap"]) == 2 and all(g > 0.05 for g in quality["gap"])
+    assert quality["share_within_5pct"] == 0.0 and quality["gap_max"] == max(quality["gap"])
+
+
 @pytest.mark.parametrize("field, value", [("iterations", 0), ("learning_rate", -1.0),
                                           ("clip", "both"), ("setup", "gpu"),
                                           ("observation_cells", 41), ("estimator", None)])
@@ -252,6 +272,11 @@ def test_paper_budget_specs_carry_the_authors_scale():
     neural = [s for s in specs if s.setup == "neural"]
     assert all(s.follower_kwargs == PAPER_FOLLOWER for s in neural)
     assert PAPER_FOLLOWER["total_timesteps"] == 3_000_000
+    joint = build_specs(["neural_joint"], ["hpgd"], range(1), paper_budget=True)[0]
+    assert joint.follower_kwargs["total_timesteps"] == 3_000_000
+    assert joint.follower_kwargs["policy"] == "JointMlpPolicy"
+    assert joint.follower_kwargs["algo_kwargs"]["policy_kwargs"]["rank"] == 32
+    assert joint.follower_kwargs["algo_kwargs"]["learning_rate"] == 5e-5
 
 
 HIDDEN_SB3 = """

@@ -10,7 +10,10 @@ the regularised objective ``E[Σ_t γ^t (r_t + λ H(π(·|s_t)))]``. It changes 
 
 The soft optimum is ``π* = softmax(Q*/λ)``: the follower's evaluation policy. The paper trains
 such a network for tax design (docs/reference.md §5.2); there it uses factorised per-dimension
-heads, here the Q-network covers the flattened ``Discrete`` action space.
+heads, here the Q-network covers the flattened ``Discrete`` action space: one output per action
+(``"MlpPolicy"``) or the joint-action head ``Q(s, a) = φ(s)·ψ(f(a))`` over action features
+(``"JointMlpPolicy"``, :mod:`bilevel_envs.followers.joint_q`). ``double_q=True`` regresses on
+:func:`soft_double_target` instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_envs.followers.joint_q import JointActionDQNPolicy
 from bilevel_envs.followers.sb3 import MISSING_SB3, SB3Follower
 
 try:
@@ -47,6 +51,20 @@ def soft_bellman_target(rewards: th.Tensor, dones: th.Tensor, discounts: float |
     return rewards + (1 - dones) * discounts * soft_value
 
 
+def soft_double_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
+                       next_q_target: th.Tensor, next_q_online: th.Tensor,
+                       lam: float) -> th.Tensor:
+    """``r + γ (1 − done) Σ_a' π(a'|s') (Q_target(s', a') − λ log π(a'|s'))`` with
+    ``π = softmax(Q_online(s')/λ)``: the soft value of the online network's Boltzmann policy,
+    evaluated by the target network (the soft analogue of double DQN). It equals
+    :func:`soft_bellman_target` when the two networks agree, and it does not select actions by
+    the same noisy values it evaluates them with (the source of Q-learning's overestimation).
+    """
+    log_pi = th.log_softmax(next_q_online / lam, dim=1)
+    soft_value = (log_pi.exp() * (next_q_target - lam * log_pi)).sum(dim=1, keepdim=True)
+    return rewards + (1 - dones) * discounts * soft_value
+
+
 def boltzmann_probs(q_values: th.Tensor, lam: float, epsilon: float = 0.0) -> th.Tensor:
     """``(1 − ε) softmax(Q/λ) + ε/|A|`` over the last axis."""
     probs = th.softmax(q_values / lam, dim=-1)
@@ -67,15 +85,19 @@ class SoftDQN(DQN):
         the start of training ...
     :param exploration_final_eps: ... and at the end of ``exploration_fraction`` of it
         (default 0: the pure Boltzmann policy afterwards).
+    :param double_q: regress on :func:`soft_double_target` (the online network's Boltzmann
+        policy scored by the target network) instead of :func:`soft_bellman_target`.
     :param kwargs: every other argument of :class:`stable_baselines3.DQN` (``learning_rate``,
         ``buffer_size``, ``batch_size``, ``gamma``, ``target_update_interval``, ``seed``, ...).
         ``n_steps`` must stay 1: n-step returns would drop the entropy bonuses of the skipped
         states.
     """
 
+    policy_aliases = {**DQN.policy_aliases, "JointMlpPolicy": JointActionDQNPolicy}
+
     def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
-                 **kwargs: Any):
+                 double_q: bool = False, **kwargs: Any):
         if not (np.isfinite(lam) and lam > 0):
             raise ValueError(f"lam must be a positive finite number; got {lam!r}")
         if loss not in LOSSES:
@@ -83,7 +105,9 @@ class SoftDQN(DQN):
         if kwargs.get("n_steps", 1) != 1:
             raise ValueError(f"SoftDQN needs n_steps=1 (n-step returns omit the entropy bonus "
                              f"of intermediate states); got n_steps={kwargs['n_steps']!r}")
-        self.lam, self.loss = float(lam), loss
+        if not isinstance(double_q, (bool, np.bool_)):
+            raise TypeError(f"double_q must be a bool; got {double_q!r}")
+        self.lam, self.loss, self.double_q = float(lam), loss, bool(double_q)
         super().__init__(policy, env, exploration_initial_eps=exploration_initial_eps,
                          exploration_final_eps=exploration_final_eps, **kwargs)
 
@@ -97,9 +121,13 @@ class SoftDQN(DQN):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             discounts = data.discounts if data.discounts is not None else self.gamma
             with th.no_grad():
-                target = soft_bellman_target(data.rewards, data.dones, discounts,
-                                             self.q_net_target(data.next_observations),
-                                             self.lam)
+                next_q = self.q_net_target(data.next_observations)
+                if self.double_q:
+                    target = soft_double_target(data.rewards, data.dones, discounts, next_q,
+                                                self.q_net(data.next_observations), self.lam)
+                else:
+                    target = soft_bellman_target(data.rewards, data.dones, discounts, next_q,
+                                                 self.lam)
             current = th.gather(self.q_net(data.observations), dim=1,
                                 index=data.actions.long())
             loss = loss_fn(current, target)
@@ -150,3 +178,27 @@ class SoftDQNFollower(SB3Follower):
         super().__init__(algo="SoftDQN", total_timesteps=total_timesteps,
                          algo_kwargs=algo_kwargs, policy=policy,
                          warmup_timesteps=warmup_timesteps, n_envs=n_envs)
+
+    def _build(self, problem: Any, env: Any, seed: int | None) -> SoftDQN:
+        """As the SB3 follower's; with ``policy="JointMlpPolicy"`` the action features default
+        to the problem's ``follower_action_features()`` (one-hot actions if it has none)."""
+        if self.policy == "JointMlpPolicy":
+            policy_kwargs = dict(self.algo_kwargs.get("policy_kwargs") or {})
+            if "action_features" not in policy_kwargs:
+                policy_kwargs["action_features"] = joint_action_features(problem)
+            saved = self.algo_kwargs
+            self.algo_kwargs = {**saved, "policy_kwargs": policy_kwargs}
+            try:
+                return super()._build(problem, env, seed)
+            finally:
+                self.algo_kwargs = saved
+        return super()._build(problem, env, seed)
+
+
+def joint_action_features(problem: Any) -> np.ndarray:
+    """``problem.follower_action_features()`` if the problem defines it (e.g. tax design: the
+    hours and consumption values of each joint action), else the one-hot code of each action."""
+    features = getattr(problem, "follower_action_features", None)
+    if features is not None:
+        return np.asarray(features(), dtype=np.float32)
+    return np.eye(int(problem.follower_action_space.n), dtype=np.float32)

@@ -50,12 +50,24 @@ def build_specs(setups: list[str], algorithms: list[str], seeds: range,
         if paper_budget:
             fields.update(PAPER_BUDGET)
             if SETUPS[setup]["follower"] == "soft_dqn":
-                fields["follower_kwargs"] = PAPER_FOLLOWER
+                fields["follower_kwargs"] = paper_follower(SETUPS[setup]["follower_kwargs"])
         if iterations is not None:
             fields["iterations"] = iterations
         specs += [tax_spec(setup, algorithm, seed, **fields)
                   for algorithm in algorithms for seed in seeds]
     return specs
+
+
+def paper_follower(follower_kwargs: dict) -> dict:
+    """The authors' soft-DQN budget (:data:`PAPER_FOLLOWER`) with the set-up's Q-network (its
+    ``policy`` and ``policy_kwargs``)."""
+    kwargs = {**PAPER_FOLLOWER, "algo_kwargs": dict(PAPER_FOLLOWER["algo_kwargs"])}
+    if "policy" in follower_kwargs:
+        kwargs["policy"] = follower_kwargs["policy"]
+    policy_kwargs = follower_kwargs.get("algo_kwargs", {}).get("policy_kwargs")
+    if policy_kwargs is not None:
+        kwargs["algo_kwargs"]["policy_kwargs"] = policy_kwargs
+    return kwargs
 
 
 def setups_to_run(request: Request) -> list[str]:

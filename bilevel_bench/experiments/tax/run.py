@@ -35,7 +35,8 @@ def make_leader(spec: TaxSpec):
         "variant": spec.variant, "lam": spec.lam, "tabular": spec.tabular,
         "follower": spec.follower, "follower_kwargs": copy.deepcopy(spec.follower_kwargs),
         "contexts": spec.contexts, "n_envs": spec.n_envs,
-        "n_rollout_steps": spec.n_rollout_steps, "max_episode_steps": 10**9}
+        "n_rollout_steps": spec.n_rollout_steps, "max_episode_steps": 10**9,
+        "follower_quality": spec.follower_quality}
     if spec.observation_cells is not None:
         env_kwargs["observation_cells"] = spec.observation_cells
     env = gym.make(ENV_ID, **env_kwargs)
@@ -54,8 +55,17 @@ def run_spec(spec: TaxSpec) -> dict[str, Any]:
     _one_torch_thread()
     leader = make_leader(spec)
     taxes = [leader.x.copy()]
+    gaps: list[list[float]] = []  # per iteration: [context, gap, visited TV] of each follower
+
+    def record(lead, _record) -> None:
+        taxes.append(lead.x.copy())
+        step = lead.env.unwrapped.last_step
+        if step is not None and step.quality:
+            gaps.extend([[int(f.context), q.gap, q.tv]
+                         for f, q in zip(step.followers, step.quality)])
+
     start, cpu = time.perf_counter(), time.process_time()
-    leader.learn(spec.iterations, callback=lambda lead, record: taxes.append(lead.x.copy()))
+    leader.learn(spec.iterations, callback=record)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     history = leader.history
     taxes_arr = np.array(taxes)  # x_0 .. x_T (x_t is the iterate of iteration t)
@@ -81,7 +91,21 @@ def run_spec(spec: TaxSpec) -> dict[str, Any]:
                   "taxes": taxes_arr.tolist(), "exact_iteration": evaluated,
                   "welfare_exact": grid_welfare.tolist()},
         "x_final": leader.x.tolist(),
+        "follower_quality": follower_quality_summary(gaps),
     }
+
+
+def follower_quality_summary(gaps: list[list[float]]) -> dict[str, Any] | None:
+    """The households' soft-optimality gaps over the run (one per leader step): the first, the
+    median, the last and the largest, and the share of steps with a gap ≤ 5 %; None when not
+    measured."""
+    if not gaps:
+        return None
+    gap = np.array([g[1] for g in gaps])
+    return {"context": [int(g[0]) for g in gaps], "gap": gap.tolist(),
+            "visited_tv": [g[2] for g in gaps], "gap_first": float(gap[0]),
+            "gap_median": float(np.median(gap)), "gap_last": float(gap[-1]),
+            "gap_max": float(gap.max()), "share_within_5pct": float(np.mean(gap <= 0.05))}
 
 
 def mc_welfare_gain(welfare_mc: Any) -> float | None:

@@ -1,12 +1,17 @@
 """What one tax-design run is: the follower set-ups, their budgets and the spec.
 
-Three follower set-ups (:data:`SETUPS`, chosen by name; each names its follower, so any
+Four follower set-ups (:data:`SETUPS`, chosen by name; each names its follower, so any
 registered follower can be swapped in):
 
-* ``"neural"`` — continuous assets, the paper's soft-DQN households (``"soft_dqn"``),
-  warm-started across leader steps with a reduced budget, ``n_envs`` vectorised copies of the
-  household env; HPGD uses the leave-one-out every-visit batch estimator (``every_visit_loo``)
-  on asset cells.
+* ``"neural"`` — continuous assets, the paper's soft-DQN households (``"soft_dqn"``, one Q
+  output per flat action), warm-started across leader steps with a reduced budget, ``n_envs``
+  vectorised copies of the household env; HPGD uses the leave-one-out every-visit batch
+  estimator (``every_visit_loo``) on asset cells.
+* ``"neural_joint"`` — the same with the joint-action Q head (``policy="JointMlpPolicy"``,
+  :mod:`bilevel_envs.followers.joint_q`): actions embedded by their hours and consumption.
+
+Both neural set-ups measure their households' soft-optimality gap on the 41-cell grid economy
+at every leader step (``follower_quality``, :mod:`bilevel_envs.follower_quality`).
 * ``"tabular"`` — the asset-gridded variant with exact soft-optimal households (``"soft_vi"``):
   the same algorithms, in minutes, with the exact welfare ``J(x)`` at every evaluated iterate.
 * ``"grid"`` — continuous assets with the exact policy of the gridded economy
@@ -48,6 +53,22 @@ NEURAL_FOLLOWER: dict[str, Any] = {
                     "target_update_interval": 500, "exploration_initial_eps": 0.1,
                     "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse"},
 }
+#: The soft-DQN households with the joint-action Q head ``Q(s, a) = φ(s)·ψ(hours, c_1..c_M)``
+#: (:mod:`bilevel_envs.followers.joint_q`): the transitions of :data:`NEURAL_FOLLOWER` (50,000
+#: cold per preference group, then 3,000 per leader step); one gradient step (batch 256, Huber
+#: loss) every 4 transitions; assets scaled by 1/20. It does not reproduce the paper's taxes at
+#: this budget (docs/tax_design.md, "Neural households measured exactly").
+JOINT_POLICY_KWARGS: dict[str, Any] = {"net_arch": [64, 64], "action_arch": [64], "rank": 32,
+                                       "obs_scale": 0.05}
+NEURAL_JOINT_FOLLOWER: dict[str, Any] = {
+    "warmup_timesteps": 50_000, "total_timesteps": 3_000, "n_envs": 16,
+    "policy": "JointMlpPolicy",
+    "algo_kwargs": {"learning_rate": 5e-4, "buffer_size": 50_000, "batch_size": 256,
+                    "learning_starts": 1_000, "train_freq": 1, "gradient_steps": 4,
+                    "target_update_interval": 500, "exploration_initial_eps": 0.1,
+                    "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "huber",
+                    "policy_kwargs": JOINT_POLICY_KWARGS},
+}
 #: The authors' follower budget (docs/reference.md §5.2): 3 M transitions per solve (10 envs),
 #: replay 10,000, batch 1,000 every 10 transitions, target copy every 5,000, Adam 5e-5 clipped
 #: at 1.0, ε 1 → 0.1 over the first third. (Warm-started here; they restarted from scratch.)
@@ -65,7 +86,12 @@ PAPER_FOLLOWER: dict[str, Any] = {
 #: gets half the iterations, the same follower budget).
 SETUPS: dict[str, dict[str, Any]] = {
     "neural": {"tabular": False, "follower": "soft_dqn", "follower_kwargs": NEURAL_FOLLOWER,
-               "n_envs": 100, "iterations": {"hpgd": 40, "zero_order": 20}},
+               "n_envs": 100, "follower_quality": True,
+               "iterations": {"hpgd": 40, "zero_order": 20}},
+    "neural_joint": {"tabular": False, "follower": "soft_dqn",
+                     "follower_kwargs": NEURAL_JOINT_FOLLOWER, "n_envs": 100,
+                     "follower_quality": True,
+                     "iterations": {"hpgd": 40, "zero_order": 20}},
     "tabular": {"tabular": True, "follower": "soft_vi", "follower_kwargs": {},
                 "n_envs": 300, "iterations": {"hpgd": 100, "zero_order": 100}},
     "grid": {"tabular": False, "follower": "grid_soft_vi", "follower_kwargs": {},
@@ -76,6 +102,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "neural": {"iterations": {"hpgd": 8, "zero_order": 4},
                "follower_kwargs": {**NEURAL_FOLLOWER, "warmup_timesteps": 10_000,
                                    "total_timesteps": 1_000}},
+    "neural_joint": {"iterations": {"hpgd": 8, "zero_order": 4},
+                     "follower_kwargs": {**NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 10_000,
+                                         "total_timesteps": 1_000}},
     "tabular": {"iterations": {"hpgd": 40, "zero_order": 40}},
     "grid": {"iterations": {"hpgd": 40, "zero_order": 40}},
 }
@@ -97,7 +126,7 @@ class TaxSpec(Spec):
     :func:`tax_spec` (the set-up's and the algorithm's settings as defaults)."""
 
     EXPERIMENT: ClassVar[str] = "tax"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     setup: str = spec_field(check=Choice(*SETUPS), help="follower set-up")
     algorithm: str = spec_field(check=Choice(*ALGORITHMS), help="leader algorithm")
@@ -134,6 +163,9 @@ class TaxSpec(Spec):
                                  help="exact grid welfare every this many iterations")
     grid_cells: int = spec_field(41, check=Integer(2, 10_000),
                                  help="asset cells of the exact welfare's grid")
+    follower_quality: bool = spec_field(False, check=Boolean(),
+                                        help="measure the households' soft-optimality gap on "
+                                             "the grid economy at every leader step")
 
     def check(self) -> None:
         needs_cells = self.algorithm == "hpgd" and not self.tabular

@@ -17,6 +17,7 @@ from bilevel_envs.envs.tax_design.problem import (
 )
 from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD
 from bilevel_envs.leader_env import LeaderEnv
+from bilevel_envs.validation import check_choice
 
 
 class HouseholdEnv(BilevelEnvBase):
@@ -43,7 +44,10 @@ class HouseholdEnv(BilevelEnvBase):
     ``(hours index, c_1 index, ..., c_M index)``; hours ``0.89 h`` (code) or ``8h/9`` (paper),
     ``h = 0..9``; consumption ``1.25 k``, ``k = 0..4``. Convert with
     :func:`~bilevel_envs.envs.tax_design.model.flatten_action` /
-    :func:`~bilevel_envs.envs.tax_design.model.unflatten_action`.
+    :func:`~bilevel_envs.envs.tax_design.model.unflatten_action`. With
+    ``action_space="multidiscrete"``: ``MultiDiscrete([n_hours, n_cons, ..., n_cons])`` (default
+    ``[10, 5, 5, 5]``), the indices themselves — for agents with one output head per dimension
+    (e.g. SB3 PPO/A2C); the economy is the same (``info["action"]`` is the flat index).
 
     ## Observation Space
     ``Box(−100, 100, (1,), float64)``: the assets. With ``asset_cells=K`` (the tabular variant's
@@ -71,12 +75,13 @@ class HouseholdEnv(BilevelEnvBase):
 
     ## Information
     ``"leader_reward"`` (float), ``"context"`` (int), ``"assets"`` (float, after the step),
-    ``"hours"`` and ``"consumption"`` (the chosen values; step only).
+    ``"hours"`` and ``"consumption"`` (the chosen values), ``"action"`` (the flat index; step
+    only).
 
     ## Arguments
     ```python
     gym.make("bilevel/Household-v0", x=np.full(4, 0.3), context=0, variant="code",
-             asset_cells=None, render_mode=None, **household_params)
+             asset_cells=None, action_space="discrete", render_mode=None, **household_params)
     ```
     ``household_params``: any field of :class:`~bilevel_envs.envs.tax_design.model.HouseholdParams`
     (``prices``, ``preferences``, ``hours_levels``, ``consumption_levels``, ``theta``, ``phi``,
@@ -90,15 +95,16 @@ class HouseholdEnv(BilevelEnvBase):
     with Many Agents using Deep RL" (2022).
 
     ## Version History
-    * v0: initial release (variants ``"code"`` and ``"paper"``, optional asset grid).
+    * v0: initial release (variants ``"code"`` and ``"paper"``, optional asset grid); the
+      ``action_space="multidiscrete"`` option.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, x: np.ndarray | None = None, context: Any = 0,
                  variant: str | None = None, asset_cells: int | None = None,
-                 render_mode: str | None = None, problem: TaxDesign | None = None,
-                 **household_params: Any):
+                 action_space: str = "discrete", render_mode: str | None = None,
+                 problem: TaxDesign | None = None, **household_params: Any):
         self.render_mode = self._check_render_mode(render_mode)
         if problem is None:
             variant = "code" if variant is None else variant
@@ -110,7 +116,10 @@ class HouseholdEnv(BilevelEnvBase):
         self.x = problem.check_x(problem.x_init if x is None else x)
         self.context = problem.context_index(context)
         self.observation_space = problem.follower_observation_space
-        self.action_space = spaces.Discrete(problem.params.n_actions)
+        self._multi = check_choice("action_space", action_space,
+                                   ("discrete", "multidiscrete")) == "multidiscrete"
+        self.action_space = (spaces.MultiDiscrete(problem.params.action_dims) if self._multi
+                             else spaces.Discrete(problem.params.n_actions))
         self._tabular = problem.is_tabular
         self._obs: Any = problem.sample_initial_obs(np.array([0.5]))[0]
         self._last: str = ""
@@ -132,10 +141,13 @@ class HouseholdEnv(BilevelEnvBase):
         return self._output(self._obs), {"context": self.context, "assets": assets}
 
     def step(self, action):
-        if not self.action_space.contains(action):
-            raise ValueError(f"action must be an integer in 0..{self.action_space.n - 1}; got "
-                             f"{action!r}")
-        problem, batch, a = self.problem, self._batch(self._obs), np.array([int(action)])
+        if not self.action_space.contains(action if not self._multi else np.asarray(action)):
+            allowed = (f"indices below {self.action_space.nvec.tolist()}" if self._multi else
+                       f"an integer in 0..{self.action_space.n - 1}")
+            raise ValueError(f"action must be {allowed}; got {action!r}")
+        flat = (int(self.problem.flatten_action(action[0], np.asarray(action)[1:]))
+                if self._multi else int(action))
+        problem, batch, a = self.problem, self._batch(self._obs), np.array([flat])
         args = (self.x, self.context, batch, a, batch)
         reward = float(problem.follower_reward(*args)[0])
         leader_reward = float(problem.leader_reward(*args)[0])
@@ -146,7 +158,7 @@ class HouseholdEnv(BilevelEnvBase):
         self._last = (f"hours {hours:5.2f} | consumption {consumption} | assets {assets:8.2f} | "
                       f"u {reward:8.3f} | welfare {leader_reward:8.3f}")
         info = {"leader_reward": leader_reward, "context": self.context, "assets": assets,
-                "hours": hours, "consumption": consumption}
+                "hours": hours, "consumption": consumption, "action": flat}
         return self._output(self._obs), reward, False, False, info
 
     def render(self):

@@ -152,6 +152,14 @@ class TaxDesign(BilevelProblem):
         ``problem.hours[action]`` and ``problem.consumption[action]``."""
         return hh.unflatten_action(action, self.params)
 
+    def follower_action_features(self) -> np.ndarray:
+        """``(A, 1 + M)`` features of each flat action for a joint-action Q-network
+        (:class:`~bilevel_envs.followers.joint_q.JointActionHead`): its hours and its
+        consumption of each good, each divided by the largest level (values in ``[0, 1]``)."""
+        hours_scale = max(max(self.params.hours_levels), 1e-12)
+        cons_scale = max(max(self.params.consumption_levels), 1e-12)
+        return np.column_stack([self.hours / hours_scale, self.consumption / cons_scale])
+
     def make_oracle(self, x: np.ndarray, context: Any, policy: Policy,
                     **kwargs: Any) -> TrajectoryOracle | None:
         """The vectorised simulator :class:`HouseholdOracle` (picked up by ``make_oracle``)."""

@@ -1,0 +1,140 @@
+"""Neural households: the joint-action Q head, soft double targets, and soft-DQN households
+measured exactly against the soft-optimal households of the grid economy."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+import torch as th  # noqa: E402
+
+from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular  # noqa: E402
+from bilevel_envs.follower_quality import soft_optimality_gap  # noqa: E402
+from bilevel_envs.followers.joint_q import JointActionDQNPolicy, JointActionHead  # noqa: E402
+from bilevel_envs.followers.soft_dqn import (  # noqa: E402
+    SoftDQN,
+    SoftDQNFollower,
+    joint_action_features,
+    soft_bellman_target,
+    soft_double_target,
+)
+from bilevel_envs.tabular import evaluate_policy, solve_follower  # noqa: E402
+
+#: a reduced economy: 2 goods, 3 hours and 3 consumption levels (27 joint actions), 5 cells
+SMALL = dict(asset_cells=5, asset_bound=10.0, prices=(1.0, 1.0),
+             preferences=((0.6, 0.4), (0.2, 0.8)), hours_levels=(0.0, 2.0, 4.0),
+             consumption_levels=(0.0, 1.0, 2.0), noise_std=2.0)
+
+
+def test_joint_head_represents_cobb_douglas_complementarity():
+    """Q(a) = c_1^0.6 c_2^0.4 on a 5 × 5 grid: the best additive fit (row + column means) misses
+    by 1.9 (38 % of the range); the joint head fits it to within 5 % of the range."""
+    th.manual_seed(0)
+    levels = np.linspace(0.0, 5.0, 5)
+    c1, c2 = np.meshgrid(levels, levels, indexing="ij")
+    target = c1 ** 0.6 * c2 ** 0.4
+    additive = target.mean(1, keepdims=True) + target.mean(0, keepdims=True) - target.mean()
+    assert np.abs(additive - target).max() > 0.35 * np.ptp(target)  # negative control
+    features = np.column_stack([c1.ravel(), c2.ravel()]) / 5.0
+    head = JointActionHead(1, features, [16], [32, 32], 8, th.nn.ReLU)
+    optimiser = th.optim.Adam(head.parameters(), lr=1e-2)
+    state, y = th.ones(1, 1), th.as_tensor(target.ravel(), dtype=th.float32)[None]
+    for _ in range(500):
+        loss = ((head(state) - y) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert (head(state) - y).abs().max().item() < 0.05 * np.ptp(target)
+
+
+def test_joint_head_shapes_and_scales():
+    features = np.random.default_rng(0).random((7, 3))
+    head = JointActionHead(2, features, [8], [8], 4, th.nn.ReLU, obs_scale=0.5, q_scale=3.0)
+    obs = th.ones(5, 2)
+    q = head(obs)
+    assert q.shape == (5, 7)
+    head.q_scale = 1.0
+    assert th.allclose(q, 3.0 * head(obs))  # q_scale multiplies the output
+
+
+def test_joint_policy_rejects_bad_arguments():
+    problem = TaxDesign(**{k: v for k, v in SMALL.items() if k != "asset_cells"})
+    env = problem.follower_env(problem.x_init, 0)
+    with pytest.raises(ValueError, match="action_features"):
+        SoftDQN(JointActionDQNPolicy, env, lam=0.2)
+    with pytest.raises(ValueError, match="rank"):
+        SoftDQN("JointMlpPolicy", env, policy_kwargs={"action_features": np.ones((27, 3)),
+                                                      "rank": 0})
+    with pytest.raises(ValueError, match="obs_scale"):
+        SoftDQN("JointMlpPolicy", env, policy_kwargs={"action_features": np.ones((27, 3)),
+                                                      "obs_scale": -1.0})
+    with pytest.raises(ValueError, match="one row per action"):
+        SoftDQN("JointMlpPolicy", env, policy_kwargs={"action_features": np.ones((5, 3))})
+    with pytest.raises(TypeError, match="double_q"):
+        SoftDQN("MlpPolicy", env, double_q="yes")
+
+
+def test_tax_action_features_are_the_action_values():
+    problem = TaxDesign(**{k: v for k, v in SMALL.items() if k != "asset_cells"})
+    features = joint_action_features(problem)
+    assert features.shape == (27, 3)
+    a = problem.flatten_action(2, np.array([1, 2]))
+    np.testing.assert_allclose(features[a], [1.0, 0.5, 1.0])  # hours 4/4, c = 1/2, 2/2
+
+
+def test_soft_double_target_equals_soft_target_when_networks_agree():
+    rng = th.Generator().manual_seed(0)
+    q = th.randn(6, 4, generator=rng, dtype=th.float64)
+    rewards, dones = th.randn(6, 1, dtype=th.float64), th.zeros(6, 1, dtype=th.float64)
+    dones[2] = 1.0
+    a = soft_double_target(rewards, dones, 0.9, q, q, 0.3)
+    b = soft_bellman_target(rewards, dones, 0.9, q, 0.3)
+    th.testing.assert_close(a, b)
+    # With different networks: the target network's values under the online softmax policy.
+    q_online = th.randn(6, 4, generator=rng, dtype=th.float64)
+    pi = th.softmax(q_online / 0.3, dim=1)
+    expected = rewards + 0.9 * (1 - dones) * (pi * (q - 0.3 * th.log(pi))).sum(1, keepdim=True)
+    th.testing.assert_close(soft_double_target(rewards, dones, 0.9, q, q_online, 0.3), expected)
+
+
+def test_neural_household_on_a_reduced_economy_is_measured_exactly():
+    """A joint-head soft-DQN household (soft double targets, Q scaled by 10) on the 27-action,
+    5-cell economy after 3,000 transitions: its exact soft-optimality gap is positive and below
+    the uniform policy's (measured, seeds 0, 1, 2: 2.8, 11.5, 1.3; uniform 15.7 — ``V*`` is
+    1.8, so the relative gap is large). The 5 % target is far: docs/tax_design.md, "The soft-DQN
+    households"."""
+    problem = TaxDesignTabular(**SMALL)
+    model = problem.tabular(problem.x_init, 0)
+    uniform = np.full((problem.n_cells, 27), 1 / 27)
+    follower = SoftDQNFollower(
+        total_timesteps=3_000, n_envs=4, policy="JointMlpPolicy",
+        algo_kwargs={"learning_rate": 1e-3, "batch_size": 64, "learning_starts": 200,
+                     "target_update_interval": 100, "exploration_initial_eps": 0.1,
+                     "exploration_fraction": 0.05, "loss": "huber", "double_q": True,
+                     "buffer_size": 20_000,
+                     "policy_kwargs": {"rank": 16, "net_arch": [32, 32], "action_arch": [32],
+                                       "q_scale": 10.0}})
+    response = follower.respond(problem, problem.x_init, 0, seed=0)
+    gap = soft_optimality_gap(model, problem.lam, response.policy)
+    v_star = model.mu @ solve_follower(model, problem.lam).v
+    gap_uniform = (v_star - model.mu @ evaluate_policy(model, uniform, lam=problem.lam)) \
+        / abs(v_star)
+    assert gap_uniform == pytest.approx(15.65, abs=0.01)
+    assert 0 < gap < gap_uniform
+
+
+@pytest.mark.slow
+def test_benchmark_households_at_the_initial_taxes():
+    """The ``neural_joint`` households of the tax benchmark after their 20,000-transition
+    warm-up (50,000 transitions) at ``x_0``, group 1, measured on the 41-cell grid economy.
+    Measured gaps 0.86 (seed 0, in 10,000-transition chunks) and 1.17 (the benchmark run's first
+    step): the 5 % target is missed (docs/tax_design.md); the bound 2 guards against losing the
+    joint head's gain (the uniform policy: 113; the flat head after 20,000 transitions: 9.4)."""
+    from bilevel_bench.experiments.tax.spec import NEURAL_JOINT_FOLLOWER
+
+    problem = TaxDesign()
+    kwargs = {k: v for k, v in NEURAL_JOINT_FOLLOWER.items() if k != "total_timesteps"}
+    response = SoftDQNFollower(**kwargs).respond(problem, problem.x_init, 0, seed=0)
+    grid = problem.discretised(41)
+    gap = soft_optimality_gap(grid.tabular(problem.x_init, 0), problem.lam, response.policy,
+                              observations=problem.obs_of(grid.points))
+    assert 0 < gap < 2.0
