@@ -110,6 +110,7 @@ class AMD(Leader):
 
     algorithm: ClassVar[str] = "amd"
     track: ClassVar[str] = "model"
+    decomposable_only: ClassVar[bool] = True
 
     def __init__(self, env, learning_rate: float = 0.1, inner_iterations: int = 100,
                  inner: str = "sweeps", **kwargs: Any):

@@ -62,6 +62,9 @@ class Leader(abc.ABC):
     #: benchmark track: ``"sample"`` (the leader sees only sampled follower behaviour: it never
     #: calls :meth:`exact_model`) or ``"model"`` (it reads exact models of ``M_{x,ξ}``)
     track: ClassVar[str] = "sample"
+    #: the leader needs a decomposable J (a discounted sum of leader rewards): AMD and RT-Q
+    #: differentiate the model's leader values, which a trajectory-level J (RLHF) does not have
+    decomposable_only: ClassVar[bool] = False
 
     def __init__(self, env: gym.Env, learning_rate: float = 0.1,
                  max_grad_norm: float | None = 1.0, optimizer: str = "sgd",

@@ -62,6 +62,7 @@ class HPGDRTQ(Leader):
 
     algorithm: ClassVar[str] = "hpgd_rtq"
     track: ClassVar[str] = "model"
+    decomposable_only: ClassVar[bool] = True
 
     def __init__(self, env, learning_rate: float = 0.1, levels: int = 5, steps_scale: int = 20,
                  n_samples: int = 1, soft_q_kwargs: dict[str, Any] | None = None,

@@ -15,7 +15,7 @@ import pytest
 from bilevel_bench.cli import main
 from bilevel_bench.experiments.suite import tune
 from bilevel_bench.suite import TASKS, evaluate, get_task, load_references
-from bilevel_bench.suite.evaluate import rescore
+from bilevel_bench.suite.evaluate import make_specs, rescore
 from bilevel_bench.suite.tasks import APPLICATIONS, CURVE_FRACTIONS, TASK_IDS, make_problem
 from bilevel_envs.exact import ExactSolver
 from leaders import HPGD
@@ -162,7 +162,8 @@ def test_cli_quick_dry_run_says_small_budgets_do_not_reproduce(tmp_path, capsys)
     assert main(["suite", "--leader", "hpgd", "amd", "--quick", "--dry-run",
                  "--out", str(tmp_path / "q")]) == 0
     out = capsys.readouterr().out
-    assert "16 runs (2 leaders × 4 tasks × 2 seeds" in out
+    assert "14 runs (2 leaders × 4 tasks × 2 seeds" in out
+    assert "2 runs not planned: leaders that need a decomposable J" in out  # AMD on rlhf/tiny
     assert "do not reproduce" in out and not (tmp_path / "q").exists()
 
 
@@ -209,3 +210,18 @@ def test_cli_tune_runs_the_grid_on_held_out_seeds(tmp_path, capsys):
     final = [r for r in records if r["seed"] == 0]
     assert len(records) == 3 and final[0]["spec"]["hyperparameters"] == chosen
     assert "tuning: 2 runs" in capsys.readouterr().out
+
+
+def test_task_decomposable_flag_matches_the_problem():
+    for task in TASKS:
+        assert task.decomposable == make_problem(task).decomposable, task.id
+
+
+def test_leaders_that_need_a_decomposable_j_skip_trajectory_level_tasks():
+    """AMD and RT-Q do not apply to RLHF: those pairs are not planned (not failed runs)."""
+    specs = make_specs("amd", ["rlhf/tiny", TINY, "rlhf/grid"], seeds=2)
+    assert {s.task for s in specs} == {TINY} and len(specs) == 2
+    assert {s.task for s in make_specs("hpgd", ["rlhf/tiny", TINY], seeds=1)} == {"rlhf/tiny", TINY}
+    for leader in ("amd", "hpgd_rtq"):
+        with pytest.raises(ValueError, match="needs a decomposable J"):
+            make_specs(leader, ["rlhf/tiny"], seeds=1)

@@ -294,6 +294,7 @@ def make_specs(leader: Any, tasks: Iterable[str] | None = None, seeds: int | Ite
     if not seed_list:
         raise ValueError("seeds must name at least one seed")
     leader_track(leader)
+    task_ids = applicable_tasks(leader, task_ids)
     specs = []
     for task_id in task_ids:
         kwargs = hyperparameters_for(hyperparameters, task_id)
@@ -305,6 +306,25 @@ def make_specs(leader: Any, tasks: Iterable[str] | None = None, seeds: int | Ite
             except SpecError as exc:
                 raise ValueError(str(exc)) from None
     return specs
+
+
+def applicable_tasks(leader: Any, task_ids: list[str]) -> list[str]:
+    """``task_ids`` without the tasks ``leader`` does not apply to (a leader that needs a
+    decomposable J on a trajectory-level task: AMD or RT-Q on RLHF).
+
+    Raises:
+        ValueError: when none is left.
+    """
+    from leaders.registry import resolve_leader
+
+    factory = resolve_leader(leader)
+    if not getattr(factory, "decomposable_only", False):
+        return task_ids
+    kept = [t for t in task_ids if get_task(t).decomposable]
+    if not kept:
+        raise ValueError(f"leader {leader_name(leader)!r} needs a decomposable J (a discounted "
+                         f"sum of leader rewards); none of the tasks {task_ids} has one")
+    return kept
 
 
 def runner_of(leader: Any):

@@ -67,6 +67,9 @@ class Task:
             (contract design: the share ``s`` of the principal's revenue on each transition).
         tabular: ``J(x)`` is computed exactly (else by a large Monte-Carlo estimate).
         headroom: a task the baselines do not solve within the budget.
+        decomposable: ``J`` is a discounted sum of leader rewards (False: RLHF's trajectory-level
+            log-likelihood); leaders with ``decomposable_only`` (AMD, RT-Q) are not run on the
+            other tasks — they do not apply there, which is not a failure.
         description: one line for tables.
     """
 
@@ -81,6 +84,7 @@ class Task:
     tabular: bool = True
     headroom: bool = False
     description: str = ""
+    decomposable: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env_kwargs", _frozen(self.env_kwargs))
@@ -151,11 +155,11 @@ TASKS: tuple[Task, ...] = (
          model_budget=400, x_init="revenue_share:0.5", headroom=True,
          description="binary effort tree of depth 5 (62 payments), λ = 0.05"),
     Task(id="rlhf/tiny", application="rlhf", env_id=RLHF, env_kwargs={"instance": "tiny"},
-         sampling=_RLHF_SAMPLING, budget=500_000, model_budget=400,
+         sampling=_RLHF_SAMPLING, budget=500_000, model_budget=400, decomposable=False,
          description="3-cell chain, exact J by enumerating trajectory pairs"),
     Task(id="rlhf/grid", application="rlhf", env_id=RLHF, env_kwargs={"instance": "grid"},
          sampling=_RLHF_SAMPLING, budget=500_000, model_budget=400, tabular=False,
-         headroom=True,
+         headroom=True, decomposable=False,
          description="4×4 preference grid, state-action reward model (d = 80); J by Monte "
                      "Carlo"),
     Task(id="tax/tabular", application="tax", env_id=TAX, env_kwargs={"tabular": True},

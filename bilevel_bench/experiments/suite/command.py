@@ -232,6 +232,10 @@ def headline(request: Request, specs: list[SuiteRunSpec]) -> str:
     text = (f"{SUITE_NAME} v{SUITE_VERSION}: {len(specs)} runs ({len(leaders)} leaders × "
             f"{len(chosen_tasks(request))} tasks × {len(request.seeds)} seeds, budget × "
             f"{specs[0].budget_scale if specs else 1:g}) in {request.out}")
+    skipped = len(leaders) * len(chosen_tasks(request)) * len(request.seeds) - len(specs)
+    if skipped > 0:  # AMD/RT-Q on trajectory-level tasks (see Task.decomposable)
+        text += (f"\n{skipped} runs not planned: leaders that need a decomposable J do not apply "
+                 "to the trajectory-level (RLHF) tasks")
     return text + ("\n" + QUICK_NOTE if request.quick else "")
 
 
