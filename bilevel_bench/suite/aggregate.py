@@ -389,3 +389,21 @@ def aggregate(records: Iterable[Mapping[str, Any]], *, reps: int = 2000, seed: i
                           seeds=tuple(sorted({r["seed"] for r in records})),
                           backend=interval["backend"], reps=reps, seed=seed,
                           confidence=confidence, tracks=tracks)
+
+
+def as_aggregate(records: Iterable[Mapping[str, Any]] | SuiteAggregate,
+                 **aggregate_kwargs: Any) -> SuiteAggregate:
+    """``records`` aggregated with ``aggregate_kwargs``, or an already computed
+    :class:`SuiteAggregate` as is (the leaderboard and the figures accept either, so that one
+    bootstrap serves both).
+
+    Raises:
+        ValueError: for ``aggregate_kwargs`` given with a :class:`SuiteAggregate`, and what
+            :func:`aggregate` raises for records.
+    """
+    if isinstance(records, SuiteAggregate):
+        if aggregate_kwargs:
+            raise ValueError("aggregate arguments apply to records, not to a SuiteAggregate; "
+                             f"got {sorted(aggregate_kwargs)}")
+        return records
+    return aggregate(records, **aggregate_kwargs)

@@ -17,7 +17,7 @@ from bilevel_bench.suite.aggregate import (
     Interval,
     LeaderAggregate,
     SuiteAggregate,
-    aggregate,
+    as_aggregate,
     task_order,
 )
 
@@ -105,13 +105,7 @@ def write_leaderboard(records: Iterable[Mapping[str, Any]] | SuiteAggregate,
     """
     if command is not None and (not isinstance(command, str) or "\n" in command):
         raise ValueError(f"command must be a one-line string or None; got {command!r}")
-    if isinstance(records, SuiteAggregate):
-        if aggregate_kwargs:
-            raise ValueError("aggregate arguments apply to records, not to a SuiteAggregate; "
-                             f"got {sorted(aggregate_kwargs)}")
-        agg = records
-    else:
-        agg = aggregate(records, **aggregate_kwargs)
+    agg = as_aggregate(records, **aggregate_kwargs)
     text = render_leaderboard(agg, command)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

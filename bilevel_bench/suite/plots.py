@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel_bench.plotting import ALGORITHM_COLOURS, ALGORITHM_LABELS, pyplot, save_figure
-from bilevel_bench.suite.aggregate import SuiteAggregate, aggregate
+from bilevel_bench.suite.aggregate import SuiteAggregate, as_aggregate
 
 TRACK_NAMES = {"sample": "sample-based track", "model": "model-based track"}
 INTERVAL_METRICS = (("iqm", "IQM"), ("mean", "mean"), ("median", "median"),
@@ -122,13 +122,7 @@ def write_plots(records: Iterable[Mapping[str, Any]] | SuiteAggregate,
         folder: where the PNGs go (created if missing).
         **aggregate_kwargs: passed to :func:`~bilevel_bench.suite.aggregate.aggregate`.
     """
-    if isinstance(records, SuiteAggregate):
-        if aggregate_kwargs:
-            raise ValueError("aggregate arguments apply to records, not to a SuiteAggregate; "
-                             f"got {sorted(aggregate_kwargs)}")
-        agg = records
-    else:
-        agg = aggregate(records, **aggregate_kwargs)
+    agg = as_aggregate(records, **aggregate_kwargs)
     folder = Path(folder)
     plots = {"aggregate_intervals": plot_intervals, "performance_profiles": plot_profiles,
              "sample_efficiency": plot_efficiency}

@@ -9,7 +9,8 @@ Every argument is checked before anything runs (unknown leader, a class that is 
 kwargs it does not accept, unknown task, a budget scale ≤ 0: one line, exit status 2). One
 record per run in ``<out>/runs/`` (:mod:`bilevel_bench.suite.evaluate`); runs already there are
 not rerun. The summary: ``suite.md``/``suite.json`` per leader and task, and the aggregate
-leaderboard with its figures where :mod:`bilevel_bench.suite.leaderboard` is installed.
+leaderboard with its figures (:mod:`bilevel_bench.suite.leaderboard`,
+:mod:`bilevel_bench.suite.plots`).
 """
 
 from __future__ import annotations

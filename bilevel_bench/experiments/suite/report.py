@@ -1,11 +1,10 @@
 """The summary of a ``bilevel-bench suite`` invocation: per leader and task the mean score
 ± standard error over seeds, the mean AUC and the failed runs; then the aggregate leaderboard
 (IQM, optimality gap, profiles with bootstrap intervals) of :mod:`bilevel_bench.suite.leaderboard`
-where that module is installed."""
+and its figures."""
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import sys
 from collections import defaultdict
@@ -61,20 +60,19 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_aggregate(request, results: list[dict]) -> None:
-    """The leaderboard Markdown and figures of the aggregation modules, if installed."""
-    if importlib.util.find_spec("bilevel_bench.suite.leaderboard") is None:
-        print("aggregate leaderboard: bilevel_bench.suite.leaderboard is not installed; "
-              "skipped")
-        return
+    """The aggregate leaderboard Markdown and, unless ``--no-plots``, its figures (one bootstrap
+    serves both)."""
+    from bilevel_bench.suite.aggregate import aggregate
     from bilevel_bench.suite.leaderboard import write_leaderboard
 
     records = [{k: v for k, v in r.items() if k not in ("key", "spec")} for r in results]
+    agg = aggregate(records)
     command = "bilevel-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("bilevel-bench") else None
-    write_leaderboard(records, request.out / "leaderboard.md", command=command)
+    write_leaderboard(agg, request.out / "leaderboard.md", command=command)
     print(f"leaderboard: {request.out / 'leaderboard.md'}")
-    if request.plots and importlib.util.find_spec("bilevel_bench.suite.plots") is not None:
+    if request.plots:
         from bilevel_bench.suite.plots import write_plots
 
-        figures = write_plots(records, request.out)
+        figures = write_plots(agg, request.out)
         print(f"figures: {figures}")
