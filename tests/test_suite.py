@@ -225,3 +225,20 @@ def test_leaders_that_need_a_decomposable_j_skip_trajectory_level_tasks():
     for leader in ("amd", "hpgd_rtq"):
         with pytest.raises(ValueError, match="needs a decomposable J"):
             make_specs(leader, ["rlhf/tiny"], seeds=1)
+
+
+def test_decomposable_only_agrees_with_what_each_builtin_leader_refuses():
+    """The suite plans by ``Leader.decomposable_only``; each built-in leader's constructor must
+    refuse a trajectory-level problem exactly when that flag is set."""
+    import gymnasium as gym
+
+    from leaders.registry import BUILTIN_LEADERS
+
+    for name, cls in BUILTIN_LEADERS.items():
+        env = gym.make("bilevel/RLHF-v0", instance="tiny")
+        assert not env.unwrapped.problem.decomposable
+        if cls.decomposable_only:
+            with pytest.raises(ValueError, match="trajectory-level objective"):
+                cls(env)
+        else:
+            cls(env)
