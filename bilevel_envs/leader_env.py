@@ -204,7 +204,7 @@ class LeaderEnv(BilevelEnvBase):
         # Later rollouts through the step's oracles (e.g. Alg. 2 restarts) are charged too.
         followers = tuple(
             FollowerStep(context=c, weight=float(w), response=r,
-                         oracle=CountedSampler(o, self.charge), rollouts=part,
+                         oracle=self.counted(o), rollouts=part,
                          model=m, pairs=pair, objective_estimate=float(e))
             for c, w, r, o, part, m, pair, e in zip(contexts, weights, responses, oracles, parts,
                                                      models, pairs, estimates))
