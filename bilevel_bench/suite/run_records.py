@@ -28,6 +28,8 @@ def _real(value: Any) -> bool:
 
 
 def finite_list(where: str, name: str, value: Any) -> np.ndarray:
+    """Field ``name`` of the record at ``where`` as a float array: a non-empty list of finite
+    numbers, else ``ValueError`` naming the record and the field."""
     arr = np.asarray(value, dtype=object)
     if arr.ndim != 1 or arr.size == 0 or not all(_real(v) and math.isfinite(v) for v in arr):
         raise ValueError(f"{where}: field '{name}' must be a non-empty list of finite numbers; "

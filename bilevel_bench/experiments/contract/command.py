@@ -34,10 +34,12 @@ def plan(request: Request, sweep: Sweep) -> list[ContractSpec]:
 
 
 def instances(request: Request) -> list[str]:
+    """The instances chosen by ``--instances`` (default: all of them)."""
     return request.option("instances", list(INSTANCES))
 
 
 def headline(request: Request, specs: list[ContractSpec]) -> str:
+    """The first line printed: how many runs of what, and where the results go."""
     return (f"contract design: {len(specs)} runs ({len(instances(request))} instances × "
             f"{len(request.algorithms)} algorithms × {len(request.seeds)} seeds, "
             f"{specs[0].iterations if specs else 0} iterations) in {request.out}")
@@ -59,6 +61,7 @@ def summarise(request: Request, results: list[dict], timing: Timing) -> None:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
+    """The command's own flags (beyond those of its spec fields and the runner)."""
     add_list_argument(parser, "--instances", list(INSTANCES), "contract-design instances")
 
 

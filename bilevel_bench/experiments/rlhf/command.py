@@ -25,10 +25,12 @@ def plan(request: Request, sweep: Sweep) -> list[RLHFSpec]:
 
 
 def instances(request: Request) -> list[str]:
+    """The instances chosen by ``--instances`` (default: all of them)."""
     return request.option("instances", list(INSTANCES))
 
 
 def headline(request: Request, specs: list[RLHFSpec]) -> str:
+    """The first line printed: how many runs of what, and where the results go."""
     return (f"RLHF: {len(specs)} runs ({len(instances(request))} instances × "
             f"{len(request.algorithms)} algorithms × {len(request.seeds)} seeds, "
             f"{specs[0].iterations if specs else 0} iterations) in {request.out}")
@@ -49,6 +51,7 @@ def summarise(request: Request, results: list[dict], timing: Timing) -> None:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
+    """The command's own flags (beyond those of its spec fields and the runner)."""
     add_list_argument(parser, "--instances", list(INSTANCES), "RLHF instances")
 
 

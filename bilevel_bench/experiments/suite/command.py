@@ -45,6 +45,7 @@ QUICK_NOTE = ("--quick: a quarter of each budget on one task per application and
 
 # ---------------------------------------------------------------------------- arguments
 def options(parser: argparse.ArgumentParser) -> None:
+    """The command's own flags (beyond those of its spec fields and the runner)."""
     parser.add_argument("--leader", nargs="+", action="extend", default=None,
                         metavar="NAME|module:Class",
                         help="leaders to score: registered names (see leaders.registry) or "
@@ -150,6 +151,7 @@ def checks(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------- planning
 def chosen_tasks(request: Request) -> list[str]:
+    """The task ids chosen by ``--tasks`` (default: the suite, or its quick subset)."""
     return request.option("tasks", list(QUICK_TASK_IDS) if request.quick else list(TASK_IDS))
 
 
@@ -227,6 +229,7 @@ def _rescore_folder(out: Path) -> None:
 
 
 def headline(request: Request, specs: list[SuiteRunSpec]) -> str:
+    """The first line printed: how many runs of what, and where the results go."""
     if request.args.compute_references:
         return f"{SUITE_NAME} v{SUITE_VERSION}: references of {len(chosen_tasks(request))} tasks"
     leaders = list(dict.fromkeys(s.leader for s in specs))

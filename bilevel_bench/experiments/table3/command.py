@@ -97,6 +97,7 @@ def plan(request: Request, sweep: Sweep) -> list[Table3Spec]:
 
 
 def headline(request: Request, specs: list[Table3Spec]) -> str:
+    """The first line printed: how many runs of what, and where the results go."""
     iterations = specs[0].iterations if specs else 0
     return (f"Table 3: {len(specs)} runs ({len(TABLE3_CELLS)} cells × "
             f"{len(request.algorithms)} algorithms × {len(request.seeds)} seeds, {iterations} "
@@ -136,6 +137,7 @@ def selection_argument(text: str) -> Selection:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
+    """The command's own flags (beyond those of its spec fields and the runner)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--grid", action="store_true",
                        help="first search the paper's grid (lr × C) on held-out seeds 100, "
@@ -150,6 +152,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 def checks(args: argparse.Namespace) -> None:
+    """Checks across flags, before anything runs (raises ``UsageError`` naming the flag)."""
     if args.grid_seeds is not None and not args.grid:
         raise UsageError("--grid-seeds", "applies to --grid only")
 

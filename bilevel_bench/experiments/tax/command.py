@@ -87,12 +87,14 @@ def setups_to_run(request: Request) -> list[str]:
 
 
 def plan(request: Request, sweep: Sweep) -> list[TaxSpec]:
+    """The specs of one invocation: the chosen set-ups × algorithms × seeds."""
     return build_specs(setups_to_run(request), list(request.algorithms), request.seeds,
                        request.overrides.get("iterations"), request.quick,
                        request.option("paper_budget", False))
 
 
 def headline(request: Request, specs: list[TaxSpec]) -> str:
+    """The first line printed: how many runs of what, and where the results go."""
     setups = dict.fromkeys(spec.setup for spec in specs)
     return (f"tax design: {len(specs)} runs ({', '.join(setups)} × "
             f"{', '.join(request.algorithms)} × {len(request.seeds)} seeds) in {request.out}")
@@ -119,6 +121,7 @@ def summarise(request: Request, results: list[dict], timing: Timing) -> None:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
+    """The command's own flags (beyond those of its spec fields and the runner)."""
     add_list_argument(parser, "--setups", list(SETUPS), "follower set-ups",
                       default=f"{' '.join(DEFAULT_SETUPS)}; one whose follower is not "
                               f"installed is skipped")
@@ -128,6 +131,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 def checks(args: argparse.Namespace) -> None:
+    """Checks across flags, before anything runs (raises ``UsageError`` naming the flag)."""
     if args.paper_budget and args.quick:
         raise UsageError("--paper-budget", "cannot be combined with --quick")
 
