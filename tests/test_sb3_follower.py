@@ -244,7 +244,7 @@ def test_episode_steps_and_exploring_starts_shape_the_training_episodes():
         slot = FollowerEnvSlot(problem, problem.x_init, 0, episode_steps=7,
                                exploring_starts=True)
         first = [slot.reset(seed=seed)[0]]
-        for _ in range(199):
+        for _ in range(99):
             for t in range(7):
                 truncated = slot.step(0)[3]
                 assert truncated == (t == 6)
@@ -254,7 +254,7 @@ def test_episode_steps_and_exploring_starts_shape_the_training_episodes():
     a = starts(3)
     np.testing.assert_array_equal(a, starts(3))
     counts = np.bincount(a, minlength=5)
-    assert counts.min() > 0.5 * 200 / 5  # μ puts < 1 % on the outer cells
+    assert counts.min() > 0.5 * 100 / 5  # μ puts < 1 % on the outer cells
     assert problem.mu[0] < 0.01
     follower = make_follower("soft_dqn", total_timesteps=64, n_envs=2, episode_steps=7,
                              exploring_starts=True, algo_kwargs={"learning_starts": 16})

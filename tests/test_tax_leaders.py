@@ -213,18 +213,22 @@ def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
         assert np.isfinite(result["curve"]["welfare_exact"]).all()
 
 
-def test_joint_setup_runs_and_records_the_households_gaps():
-    """The joint-head soft-DQN set-up end to end, with the households' exact gaps per step."""
+@pytest.mark.parametrize("setup", ["neural_joint", "neural_grid"])
+def test_joint_setups_run_and_record_the_households_gaps(setup):
+    """The joint-head soft-DQN set-ups end to end (continuous assets; the grid economy), with
+    the households' exact gaps per step."""
     pytest.importorskip("stable_baselines3")
     from bilevel_bench.experiments.tax.run import run_spec
-    from bilevel_bench.experiments.tax.spec import NEURAL_JOINT_FOLLOWER, tax_spec
+    from bilevel_bench.experiments.tax.spec import SETUPS, tax_spec
 
-    algo_kwargs = {**NEURAL_JOINT_FOLLOWER["algo_kwargs"], "learning_starts": 16,
+    follower_kwargs = SETUPS[setup]["follower_kwargs"]
+    algo_kwargs = {**follower_kwargs["algo_kwargs"], "learning_starts": 16,
                    "batch_size": 8, "gradient_steps": 1}
-    tiny = {**NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 64, "total_timesteps": 32,
+    tiny = {**follower_kwargs, "warmup_timesteps": 64, "total_timesteps": 32,
             "n_envs": 2, "algo_kwargs": algo_kwargs}
-    spec = tax_spec("neural_joint", "hpgd", 0, iterations=2, follower_kwargs=tiny, n_envs=4,
+    spec = tax_spec(setup, "hpgd", 0, iterations=2, follower_kwargs=tiny, n_envs=4,
                     n_rollout_steps=20, eval_every=1)
+    assert spec.tabular == (setup == "neural_grid")
     assert spec.follower_quality
     with pytest.warns(UserWarning, match="soft-optimality gap"):  # untrained households
         result = run_spec(spec)
