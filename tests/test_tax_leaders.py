@@ -317,7 +317,8 @@ def test_hpgd_with_grid_households_raises_the_exact_welfare():
     with exact households in the same leader budget, both scored by the exact welfare ``J``:
     the neural households' run gains at least 40 % as much (measured +11.8 % against +22.4 %,
     ratio 0.53; seeds 1 and 2: +10.7 % and +18.0 %, 0.48 and 0.80 — docs/tax_design.md, "The
-    tax result with neural households") and gets the VAT pattern (good 3, the least preferred, taxed above 1 and 2)."""
+    tax result with neural households") and gets the VAT pattern (good 3, the least
+    preferred, taxed above goods 1 and 2)."""
     pytest.importorskip("stable_baselines3")
     from bilevel_bench.experiments.tax.run import run_spec
     from bilevel_bench.experiments.tax.spec import tax_spec
