@@ -17,7 +17,12 @@ from bilevel_envs.followers.soft_dqn import (  # noqa: E402
     soft_bellman_target,
     soft_double_target,
 )
-from bilevel_envs.tabular import evaluate_policy, solve_follower  # noqa: E402
+from bilevel_envs.tabular import (  # noqa: E402
+    evaluate_policy,
+    policy_transitions,
+    solve_bellman,
+    solve_follower,
+)
 
 #: a reduced economy: 2 goods, 3 hours and 3 consumption levels (27 joint actions), 5 cells
 SMALL = dict(asset_cells=5, asset_bound=10.0, prices=(1.0, 1.0),
@@ -137,4 +142,96 @@ def test_benchmark_households_at_the_initial_taxes():
     grid = problem.discretised(41)
     gap = soft_optimality_gap(grid.tabular(problem.x_init, 0), problem.lam, response.policy,
                               observations=problem.obs_of(grid.points))
+    assert 0 < gap < 2.0
+
+
+def _fit_to_q_star(problem, states, state_arch, seed, steps=1500):
+    """The joint head (per-state value, actions by values and one-hot levels, Q × 10) fitted by
+    full-batch Adam to the exact ``Q*`` of group 1 at ``x_0``, weighted by ``π*``'s occupancy ×
+    (``π*`` + the head's own Boltzmann policy): the errors a Boltzmann policy pays for are on the
+    actions either policy takes. Returns the exact gap of ``softmax(Q/λ)``."""
+    th.manual_seed(seed)
+    model = problem.tabular(problem.x_init, 0)
+    solution = solve_follower(model, problem.lam)
+    q_star = th.as_tensor(solution.q, dtype=th.float32)
+    S, A = q_star.shape
+    head = JointActionHead(states.shape[1], problem.follower_action_features("values+onehot"),
+                           state_arch, [32, 32], 8, th.nn.ReLU, q_scale=10.0, state_value=True)
+    optimiser = th.optim.Adam(head.parameters(), lr=3e-3)
+    occupancy = solve_bellman(policy_transitions(model.P, solution.pi), model.gamma, model.mu,
+                              transpose=True)
+    d = th.as_tensor(occupancy / occupancy.sum(), dtype=th.float32)[:, None]
+    pi_star = th.as_tensor(solution.pi, dtype=th.float32)
+    obs = th.as_tensor(states, dtype=th.float32)
+    for _ in range(steps):
+        q = head(obs)
+        with th.no_grad():
+            weights = (d + 1e-3 / S) * (pi_star + th.softmax(q / problem.lam, -1) + 1e-3 / A)
+        loss = (weights * (q - q_star) ** 2).sum() / weights.sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with th.no_grad():
+        policy = th.softmax(head(obs).double() / problem.lam, -1).numpy()
+    return soft_optimality_gap(model, problem.lam, policy)
+
+
+def test_one_hot_cells_let_the_joint_head_represent_the_soft_optimum():
+    """Representation, without RL: on the reduced economy the joint head with one free
+    embedding per asset cell (one-hot cells, ``net_arch=[]``, as the ``neural_grid`` set-up)
+    fitted to ``Q*`` is within the 5 % target (measured 0.0009–0.0021 over seeds 0–2; a head
+    that ignores the state cannot be: the negative control). On the 41-cell economy the same
+    fit gives 0.0099, against 0.49 for the scaled asset through an MLP: the RL households'
+    gaps are learning errors, not representation errors (docs/tax_design.md)."""
+    problem = TaxDesignTabular(**SMALL)
+    one_hot = _fit_to_q_star(problem, np.eye(problem.n_cells), [], seed=0)
+    blind = _fit_to_q_star(problem, np.ones((problem.n_cells, 1)), [], seed=0)
+    assert 0 <= one_hot < 0.05 < blind
+
+
+def test_action_encodings_and_the_state_value_term():
+    problem = TaxDesign(**{k: v for k, v in SMALL.items() if k != "asset_cells"})
+    values = problem.follower_action_features()
+    both = problem.follower_action_features("values+onehot")
+    assert both.shape == (27, 3 + 3 + 2 * 3)
+    np.testing.assert_array_equal(both[:, :3], values)
+    a = problem.flatten_action(2, np.array([1, 0]))
+    np.testing.assert_array_equal(both[a, 3:], [0, 0, 1, 0, 1, 0, 1, 0, 0])
+    np.testing.assert_allclose(joint_action_features(problem, "values+onehot"), both)
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        problem.follower_action_features("onehot")
+    with pytest.raises(ValueError, match="names an encoding"):
+        joint_action_features(object(), "values")  # a problem without action features
+    head = JointActionHead(3, values, [], [8], 4, th.nn.ReLU, q_scale=2.0, state_value=True)
+    obs = th.eye(3)
+    with th.no_grad():
+        base = head(obs)
+        head.value_net.bias += 1.5  # v(s) moves every action's Q of the state alike
+        np.testing.assert_allclose((head(obs) - base).numpy(), 3.0, rtol=1e-5)
+    env = problem.follower_env(problem.x_init, 0)
+    with pytest.raises(ValueError, match="state_value must be True or False"):
+        SoftDQN("JointMlpPolicy", env, policy_kwargs={"action_features": values,
+                                                      "state_value": 1})
+    grid = TaxDesignTabular(**SMALL)
+    follower = SoftDQNFollower(total_timesteps=64, n_envs=2, policy="JointMlpPolicy",
+                               algo_kwargs={"learning_starts": 16, "policy_kwargs": {
+                                   "net_arch": [], "state_value": True,
+                                   "action_features": "values+onehot"}})
+    policy = follower.respond(grid, grid.x_init, 0, seed=0).policy
+    assert policy.action_probs(np.arange(5)).shape == (5, 27)
+
+
+@pytest.mark.slow
+def test_grid_benchmark_households_at_the_initial_taxes():
+    """The ``neural_grid`` households of the tax benchmark after their 60,000-transition warm-up
+    at ``x_0``, group 1, on the grid economy they are trained in. Measured gaps 1.16 (seed 0,
+    ``benchmarks/bench_household_gap.py``) and 1.10 (the benchmark run's first step): **the 5 %
+    target is missed** (docs/tax_design.md, "Households on the grid economy itself"); the bound
+    2 guards the measured level (uniform households: 113)."""
+    from bilevel_bench.experiments.tax.spec import NEURAL_GRID_FOLLOWER
+
+    problem = TaxDesignTabular()
+    kwargs = {k: v for k, v in NEURAL_GRID_FOLLOWER.items() if k != "total_timesteps"}
+    response = SoftDQNFollower(**kwargs).respond(problem, problem.x_init, 0, seed=0)
+    gap = soft_optimality_gap(problem.tabular(problem.x_init, 0), problem.lam, response.policy)
     assert 0 < gap < 2.0

@@ -138,6 +138,8 @@ def test_warmup_timesteps_set_the_cold_budget():
     ({"warmup_timesteps": 0}, ValueError, r"warmup_timesteps must be an integer >= 1"),
     ({"n_envs": 0}, ValueError, r"n_envs must be an integer >= 1"),
     ({"algo_kwargs": {"seed": 1}}, ValueError, r"algo_kwargs must not set \['seed'\]"),
+    ({"episode_steps": 0}, ValueError, r"episode_steps must be an integer >= 1"),
+    ({"exploring_starts": "yes"}, ValueError, r"exploring_starts must be True or False"),
 ])
 def test_bad_arguments_are_rejected(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -226,3 +228,35 @@ def test_warm_start_reuses_model_and_env_and_trains_at_the_new_x(problem):
     stay = follower.respond(problem, x1, 0, seed=2, warm_start=branch)
     assert not np.array_equal(stay.policy.action_probs(states),
                               second.policy.action_probs(states))
+
+
+def test_episode_steps_and_exploring_starts_shape_the_training_episodes():
+    """Episodes of 7 steps from uniformly random cells of a tax economy with 5 asset cells: the
+    starts cover every cell (not only μ's), and the same seed gives the same starts."""
+    from bilevel_envs.envs.tax_design.problem import TaxDesignTabular
+    from bilevel_envs.followers.sb3 import FollowerEnvSlot
+
+    problem = TaxDesignTabular(asset_cells=5, asset_bound=10.0, prices=(1.0, 1.0),
+                               preferences=((0.6, 0.4), (0.2, 0.8)),
+                               hours_levels=(0.0, 2.0), consumption_levels=(0.0, 1.0))
+
+    def starts(seed):
+        slot = FollowerEnvSlot(problem, problem.x_init, 0, episode_steps=7,
+                               exploring_starts=True)
+        first = [slot.reset(seed=seed)[0]]
+        for _ in range(99):
+            for t in range(7):
+                truncated = slot.step(0)[3]
+                assert truncated == (t == 6)
+            first.append(slot.reset()[0])
+        return np.array(first)
+
+    a = starts(3)
+    np.testing.assert_array_equal(a, starts(3))
+    counts = np.bincount(a, minlength=5)
+    assert counts.min() > 0.5 * 100 / 5  # μ puts < 1 % on the outer cells
+    assert problem.mu[0] < 0.01
+    follower = make_follower("soft_dqn", total_timesteps=64, n_envs=2, episode_steps=7,
+                             exploring_starts=True, algo_kwargs={"learning_starts": 16})
+    response = follower.respond(problem, problem.x_init, 0, seed=0)
+    assert response.stats["episodes"] == 64 // 7 // 2 * 2

@@ -8,12 +8,17 @@ Cobb–Douglas utility is 0 unless every preferred good is bought, which is not 
 terms. This head embeds each joint action by a small network of its *features* (e.g. its hours
 and consumption values) and scores it against a state embedding::
 
-    Q(s, a) = φ(s)·ψ(f(a)) + b(f(a))
+    Q(s, a) = φ(s)·ψ(f(a)) + b(f(a))        (+ v(s) with state_value=True)
 
 ``φ`` and ``ψ`` are MLPs; ``f(a)`` is a fixed ``(A, k)`` table of action features (passed as
 ``action_features``). Any function of the joint action is representable by ``ψ`` (it sees all
 of ``f(a)`` at once), and similar actions share what they learn. One forward pass over a batch
 costs one ``(B, r) × (r, A)`` product: cheap enough for soft targets over all actions.
+
+``state_value=True`` adds a per-state value ``v(s)`` (a linear function of the state
+features; with one-hot states, one free number per state): the part of ``Q`` common to all
+actions, which spans hundreds on the tax economy's asset range while the differences between
+actions that the policy ``softmax(Q/λ)`` depends on are of order one (docs/tax_design.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bilevel_envs.followers.sb3 import MISSING_SB3
+from bilevel_envs.validation import check_bool
 
 try:
     import torch as th
@@ -44,11 +50,14 @@ class JointActionHead(nn.Module):
         activation_fn: activation of both MLPs.
         obs_scale: the state features are multiplied by it first (e.g. ``1/20`` for assets in
             ``[−100, 100]``: inputs of order 1 keep the MLP's units in their useful range).
+        q_scale: the output is multiplied by it (Q-values of order ``q_scale`` from weights of
+            order one).
+        state_value: add the per-state value ``v(s)`` (linear in the state features).
     """
 
     def __init__(self, features_dim: int, action_features: np.ndarray, state_arch: list[int],
                  action_arch: list[int], rank: int, activation_fn: type[nn.Module],
-                 obs_scale: float = 1.0, q_scale: float = 1.0):
+                 obs_scale: float = 1.0, q_scale: float = 1.0, state_value: bool = False):
         super().__init__()
         table = np.asarray(action_features, dtype=np.float32)
         if table.ndim != 2 or not np.isfinite(table).all():
@@ -59,11 +68,16 @@ class JointActionHead(nn.Module):
         self.state_net = nn.Sequential(*create_mlp(features_dim, rank, state_arch, activation_fn))
         self.action_net = nn.Sequential(*create_mlp(table.shape[1], rank + 1, action_arch,
                                                     activation_fn))
+        self.value_net = nn.Linear(features_dim, 1) if state_value else None
 
     def forward(self, features: th.Tensor) -> th.Tensor:
-        phi = self.state_net(features * self.obs_scale)  # (B, r)
+        features = features * self.obs_scale
+        phi = self.state_net(features)  # (B, r)
         psi = self.action_net(self.action_features)  # (A, r + 1): embedding and bias
-        return self.q_scale * (phi @ psi[:, :-1].T + psi[:, -1])
+        q = phi @ psi[:, :-1].T + psi[:, -1]
+        if self.value_net is not None:
+            q = q + self.value_net(features)
+        return self.q_scale * q
 
 
 class JointActionQNetwork(QNetwork):
@@ -73,7 +87,8 @@ class JointActionQNetwork(QNetwork):
                  features_dim: int, action_features: np.ndarray, net_arch: list[int] | None = None,
                  action_arch: list[int] | None = None, rank: int = 32,
                  activation_fn: type[nn.Module] = nn.ReLU, obs_scale: float = 1.0,
-                 q_scale: float = 1.0, normalize_images: bool = True):
+                 q_scale: float = 1.0, state_value: bool = False,
+                 normalize_images: bool = True):
         super().__init__(observation_space, action_space, features_extractor, features_dim,
                          net_arch=[], activation_fn=activation_fn,
                          normalize_images=normalize_images)
@@ -83,15 +98,17 @@ class JointActionQNetwork(QNetwork):
         self.net_arch = [64, 64] if net_arch is None else list(net_arch)
         self.action_arch = [64] if action_arch is None else list(action_arch)
         self.rank, self.obs_scale, self.q_scale = int(rank), float(obs_scale), float(q_scale)
+        self.state_value = bool(state_value)
         self.action_feature_table = np.asarray(action_features, dtype=np.float32)
         self.q_net = JointActionHead(features_dim, self.action_feature_table, self.net_arch,
                                      self.action_arch, self.rank, activation_fn, self.obs_scale,
-                                     self.q_scale)
+                                     self.q_scale, self.state_value)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(action_features=self.action_feature_table, action_arch=self.action_arch,
-                    rank=self.rank, obs_scale=self.obs_scale, q_scale=self.q_scale)
+                    rank=self.rank, obs_scale=self.obs_scale, q_scale=self.q_scale,
+                    state_value=self.state_value)
         return data
 
 
@@ -104,12 +121,14 @@ class JointActionDQNPolicy(DQNPolicy):
         action_arch: hidden sizes of the action embedding ``ψ`` (default ``[64]``).
         rank: embedding size (default 32).
         obs_scale: factor applied to the observation features (default 1).
+        q_scale: factor applied to the Q-values (default 1).
+        state_value: add a per-state value ``v(s)`` (default False).
     """
 
     def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any,
                  action_features: np.ndarray | None = None,
                  action_arch: list[int] | None = None, rank: int = 32, obs_scale: float = 1.0,
-                 q_scale: float = 1.0, **kwargs: Any):
+                 q_scale: float = 1.0, state_value: bool = False, **kwargs: Any):
         if action_features is None:
             raise ValueError("JointActionDQNPolicy needs action_features: an (n_actions, k) "
                              "table (policy_kwargs={'action_features': ...})")
@@ -118,9 +137,11 @@ class JointActionDQNPolicy(DQNPolicy):
         for name, value in (("obs_scale", obs_scale), ("q_scale", q_scale)):
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+        check_bool("state_value", state_value)
         self._joint_args = {"action_features": np.asarray(action_features, dtype=np.float32),
                             "action_arch": action_arch, "rank": int(rank),
-                            "obs_scale": float(obs_scale), "q_scale": float(q_scale)}
+                            "obs_scale": float(obs_scale), "q_scale": float(q_scale),
+                            "state_value": bool(state_value)}
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def make_q_net(self) -> JointActionQNetwork:

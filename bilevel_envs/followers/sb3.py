@@ -25,7 +25,7 @@ import numpy as np
 from bilevel_envs.budget import Budget
 from bilevel_envs.followers.base import Follower, FollowerResponse
 from bilevel_envs.policies import sample_rows
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_bool, check_int
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -140,11 +140,41 @@ class FollowerEnvSlot(gym.Wrapper):
         problem: the bilevel problem.
         x: the leader's (validated) parameter.
         context: the context index ξ.
+        episode_steps: truncate episodes after this many steps (``None``: the env's own
+            limit).
+        exploring_starts: start each episode from a uniformly random observation of the
+            follower's ``Discrete`` or ``Box`` observation space (passed to the env as
+            ``reset(options={"state": ...})``) instead of the initial distribution ``μ``.
     """
 
-    def __init__(self, problem: BilevelProblem, x: np.ndarray, context: Any):
-        super().__init__(problem.follower_env(x, context))
+    def __init__(self, problem: BilevelProblem, x: np.ndarray, context: Any,
+                 episode_steps: int | None = None, exploring_starts: bool = False):
+        self.episode_steps, self.exploring_starts = episode_steps, exploring_starts
         self.problem, self.context = problem, context
+        super().__init__(self._make(x))
+        if exploring_starts and not isinstance(self.observation_space,
+                                               (gym.spaces.Discrete, gym.spaces.Box)):
+            raise ValueError(f"exploring_starts needs a Discrete or Box observation space; got "
+                             f"{self.observation_space}")
+        self._start_rng = np.random.default_rng()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if not self.exploring_starts or (options and "state" in options):
+            return self.env.reset(seed=seed, options=options)
+        if seed is not None:
+            self._start_rng = np.random.default_rng(seed)
+        space, rng = self.observation_space, self._start_rng
+        if isinstance(space, gym.spaces.Discrete):
+            state: Any = int(space.start + rng.integers(space.n))
+        else:
+            state = rng.uniform(space.low, space.high).astype(space.dtype)
+        return self.env.reset(seed=seed, options={**(options or {}), "state": state})
+
+    def _make(self, x: np.ndarray) -> gym.Env:
+        env = self.problem.follower_env(x, self.context)
+        if self.episode_steps is not None:
+            env = gym.wrappers.TimeLimit(env, max_episode_steps=self.episode_steps)
+        return env
 
     def set_x(self, x: np.ndarray) -> None:
         """Move the env to ``M_{x,ξ}`` (takes effect from the next ``reset``)."""
@@ -152,7 +182,7 @@ class FollowerEnvSlot(gym.Wrapper):
         if callable(getattr(inner, "set_x", None)):
             inner.set_x(x)
         else:
-            self.env = self.problem.follower_env(x, self.context)
+            self.env = self._make(x)
 
 
 class SB3Follower(Follower):
@@ -181,6 +211,15 @@ class SB3Follower(Follower):
         warmup_timesteps: environment steps of the first (cold) call; ``total_timesteps`` if None.
         n_envs: copies of the follower env in the agent's ``DummyVecEnv`` (8 halve the CPU time
             per leader step on Four-Rooms, see docs/followers.md).
+        episode_steps: truncate the training episodes after this many steps (``None``: the
+            env's own time limit). Truncation is not termination (SB3 bootstraps through it):
+            the objective is unchanged, but more of the data comes from near the initial
+            distribution ``μ``, where the follower's value is measured.
+        exploring_starts: start the training episodes from uniformly random observations
+            (the env must accept ``reset(options={"state": ...})``, as tax design's
+            households do): Q-learning's targets do not depend on where episodes start, and
+            states the current policy does not reach yet (e.g. the savings an optimal
+            household builds up) are visited from the beginning.
 
     The response's policy is an :class:`SB3Policy` snapshot; for DQN, whose Q-values are not
     regularised, it is the Boltzmann policy ``softmax(Q/λ)`` at the problem's λ. ``stats``:
@@ -198,8 +237,12 @@ class SB3Follower(Follower):
 
     def __init__(self, algo: str | type = "PPO", total_timesteps: int = 10_000,
                  algo_kwargs: dict[str, Any] | None = None, policy: str | type = "MlpPolicy",
-                 warmup_timesteps: int | None = None, n_envs: int = 1):
+                 warmup_timesteps: int | None = None, n_envs: int = 1,
+                 episode_steps: int | None = None, exploring_starts: bool = False):
         self.total_timesteps = check_int("total_timesteps", total_timesteps, 1)
+        self.episode_steps = (None if episode_steps is None
+                              else check_int("episode_steps", episode_steps, 1))
+        self.exploring_starts = check_bool("exploring_starts", exploring_starts)
         self.warmup_timesteps = (self.total_timesteps if warmup_timesteps is None
                                  else check_int("warmup_timesteps", warmup_timesteps, 1))
         self.n_envs = check_int("n_envs", n_envs, 1)
@@ -225,7 +268,8 @@ class SB3Follower(Follower):
                             f"from a previous response; got {type(warm_start).__name__}")
         env = None if warm_start is None else _own_env(warm_start, problem, context)
         if env is None:
-            env = DummyVecEnv([lambda: Monitor(FollowerEnvSlot(problem, x, context))
+            env = DummyVecEnv([lambda: Monitor(FollowerEnvSlot(
+                problem, x, context, self.episode_steps, self.exploring_starts))
                                for _ in range(self.n_envs)])
         else:
             for monitor in env.envs:

@@ -168,24 +168,33 @@ class SoftDQNFollower(SB3Follower):
         policy: the SB3 policy (``"MlpPolicy"``).
         warmup_timesteps: environment steps of the first (cold) call; ``total_timesteps`` if None.
         n_envs: copies of the follower env in the agent's ``DummyVecEnv``.
+        episode_steps: truncate the training episodes after this many steps (``None``: the
+            env's time limit; see :class:`~bilevel_envs.followers.sb3.SB3Follower`).
+        exploring_starts: start the training episodes from uniformly random observations
+            (see :class:`~bilevel_envs.followers.sb3.SB3Follower`).
     """
 
     name = "soft_dqn"
 
     def __init__(self, total_timesteps: int = 20_000, algo_kwargs: dict[str, Any] | None = None,
                  policy: str = "MlpPolicy", warmup_timesteps: int | None = None,
-                 n_envs: int = 1):
+                 n_envs: int = 1, episode_steps: int | None = None,
+                 exploring_starts: bool = False):
         super().__init__(algo="SoftDQN", total_timesteps=total_timesteps,
                          algo_kwargs=algo_kwargs, policy=policy,
-                         warmup_timesteps=warmup_timesteps, n_envs=n_envs)
+                         warmup_timesteps=warmup_timesteps, n_envs=n_envs,
+                         episode_steps=episode_steps, exploring_starts=exploring_starts)
 
     def _build(self, problem: Any, env: Any, seed: int | None) -> SoftDQN:
         """As the SB3 follower's; with ``policy="JointMlpPolicy"`` the action features default
-        to the problem's ``follower_action_features()`` (one-hot actions if it has none)."""
+        to the problem's ``follower_action_features()`` (one-hot actions if it has none); a
+        string ``policy_kwargs["action_features"]`` names the problem's encoding
+        (``follower_action_features(encoding)``, e.g. ``"values+onehot"`` on tax design)."""
         if self.policy == "JointMlpPolicy":
             policy_kwargs = dict(self.algo_kwargs.get("policy_kwargs") or {})
-            if "action_features" not in policy_kwargs:
-                policy_kwargs["action_features"] = joint_action_features(problem)
+            features = policy_kwargs.get("action_features")
+            if features is None or isinstance(features, str):
+                policy_kwargs["action_features"] = joint_action_features(problem, features)
             saved = self.algo_kwargs
             self.algo_kwargs = {**saved, "policy_kwargs": policy_kwargs}
             try:
@@ -195,10 +204,20 @@ class SoftDQNFollower(SB3Follower):
         return super()._build(problem, env, seed)
 
 
-def joint_action_features(problem: Any) -> np.ndarray:
+def joint_action_features(problem: Any, encoding: str | None = None) -> np.ndarray:
     """``problem.follower_action_features()`` if the problem defines it (e.g. tax design: the
-    hours and consumption values of each joint action), else the one-hot code of each action."""
+    hours and consumption values of each joint action), else the one-hot code of each action.
+    ``encoding`` is passed on to ``follower_action_features`` (a problem without that method
+    accepts only ``None``).
+
+    Raises:
+        ValueError: for an ``encoding`` the problem does not offer.
+    """
     features = getattr(problem, "follower_action_features", None)
     if features is not None:
-        return np.asarray(features(), dtype=np.float32)
+        table = features() if encoding is None else features(encoding)
+        return np.asarray(table, dtype=np.float32)
+    if encoding is not None:
+        raise ValueError(f"action_features {encoding!r} names an encoding, but {problem!r} has "
+                         "no follower_action_features(); pass an (n_actions, k) table")
     return np.eye(int(problem.follower_action_space.n), dtype=np.float32)

@@ -1,6 +1,6 @@
 """What one tax-design run is: the follower set-ups, their budgets and the spec.
 
-Four follower set-ups (:data:`SETUPS`, chosen by name; each names its follower, so any
+Five follower set-ups (:data:`SETUPS`, chosen by name; each names its follower, so any
 registered follower can be swapped in):
 
 * ``"neural"`` — continuous assets, the paper's soft-DQN households (``"soft_dqn"``, one Q
@@ -9,8 +9,10 @@ registered follower can be swapped in):
   estimator (``every_visit_loo``) on asset cells.
 * ``"neural_joint"`` — the same with the joint-action Q head (``policy="JointMlpPolicy"``,
   :mod:`bilevel_envs.followers.joint_q`): actions embedded by their hours and consumption.
+* ``"neural_grid"`` — soft-DQN households (joint-action head, one free embedding per asset
+  cell) trained on the 41-cell grid economy itself, the economy their gap is measured on.
 
-Both neural set-ups measure their households' soft-optimality gap on the 41-cell grid economy
+The neural set-ups measure their households' soft-optimality gap on the 41-cell grid economy
 at every leader step (``follower_quality``, :mod:`bilevel_envs.follower_quality`).
 * ``"tabular"`` — the asset-gridded variant with exact soft-optimal households (``"soft_vi"``):
   the same algorithms, in minutes, with the exact welfare ``J(x)`` at every evaluated iterate.
@@ -69,6 +71,25 @@ NEURAL_JOINT_FOLLOWER: dict[str, Any] = {
                     "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "huber",
                     "policy_kwargs": JOINT_POLICY_KWARGS},
 }
+#: Soft-DQN households on the 41-cell grid economy itself (``tabular=True``: ``Discrete(41)``
+#: observations, one-hot encoded by SB3), the economy their soft-optimality gap is measured on.
+#: The joint-action head with a free embedding per asset cell (``net_arch=[]``), a per-cell value
+#: ``v(s)``, actions embedded by their values and one-hot levels, Q scaled by 100; training
+#: episodes cut to 20 steps (more data near ``μ``); target copy every 100 transitions.
+#: 60,000 cold transitions per preference group, then 4,000 per leader step
+#: (docs/tax_design.md, "Neural households measured exactly").
+GRID_POLICY_KWARGS: dict[str, Any] = {"net_arch": [], "action_arch": [64, 64], "rank": 32,
+                                      "q_scale": 100.0, "state_value": True,
+                                      "action_features": "values+onehot"}
+NEURAL_GRID_FOLLOWER: dict[str, Any] = {
+    "warmup_timesteps": 60_000, "total_timesteps": 4_000, "n_envs": 16, "episode_steps": 20,
+    "policy": "JointMlpPolicy",
+    "algo_kwargs": {"learning_rate": 1e-3, "buffer_size": 50_000, "batch_size": 256,
+                    "learning_starts": 1_000, "train_freq": 1, "gradient_steps": 4,
+                    "target_update_interval": 100, "exploration_initial_eps": 0.1,
+                    "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse",
+                    "policy_kwargs": GRID_POLICY_KWARGS},
+}
 #: The authors' follower budget (docs/reference.md §5.2): 3 M transitions per solve (10 envs),
 #: replay 10,000, batch 1,000 every 10 transitions, target copy every 5,000, Adam 5e-5 clipped
 #: at 1.0, ε 1 → 0.1 over the first third. (Warm-started here; they restarted from scratch.)
@@ -92,6 +113,9 @@ SETUPS: dict[str, dict[str, Any]] = {
                      "follower_kwargs": NEURAL_JOINT_FOLLOWER, "n_envs": 100,
                      "follower_quality": True,
                      "iterations": {"hpgd": 40, "zero_order": 20}},
+    "neural_grid": {"tabular": True, "follower": "soft_dqn",
+                    "follower_kwargs": NEURAL_GRID_FOLLOWER, "n_envs": 100,
+                    "follower_quality": True, "iterations": {"hpgd": 40, "zero_order": 20}},
     "tabular": {"tabular": True, "follower": "soft_vi", "follower_kwargs": {},
                 "n_envs": 300, "iterations": {"hpgd": 100, "zero_order": 100}},
     "grid": {"tabular": False, "follower": "grid_soft_vi", "follower_kwargs": {},
@@ -105,6 +129,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "neural_joint": {"iterations": {"hpgd": 8, "zero_order": 4},
                      "follower_kwargs": {**NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 10_000,
                                          "total_timesteps": 1_000}},
+    "neural_grid": {"iterations": {"hpgd": 8, "zero_order": 4},
+                    "follower_kwargs": {**NEURAL_GRID_FOLLOWER, "warmup_timesteps": 10_000,
+                                        "total_timesteps": 1_000}},
     "tabular": {"iterations": {"hpgd": 40, "zero_order": 40}},
     "grid": {"iterations": {"hpgd": 40, "zero_order": 40}},
 }

@@ -24,7 +24,7 @@ from bilevel_envs.oracles import TrajectoryOracle
 from bilevel_envs.policies import Policy
 from bilevel_envs.problem import BilevelProblem, weighted_sum
 from bilevel_envs.tabular import TabularModel
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_choice, check_int
 
 #: Default size of the asset grid of the tabular variant (odd: a cell is centred on 0).
 DEFAULT_ASSET_CELLS = 41
@@ -152,13 +152,28 @@ class TaxDesign(BilevelProblem):
         ``problem.hours[action]`` and ``problem.consumption[action]``."""
         return hh.unflatten_action(action, self.params)
 
-    def follower_action_features(self) -> np.ndarray:
-        """``(A, 1 + M)`` features of each flat action for a joint-action Q-network
-        (:class:`~bilevel_envs.followers.joint_q.JointActionHead`): its hours and its
-        consumption of each good, each divided by the largest level (values in ``[0, 1]``)."""
+    def follower_action_features(self, encoding: str = "values") -> np.ndarray:
+        """Features of each flat action for a joint-action Q-network
+        (:class:`~bilevel_envs.followers.joint_q.JointActionHead`).
+
+        ``encoding="values"``: ``(A, 1 + M)``, its hours and its consumption of each good, each
+        divided by the largest level (values in ``[0, 1]``). ``"values+onehot"``: those columns
+        and the one-hot code of each dimension's level (``n_hours + M · n_cons`` more columns), so
+        that a utility with kinks at zero consumption (Cobb–Douglas ``c^0.1``) is easy to fit.
+
+        Raises:
+            ValueError: for another ``encoding``.
+        """
+        check_choice("encoding", encoding, ("values", "values+onehot"))
         hours_scale = max(max(self.params.hours_levels), 1e-12)
         cons_scale = max(max(self.params.consumption_levels), 1e-12)
-        return np.column_stack([self.hours / hours_scale, self.consumption / cons_scale])
+        columns = [self.hours / hours_scale, self.consumption / cons_scale]
+        if encoding == "values+onehot":
+            hours_index, cons_index = self.unflatten_action(np.arange(self.params.n_actions))
+            columns.append(np.eye(len(self.params.hours_levels))[hours_index])
+            n_cons = len(self.params.consumption_levels)
+            columns += [np.eye(n_cons)[cons_index[:, i]] for i in range(cons_index.shape[1])]
+        return np.column_stack(columns)
 
     def make_oracle(self, x: np.ndarray, context: Any, policy: Policy,
                     **kwargs: Any) -> TrajectoryOracle | None:
