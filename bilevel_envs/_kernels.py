@@ -154,11 +154,19 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
     n_episodes = max(n_episodes, 1.0)
     n_starts = max(n_starts, 1.0)
     v_bar = v_sum / np.maximum(n_s, 1.0)
+    max_tau = 0
+    for e in range(n):
+        for t in range(T):
+            if mask[e, t]:
+                max_tau = max(max_tau, episode_step[e, t])
+    discounts = np.empty(max_tau + 1)  # γ̄^τ, one power per episode step rather than per visit
+    for tau in range(max_tau + 1):
+        discounts[tau] = leader_gamma ** tau
     d_sa = np.zeros(n_states * n_actions)
     for e in range(n):  # discounted visit counts D(s, a) = Σ_k γ̄^τ_k
         for t in range(T):
             if mask[e, t]:
-                d_sa[obs[e, t] * n_actions + actions[e, t]] += leader_gamma ** episode_step[e, t]
+                d_sa[obs[e, t] * n_actions + actions[e, t]] += discounts[episode_step[e, t]]
     # Per visit k of (s, a): c_k = D(s, a) Ā_k / (λ N n(s, a)), its share of Σ_k γ̄^τ_k Ā / (λ N);
     # c_s sums them per state (the ∂V̂ baseline).
     coef = np.zeros((n, T))
@@ -334,19 +342,48 @@ def _require(condition: bool, message: str) -> None:
 
 def _shape(name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
     """``array`` has ``shape`` (``None`` entries free) and dtype kind ``kind`` (e.g. ``"f"``)."""
-    ok = array.ndim == len(shape) and all(n is None or n == m
-                                          for n, m in zip(shape, array.shape))
-    _require(ok and array.dtype.kind in kind,
-             f"{name} must be a {'float' if kind == 'f' else 'integer'} array of shape "
-             f"{tuple('·' if n is None else n for n in shape)}; got {array.dtype} {array.shape}")
+    # The message is built only on failure: these checks run on every sampler call.
+    if array.ndim == len(shape) and array.dtype.kind in kind and all(
+            n is None or n == m for n, m in zip(shape, array.shape)):
+        return
+    raise ValueError(f"{name} must be a {'float' if kind == 'f' else 'integer'} array of shape "
+                     f"{tuple('·' if n is None else n for n in shape)}; got {array.dtype} "
+                     f"{array.shape}")
+
+
+@nb.njit(cache=True, nogil=True)
+def _min_max(array):
+    """``(min, max)`` of a non-empty array in one pass (the checks below run on every call)."""
+    low = high = array.flat[0]
+    for value in array.flat:
+        if value < low:
+            low = value
+        elif value > high:
+            high = value
+    return low, high
+
+
+@nb.njit(cache=True, nogil=True)
+def _offset_range(next_states, probs):
+    """``(min, max)`` of ``s' − s`` over the successors with nonzero probability (0 if none)."""
+    low = high = 0
+    S, A, K = probs.shape
+    for s in range(S):
+        for a in range(A):
+            for k in range(K):
+                if probs[s, a, k] != 0.0:
+                    low = min(low, next_states[s, a, k] - s)
+                    high = max(high, next_states[s, a, k] - s)
+    return low, high
 
 
 def _indices(name: str, array: np.ndarray, low: int, high: int) -> None:
     """Every entry of the integer ``array`` lies in ``low..high``."""
     if array.size:
-        _require(int(array.min()) >= low and int(array.max()) <= high,
-                 f"{name} must hold indices in {low}..{high}; got range "
-                 f"[{int(array.min())}, {int(array.max())}]")
+        found = _min_max(array)
+        if int(found[0]) < low or int(found[1]) > high:
+            raise ValueError(f"{name} must hold indices in {low}..{high}; got range "
+                             f"[{int(found[0])}, {int(found[1])}]")
 
 
 def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
@@ -435,10 +472,8 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
     _shape("r", r, (S, A), "f")
     _shape("q (warm start)", q, (S, A), "f")
     _indices("next_states", next_states, 0, S - 1)
-    rows = np.arange(S)[:, None, None]
-    offsets = np.where(probs != 0.0, next_states - rows, 0)
-    _require(lo >= 0 and up >= 0 and (offsets.size == 0 or (
-        int(offsets.min()) >= -lo and int(offsets.max()) <= up)),
-        f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
+    low, high = _offset_range(next_states, probs)
+    _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
+             f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
     return _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
                                          max_iter, lo, up)
