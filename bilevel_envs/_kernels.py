@@ -270,6 +270,36 @@ def _banded_solve_inplace(A, y, lo, up, out):
 
 
 @nb.njit(cache=True, nogil=True)
+def softmax_rows(q, lam, pi):
+    """``π = softmax(q/λ)`` row by row into ``pi`` (``(S, A)``)."""
+    S, A = q.shape
+    for s in range(S):
+        m = q[s, 0]
+        for a in range(1, A):
+            m = max(m, q[s, a])
+        z = 0.0
+        for a in range(A):
+            pi[s, a] = np.exp((q[s, a] - m) / lam)
+            z += pi[s, a]
+        for a in range(A):
+            pi[s, a] /= z
+
+
+@nb.njit(cache=True, nogil=True)
+def policy_band(next_states, probs, pi, gamma, lo, band):
+    """The band of ``I − γ P_π`` (``band[s, s' − s + lo]``) from successor lists."""
+    S, A, K = probs.shape
+    band[:, :] = 0.0
+    for s in range(S):
+        band[s, lo] += 1.0
+        for a in range(A):
+            for k in range(K):
+                w = pi[s, a] * probs[s, a, k]
+                if w != 0.0:
+                    band[s, next_states[s, a, k] - s + lo] -= gamma * w
+
+
+@nb.njit(cache=True, nogil=True)
 def _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
                                  lo, up):
     """Soft policy iteration on a sparse model with banded ``P_π`` (see ``tabular.py``).
@@ -288,28 +318,14 @@ def _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshol
     previous = np.inf
     it = 0
     for it in range(1, max_iter + 1):
-        for s in range(S):  # π = softmax(q/λ), r_π = Σ_a π r + λ H(π)
-            m = q[s, 0]
-            for a in range(1, A):
-                m = max(m, q[s, a])
-            z = 0.0
-            for a in range(A):
-                pi[s, a] = np.exp((q[s, a] - m) / lam)
-                z += pi[s, a]
+        softmax_rows(q, lam, pi)
+        for s in range(S):  # r_π = Σ_a π r + λ H(π)
             acc = 0.0
             for a in range(A):
-                pi[s, a] /= z
                 if pi[s, a] > 0.0:
                     acc += pi[s, a] * (r[s, a] - lam * np.log(pi[s, a]))
             r_pi[s, 0] = acc
-        band[:, :] = 0.0
-        for s in range(S):  # the band of I − γ P_π
-            band[s, lo] += 1.0
-            for a in range(A):
-                for k in range(K):
-                    w = pi[s, a] * probs[s, a, k]
-                    if w != 0.0:
-                        band[s, next_states[s, a, k] - s + lo] -= gamma * w
+        policy_band(next_states, probs, pi, gamma, lo, band)
         _banded_solve_inplace(band, r_pi, lo, up, v2)
         v = v2[:, 0]
         residual = 0.0

@@ -1,0 +1,80 @@
+"""Numba kernel of the exact leader value on a banded model: the follower's soft policy
+iteration and the leader's policy evaluation in one compiled call.
+
+The metric of a leader run evaluates ``J(x_t)`` thousands of times (Table 3: every 10 iterations
+and on each of the last 1,000); per context this is one warm-started solve of the follower
+(:func:`bilevel_envs._kernels.soft_policy_iteration_sparse`) and one banded solve for ``V̄``.
+As in :mod:`bilevel_envs._kernels`, the public entry validates shapes and index ranges before the
+compiled code runs.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from bilevel_envs._kernels import (
+    _banded_solve_inplace,
+    _indices,
+    _offset_range,
+    _require,
+    _shape,
+    _soft_policy_iteration_sparse,
+    policy_band,
+    softmax_rows,
+)
+
+
+@nb.njit(cache=True, nogil=True)
+def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma, lam, q,
+                         threshold, max_iter, lo, up, v_leader):
+    """Soft policy iteration from ``q`` (updated in place to the follower's soft Q-function),
+    then ``V̄ = (I − γ̄ P_π)^{-1} Σ_a π r̄`` into ``v_leader`` for ``π = softmax(q/λ)``.
+
+    Returns ``(μ·V̄, iterations, residual)``.
+    """
+    it, residual = _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
+                                                 max_iter, lo, up)
+    S, A = q.shape
+    pi = np.empty((S, A))
+    softmax_rows(q, lam, pi)
+    r_pi = np.empty((S, 1))
+    for s in range(S):
+        acc = 0.0
+        for a in range(A):
+            acc += pi[s, a] * r_leader[s, a]
+        r_pi[s, 0] = acc
+    band = np.empty((S, lo + up + 1))
+    policy_band(next_states, probs, pi, leader_gamma, lo, band)
+    v2 = np.empty((S, 1))
+    _banded_solve_inplace(band, r_pi, lo, up, v2)
+    value = 0.0
+    for s in range(S):
+        v_leader[s] = v2[s, 0]
+        value += mu[s] * v2[s, 0]
+    return value, it, residual
+
+
+def leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma, lam, q,
+                        threshold, max_iter, lo, up):
+    """The leader's exact value ``μ·V̄`` when the follower plays its soft best response, on a
+    sparse banded model (validated; see :func:`_leader_value_sparse`). ``q`` (the warm start)
+    is overwritten with the follower's soft Q-function.
+
+    Returns ``(μ·V̄, V̄, iterations, residual)``.
+    """
+    _shape("next_states", next_states, (None, None, None), "iu")
+    S, A, K = next_states.shape
+    for name, array in (("r", r), ("r_leader", r_leader), ("q (warm start)", q)):
+        _shape(name, array, (S, A), "f")
+    _shape("probs", probs, (S, A, K), "f")
+    _shape("mu", mu, (S,), "f")
+    _indices("next_states", next_states, 0, S - 1)
+    low, high = _offset_range(next_states, probs)
+    _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
+             f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
+    v_leader = np.empty(S)
+    value, it, residual = _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma,
+                                               leader_gamma, lam, q, threshold, max_iter, lo, up,
+                                               v_leader)
+    return value, v_leader, it, residual
