@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -82,7 +83,7 @@ class BilevelProblem(abc.ABC):
     @property
     def n_params(self) -> int:
         """Dimension ``d`` of ``x``."""
-        return int(np.prod(self.x_space.shape))
+        return math.prod(self.x_space.shape)
 
     @property
     @abc.abstractmethod
