@@ -26,18 +26,9 @@ from bilevel_envs._kernels import (
 
 
 @nb.njit(cache=True, nogil=True)
-def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma, lam, q,
-                         threshold, max_iter, lo, up, v_leader):
-    """Soft policy iteration from ``q`` (updated in place to the follower's soft Q-function),
-    then ``V̄ = (I − γ̄ P_π)^{-1} Σ_a π r̄`` into ``v_leader`` for ``π = softmax(q/λ)``.
-
-    Returns ``(μ·V̄, iterations, residual)``.
-    """
-    it, residual = _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
-                                                 max_iter, lo, up)
-    S, A = q.shape
-    pi = np.empty((S, A))
-    softmax_rows(q, lam, pi)
+def _policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up, v_leader):
+    """``V̄ = (I − γ̄ P_π)^{-1} Σ_a π r̄`` into ``v_leader``; returns ``μ·V̄``."""
+    S, A = pi.shape
     r_pi = np.empty((S, 1))
     for s in range(S):
         acc = 0.0
@@ -52,7 +43,50 @@ def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamm
     for s in range(S):
         v_leader[s] = v2[s, 0]
         value += mu[s] * v2[s, 0]
+    return value
+
+
+@nb.njit(cache=True, nogil=True)
+def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma, lam, q,
+                         threshold, max_iter, lo, up, v_leader):
+    """Soft policy iteration from ``q`` (updated in place to the follower's soft Q-function),
+    then :func:`_policy_leader_value` of ``π = softmax(q/λ)``.
+
+    Returns ``(μ·V̄, iterations, residual)``.
+    """
+    it, residual = _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
+                                                 max_iter, lo, up)
+    pi = np.empty(q.shape)
+    softmax_rows(q, lam, pi)
+    value = _policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up,
+                                 v_leader)
     return value, it, residual
+
+
+def _check_model(next_states, probs, lo, up, tables):
+    """Shapes, successor indices and bandwidth (``tables``: more ``(name, array)`` of shape
+    ``(S, A)``); returns ``S``."""
+    _shape("next_states", next_states, (None, None, None), "iu")
+    S, A, K = next_states.shape
+    for name, array in tables:
+        _shape(name, array, (S, A), "f")
+    _shape("probs", probs, (S, A, K), "f")
+    _indices("next_states", next_states, 0, S - 1)
+    low, high = _offset_range(next_states, probs)
+    _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
+             f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
+    return S
+
+
+def policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up):
+    """The leader's exact value ``μ·V̄`` of a follower policy ``pi`` on a sparse banded model
+    (validated; see :func:`_policy_leader_value`). Returns ``(μ·V̄, V̄)``."""
+    S = _check_model(next_states, probs, lo, up, (("pi", pi), ("r_leader", r_leader)))
+    _shape("mu", mu, (S,), "f")
+    v_leader = np.empty(S)
+    value = _policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up,
+                                 v_leader)
+    return value, v_leader
 
 
 def leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma, lam, q,
@@ -63,16 +97,9 @@ def leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma
 
     Returns ``(μ·V̄, V̄, iterations, residual)``.
     """
-    _shape("next_states", next_states, (None, None, None), "iu")
-    S, A, K = next_states.shape
-    for name, array in (("r", r), ("r_leader", r_leader), ("q (warm start)", q)):
-        _shape(name, array, (S, A), "f")
-    _shape("probs", probs, (S, A, K), "f")
+    S = _check_model(next_states, probs, lo, up,
+                     (("r", r), ("r_leader", r_leader), ("q (warm start)", q)))
     _shape("mu", mu, (S,), "f")
-    _indices("next_states", next_states, 0, S - 1)
-    low, high = _offset_range(next_states, probs)
-    _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
-             f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
     v_leader = np.empty(S)
     value, it, residual = _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma,
                                                leader_gamma, lam, q, threshold, max_iter, lo, up,

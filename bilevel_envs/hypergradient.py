@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bilevel_envs._exact_kernels import policy_leader_value
 from bilevel_envs.tabular import (
     TabularModel,
     evaluate_policy,
     expected_next,
     policy_transitions,
     solve_bellman,
+    sparse_transitions,
 )
 from bilevel_envs.validation import check_float
 
@@ -54,6 +56,10 @@ def leader_values(model: TabularModel, pi: np.ndarray, lam: float,
     (w_l Ā/λ)`` carrying the best-response term through the follower's Bellman equation.
     """
     gamma, lgamma = model.gamma, model.leader_gamma
+    if not with_gradient:
+        banded = _banded_leader_value(model, pi)
+        if banded is not None:
+            return banded
     P_pi, v_bar = _leader_value(model, pi)
     objective = (model.mu * v_bar).sum(-1)
     if not with_gradient:
@@ -134,6 +140,21 @@ def hypergradient_terms(model: TabularModel, pi: np.ndarray,
     if model.dmu is not None:
         out["initial_score", "log_initial"] = np.einsum("...sd,...s->...d", model.dmu, v_bar)
     return out
+
+
+def _banded_leader_value(model: TabularModel, pi: np.ndarray) -> LeaderValues | None:
+    """``μ·V̄`` of a single banded model (gridworlds) in one compiled call on its successor lists
+    (the same value as the dense path to round-off); ``None`` for other models."""
+    if model.batch_shape or np.shape(pi) != (model.n_states, model.n_actions):
+        return None
+    next_states, probs, lo, up = sparse_transitions(model)
+    if lo + up + 1 > max(model.n_states // 3, 8):
+        return None
+    value, v_bar = policy_leader_value(
+        next_states, probs, np.ascontiguousarray(pi, dtype=np.float64),
+        np.ascontiguousarray(model.r_leader, dtype=np.float64),
+        np.ascontiguousarray(model.mu, dtype=np.float64), model.leader_gamma, lo, up)
+    return LeaderValues(objective=np.float64(value), gradient=None, v_leader=v_bar)
 
 
 def _contract(w: np.ndarray, derivative: np.ndarray) -> np.ndarray:

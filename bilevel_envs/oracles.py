@@ -15,6 +15,7 @@ chains of individual lengths, and auto-reset episodes into a continuous stream.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any
 
 import numpy as np
@@ -105,10 +106,23 @@ class TabularOracle(TrajectoryOracle):
         model = problem.tabular(self.x, self.context) if model is None else model
         self.n_states = model.n_states
         self.next_states, self.next_cdf, self.mu_cdf = sampling_tables(model)
-        table = np.asarray(policy.action_probs(np.arange(model.n_states)), dtype=np.float64)
-        self.pi = table
-        self.pi_cdf = normalised_cdf(table)
-        self.entropy_table = policy_entropy(table)
+
+    # The policy's tables are built on the first rollout: a leader env makes an oracle on every
+    # step, and exact-objective steps (zero-order, AMD's env) never sample from it.
+    @functools.cached_property
+    def pi(self) -> np.ndarray:
+        """``(S, A)`` the policy's table."""
+        return np.asarray(self.policy.action_probs(np.arange(self.n_states)), dtype=np.float64)
+
+    @functools.cached_property
+    def pi_cdf(self) -> np.ndarray:
+        """``(S, A)`` its cumulative rows (ending at exactly 1)."""
+        return normalised_cdf(self.pi)
+
+    @functools.cached_property
+    def entropy_table(self) -> np.ndarray:
+        """``(S,)`` its entropy per state."""
+        return policy_entropy(self.pi)
 
     def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
                 lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
