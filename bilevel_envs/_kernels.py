@@ -26,7 +26,8 @@ def first_above(cdf, u):
 @nb.njit(cache=True, nogil=True)
 def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                           lengths, max_episode_steps, auto_reset, u_init, u,
-                          obs, actions, next_obs, terminated, truncated, episode_step, mask):
+                          obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                          pi, entropy_table, action_probs, entropy):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy.
 
     Args:
@@ -41,6 +42,8 @@ def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, 
         u_init: ``(n_envs,)`` uniforms for the first state; ``u``: ``(n_envs, T, 3)`` uniforms for
             the action, the successor and the reset state of each step.
         obs ... mask: ``(n_envs, T)`` outputs, pre-filled with zeros / False.
+        pi, entropy_table: ``(S, A)`` the policy, ``(S,)`` its entropy per state; their values
+            at the visited ``(s, a)`` go to ``action_probs``, ``entropy`` (outputs, zeros).
     """
     n_envs, T = obs.shape
     for e in range(n_envs):
@@ -56,6 +59,8 @@ def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, 
             mask[e, t] = True
             obs[e, t] = s
             actions[e, t] = a
+            action_probs[e, t] = pi[s, a]
+            entropy[e, t] = entropy_table[s]
             episode_step[e, t] = tau
             k = first_above(next_cdf[s, a], u[e, t, 1])
             ended = False
@@ -131,6 +136,7 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
     n_episodes = 0.0
     n_starts = 0.0
     returns = np.zeros((n, T))
+    max_tau = 0
     for e in range(n):  # leader returns (reverse), visit counts
         acc = 0.0
         for t in range(T - 1, -1, -1):
@@ -151,14 +157,10 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
             if episode_step[e, t] == 0:
                 start_counts[s] += 1.0
                 n_starts += 1.0
+            max_tau = max(max_tau, episode_step[e, t])
     n_episodes = max(n_episodes, 1.0)
     n_starts = max(n_starts, 1.0)
     v_bar = v_sum / np.maximum(n_s, 1.0)
-    max_tau = 0
-    for e in range(n):
-        for t in range(T):
-            if mask[e, t]:
-                max_tau = max(max_tau, episode_step[e, t])
     discounts = np.empty(max_tau + 1)  # γ̄^τ, one power per episode step rather than per visit
     for tau in range(max_tau + 1):
         discounts[tau] = leader_gamma ** tau
@@ -404,36 +406,38 @@ def _indices(name: str, array: np.ndarray, low: int, high: int) -> None:
 
 def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                           lengths, max_episode_steps, auto_reset, u_init, u,
-                          obs, actions, next_obs, terminated, truncated, episode_step, mask):
+                          obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                          pi, entropy_table, action_probs, entropy):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy (validated; see
     :func:`_sample_tabular_chains` for the arguments)."""
     S, A, K = next_states.shape
     n_envs, T = obs.shape
-    _shape("pi_cdf", pi_cdf, (S, A), "f")
-    _shape("next_states", next_states, (S, A, K), "iu")
-    _shape("next_cdf", next_cdf, (S, A, K), "f")
-    _shape("mu_cdf", mu_cdf, (S,), "f")
+    for name, array, shape, kind in (
+            ("pi_cdf", pi_cdf, (S, A), "f"), ("pi", pi, (S, A), "f"),
+            ("next_states", next_states, (S, A, K), "iu"), ("next_cdf", next_cdf, (S, A, K), "f"),
+            ("mu_cdf", mu_cdf, (S,), "f"), ("entropy_table", entropy_table, (S,), "f"),
+            ("u_init", u_init, (n_envs,), "f"), ("u", u, (n_envs, T, 3), "f")):
+        _shape(name, array, shape, kind)
     _require(S > 0 and A > 0 and K > 0, "the model needs at least one state, action, successor")
     _indices("next_states", next_states, 0, S - 1)
-    for name, array, high in (("start_states", start_states, S - 1),
-                              ("start_actions", start_actions, A - 1)):
+    for name, array, low, high in (("start_states", start_states, -1, S - 1),
+                                   ("start_actions", start_actions, -1, A - 1),
+                                   ("lengths", lengths, 0, T)):
         _shape(name, array, (n_envs,), "iu")
-        _indices(name, array, -1, high)
-    _shape("lengths", lengths, (n_envs,), "iu")
-    _indices("lengths", lengths, 0, T)
-    _shape("u_init", u_init, (n_envs,), "f")
-    _shape("u", u, (n_envs, T, 3), "f")
+        _indices(name, array, low, high)
     for name, array, kind in (("obs", obs, "iu"), ("actions", actions, "iu"),
                               ("next_obs", next_obs, "iu"), ("terminated", terminated, "b"),
                               ("truncated", truncated, "b"), ("episode_step", episode_step, "iu"),
-                              ("mask", mask, "b")):
+                              ("mask", mask, "b"), ("action_probs", action_probs, "f"),
+                              ("entropy", entropy, "f")):
         _shape(name, array, (n_envs, T), kind)
     # Draws land inside [0, S) and [0, A) only if the CDFs end at 1 (u < 1).
     _require(bool(np.all(mu_cdf[-1:] >= 1.0)) and bool(np.all(pi_cdf[:, -1] >= 1.0)),
              "mu_cdf and pi_cdf must be cumulative distributions ending at 1")
     _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                            lengths, max_episode_steps, auto_reset, u_init, u, obs, actions,
-                           next_obs, terminated, truncated, episode_step, mask)
+                           next_obs, terminated, truncated, episode_step, mask, pi,
+                           entropy_table, action_probs, entropy)
 
 
 def discounted_returns(values, ends, gamma):

@@ -135,15 +135,17 @@ class TabularOracle(TrajectoryOracle):
         shape = (n_envs, n_steps)
         obs, actions, next_obs, episode_step = (np.zeros(shape, np.int64) for _ in range(4))
         terminated, truncated, mask = (np.zeros(shape, np.bool_) for _ in range(3))
+        action_probs, entropy = np.zeros(shape), np.zeros(shape)
         limit = self.max_episode_steps if (time_limit and self.max_episode_steps) else 0
         sample_tabular_chains(self.pi_cdf, self.next_states, self.next_cdf, self.mu_cdf, starts,
                               first_actions, lens, int(limit), bool(auto_reset), u_init, u,
-                              obs, actions, next_obs, terminated, truncated, episode_step, mask)
-        # Padding is state 0 / action 0, masked out of everything downstream.
+                              obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                              self.pi, self.entropy_table, action_probs, entropy)
+        # Padding is state 0 / action 0 (probability and entropy 0), masked out of everything
+        # downstream.
         return fill_rewards(self.problem, self.x, self.context, obs, actions, next_obs,
                              terminated, truncated, episode_step, mask,
-                             action_probs=self.pi[obs, actions] * mask,
-                             entropy=self.entropy_table[obs] * mask)
+                             action_probs=action_probs, entropy=entropy)
 
 
 class GymOracle(TrajectoryOracle):
