@@ -90,14 +90,13 @@ class FourRoomsShaping(BilevelProblem):
         dr_state[goal] = 0.0
         dr_leader_state = np.zeros((N_CELLS, N_PARAMS))
         dr_leader_state[goal] = -self.beta * total_penalty_grad(sigma)
-        shape = (N_CELLS, N_ACTIONS)
         return TabularModel(
             P=transition_tensor(self.move_prob, goal),
             r=_per_action(follower_state_reward(sigma, goal)),
             r_leader=_per_action(leader_state_reward(sigma, goal, self.beta)),
             mu=self._mu, gamma=self.gamma, leader_gamma=self.leader_gamma,
-            dr=np.broadcast_to(dr_state[:, None, :], shape + (N_PARAMS,)),
-            dr_leader=np.broadcast_to(dr_leader_state[:, None, :], shape + (N_PARAMS,)),
+            dr=_per_action_derivative(dr_state),
+            dr_leader=_per_action_derivative(dr_leader_state),
             cache=self._caches[ctx],
         )
 
@@ -144,3 +143,13 @@ def _per_action(state_reward: np.ndarray) -> np.ndarray:
     table = np.repeat(state_reward[:, None], N_ACTIONS, axis=1)
     table.setflags(write=False)
     return table
+
+
+def _per_action_derivative(state_derivative: np.ndarray) -> np.ndarray:
+    """``(S, A, d)`` read-only view of a per-state derivative ``(S, d)`` repeated over actions:
+    ``np.broadcast_to``'s view, built directly (a model is built on every leader step)."""
+    rows, cols = state_derivative.strides
+    view = np.ndarray((N_CELLS, N_ACTIONS, N_PARAMS), dtype=np.float64, buffer=state_derivative,
+                      strides=(rows, 0, cols))
+    view.setflags(write=False)
+    return view
