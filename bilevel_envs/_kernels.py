@@ -135,7 +135,7 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
     start_counts = np.zeros(n_states)
     n_episodes = 0.0
     n_starts = 0.0
-    returns = np.zeros((n, T))
+    returns = np.zeros((n if leave_one_out else 0, T))  # the visits' own returns (LOO only)
     max_tau = 0
     for e in range(n):  # leader returns (reverse), visit counts
         acc = 0.0
@@ -147,7 +147,8 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
                 acc = 0.0
                 n_episodes += 1.0
             acc = leader_rewards[e, t] + leader_gamma * acc
-            returns[e, t] = acc
+            if leave_one_out:
+                returns[e, t] = acc
             s = obs[e, t]
             sa = s * n_actions + actions[e, t]
             n_sa[sa] += 1.0
@@ -170,22 +171,22 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
             if mask[e, t]:
                 d_sa[obs[e, t] * n_actions + actions[e, t]] += discounts[episode_step[e, t]]
     # Per visit k of (s, a): c_k = D(s, a) Ā_k / (λ N n(s, a)), its share of Σ_k γ̄^τ_k Ā / (λ N);
-    # c_s sums them per state (the ∂V̂ baseline).
-    coef = np.zeros((n, T))
+    # c_s sums them per state (the ∂V̂ baseline). Recomputed where needed, not stored.
+    def coef(e, t, s, sa):
+        if not leave_one_out:
+            a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
+        elif n_sa[sa] > 1.0:
+            a_bar = (q_sum[sa] - returns[e, t]) / (n_sa[sa] - 1.0) - v_bar[s]
+        else:
+            a_bar = 0.0  # no other visit of (s, a) in the batch
+        return d_sa[sa] * a_bar / (lam * n_episodes * n_sa[sa])
+
     c_s = np.zeros(n_states)
     for e in range(n):
         for t in range(T):
             if mask[e, t]:
                 s = obs[e, t]
-                sa = s * n_actions + actions[e, t]
-                if not leave_one_out:
-                    a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
-                elif n_sa[sa] > 1.0:
-                    a_bar = (q_sum[sa] - returns[e, t]) / (n_sa[sa] - 1.0) - v_bar[s]
-                else:
-                    a_bar = 0.0  # no other visit of (s, a) in the batch
-                coef[e, t] = d_sa[sa] * a_bar / (lam * n_episodes * n_sa[sa])
-                c_s[s] += coef[e, t]
+                c_s[s] += coef(e, t, s, s * n_actions + actions[e, t])
     W = np.zeros((n, T))
     U = np.zeros((n, T))
     for e in range(n):  # forward discounted accumulation of the table-averaged weights
@@ -198,7 +199,7 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
             if mask[e, t]:
                 s = obs[e, t]
                 sa = s * n_actions + actions[e, t]
-                acc_w = coef[e, t] - c_s[s] / n_s[s] + gamma * acc_w
+                acc_w = coef(e, t, s, sa) - c_s[s] / n_s[s] + gamma * acc_w
                 acc_u = start_counts[s] / (n_starts * n_s[s]) + leader_gamma * acc_u
                 W[e, t] = acc_w
                 U[e, t] = acc_u
