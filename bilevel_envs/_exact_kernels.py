@@ -63,6 +63,23 @@ def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamm
     return value, it, residual
 
 
+@nb.njit(cache=True, nogil=True)
+def _policy_solve(next_states, probs, pi, gamma, lo, up, rhs, transpose, out):
+    """Solve ``(I − γ P_π) y = rhs`` (the transposed system if ``transpose``) for the columns of
+    ``rhs`` ``(S, k)`` into ``out``, the band built from the successor lists."""
+    S = pi.shape[0]
+    band = np.empty((S, lo + up + 1))
+    policy_band(next_states, probs, pi, gamma, lo, band)
+    if transpose:  # (A^T)[i, j] = A[j, i]: the band with lower and upper widths swapped
+        band_t = np.zeros((S, lo + up + 1))
+        for i in range(S):
+            for j in range(max(0, i - up), min(S, i + lo + 1)):
+                band_t[i, j - i + up] = band[j, i - j + lo]
+        _banded_solve_inplace(band_t, rhs.copy(), up, lo, out)
+    else:
+        _banded_solve_inplace(band, rhs.copy(), lo, up, out)
+
+
 def _check_model(next_states, probs, lo, up, tables):
     """Shapes, successor indices and bandwidth (``tables``: more ``(name, array)`` of shape
     ``(S, A)``); returns ``S``."""
@@ -105,3 +122,15 @@ def leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma
                                                leader_gamma, lam, q, threshold, max_iter, lo, up,
                                                v_leader)
     return value, v_leader, it, residual
+
+
+def policy_solve(next_states, probs, pi, gamma, lo, up, rhs, transpose=False):
+    """``(I − γ P_π)^{-1} rhs`` (or ``^{-T}``) on a sparse banded model (validated; see
+    :func:`_policy_solve`); ``rhs`` is ``(S,)`` or ``(S, k)``."""
+    S = _check_model(next_states, probs, lo, up, (("pi", pi),))
+    vector = np.ndim(rhs) == 1
+    b = np.ascontiguousarray(np.reshape(rhs, (S, -1)), dtype=np.float64)
+    _shape("rhs", b, (S, None), "f")
+    out = np.empty(b.shape)
+    _policy_solve(next_states, probs, pi, float(gamma), lo, up, b, bool(transpose), out)
+    return out[:, 0] if vector else out
