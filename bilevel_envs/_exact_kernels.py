@@ -124,13 +124,17 @@ def leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamma
     return value, v_leader, it, residual
 
 
-def policy_solve(next_states, probs, pi, gamma, lo, up, rhs, transpose=False):
-    """``(I − γ P_π)^{-1} rhs`` (or ``^{-T}``) on a sparse banded model (validated; see
-    :func:`_policy_solve`); ``rhs`` is ``(S,)`` or ``(S, k)``."""
+def policy_solver(next_states, probs, pi, lo, up):
+    """``solve(γ, rhs, transpose=False)``: ``(I − γ P_π)^{-1} rhs`` (or ``^{-T}``) on a sparse
+    banded model, the model and ``pi`` validated once (see :func:`_policy_solve`); ``rhs`` is
+    ``(S,)`` or ``(S, k)``."""
     S = _check_model(next_states, probs, lo, up, (("pi", pi),))
-    vector = np.ndim(rhs) == 1
-    b = np.ascontiguousarray(np.reshape(rhs, (S, -1)), dtype=np.float64)
-    _shape("rhs", b, (S, None), "f")
-    out = np.empty(b.shape)
-    _policy_solve(next_states, probs, pi, float(gamma), lo, up, b, bool(transpose), out)
-    return out[:, 0] if vector else out
+
+    def solve(gamma, rhs, transpose=False):
+        b = np.ascontiguousarray(np.reshape(rhs, (S, -1)), dtype=np.float64)
+        _shape("rhs", b, (S, None), "f")
+        out = np.empty(b.shape)
+        _policy_solve(next_states, probs, pi, float(gamma), lo, up, b, bool(transpose), out)
+        return out[:, 0] if np.ndim(rhs) == 1 else out
+
+    return solve

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bilevel_envs._exact_kernels import policy_leader_value, policy_solve
+from bilevel_envs._exact_kernels import policy_leader_value, policy_solver
 from bilevel_envs.tabular import (
     TabularModel,
     evaluate_policy,
@@ -173,9 +173,8 @@ def _policy_solver(model: TabularModel, pi: np.ndarray) -> Callable[..., np.ndar
     if not model.batch_shape and np.shape(pi) == (model.n_states, model.n_actions):
         next_states, probs, lo, up = sparse_transitions(model)
         if lo + up + 1 <= max(model.n_states // 3, 8):
-            table = np.ascontiguousarray(pi, dtype=np.float64)
-            return lambda gamma, rhs, transpose=False: policy_solve(
-                next_states, probs, table, gamma, lo, up, rhs, transpose)
+            return policy_solver(next_states, probs, np.ascontiguousarray(pi, dtype=np.float64),
+                                 lo, up)
     P_pi = policy_transitions(model.P, pi)
     return lambda gamma, rhs, transpose=False: solve_bellman(P_pi, gamma, rhs, transpose)
 
