@@ -26,7 +26,8 @@ def first_above(cdf, u):
 @nb.njit(cache=True, nogil=True)
 def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                           lengths, max_episode_steps, auto_reset, u_init, u,
-                          obs, actions, next_obs, terminated, truncated, episode_step, mask):
+                          obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                          pi, entropy_table, action_probs, entropy):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy.
 
     Args:
@@ -41,6 +42,8 @@ def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, 
         u_init: ``(n_envs,)`` uniforms for the first state; ``u``: ``(n_envs, T, 3)`` uniforms for
             the action, the successor and the reset state of each step.
         obs ... mask: ``(n_envs, T)`` outputs, pre-filled with zeros / False.
+        pi, entropy_table: ``(S, A)`` the policy, ``(S,)`` its entropy per state; their values
+            at the visited ``(s, a)`` go to ``action_probs``, ``entropy`` (outputs, zeros).
     """
     n_envs, T = obs.shape
     for e in range(n_envs):
@@ -56,6 +59,8 @@ def _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, 
             mask[e, t] = True
             obs[e, t] = s
             actions[e, t] = a
+            action_probs[e, t] = pi[s, a]
+            entropy[e, t] = entropy_table[s]
             episode_step[e, t] = tau
             k = first_above(next_cdf[s, a], u[e, t, 1])
             ended = False
@@ -130,7 +135,8 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
     start_counts = np.zeros(n_states)
     n_episodes = 0.0
     n_starts = 0.0
-    returns = np.zeros((n, T))
+    returns = np.zeros((n if leave_one_out else 0, T))  # the visits' own returns (LOO only)
+    max_tau = 0
     for e in range(n):  # leader returns (reverse), visit counts
         acc = 0.0
         for t in range(T - 1, -1, -1):
@@ -141,7 +147,8 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
                 acc = 0.0
                 n_episodes += 1.0
             acc = leader_rewards[e, t] + leader_gamma * acc
-            returns[e, t] = acc
+            if leave_one_out:
+                returns[e, t] = acc
             s = obs[e, t]
             sa = s * n_actions + actions[e, t]
             n_sa[sa] += 1.0
@@ -151,31 +158,35 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
             if episode_step[e, t] == 0:
                 start_counts[s] += 1.0
                 n_starts += 1.0
+            max_tau = max(max_tau, episode_step[e, t])
     n_episodes = max(n_episodes, 1.0)
     n_starts = max(n_starts, 1.0)
     v_bar = v_sum / np.maximum(n_s, 1.0)
+    discounts = np.empty(max_tau + 1)  # γ̄^τ, one power per episode step rather than per visit
+    for tau in range(max_tau + 1):
+        discounts[tau] = leader_gamma ** tau
     d_sa = np.zeros(n_states * n_actions)
     for e in range(n):  # discounted visit counts D(s, a) = Σ_k γ̄^τ_k
         for t in range(T):
             if mask[e, t]:
-                d_sa[obs[e, t] * n_actions + actions[e, t]] += leader_gamma ** episode_step[e, t]
+                d_sa[obs[e, t] * n_actions + actions[e, t]] += discounts[episode_step[e, t]]
     # Per visit k of (s, a): c_k = D(s, a) Ā_k / (λ N n(s, a)), its share of Σ_k γ̄^τ_k Ā / (λ N);
-    # c_s sums them per state (the ∂V̂ baseline).
-    coef = np.zeros((n, T))
+    # c_s sums them per state (the ∂V̂ baseline). Recomputed where needed, not stored.
+    def coef(e, t, s, sa):
+        if not leave_one_out:
+            a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
+        elif n_sa[sa] > 1.0:
+            a_bar = (q_sum[sa] - returns[e, t]) / (n_sa[sa] - 1.0) - v_bar[s]
+        else:
+            a_bar = 0.0  # no other visit of (s, a) in the batch
+        return d_sa[sa] * a_bar / (lam * n_episodes * n_sa[sa])
+
     c_s = np.zeros(n_states)
     for e in range(n):
         for t in range(T):
             if mask[e, t]:
                 s = obs[e, t]
-                sa = s * n_actions + actions[e, t]
-                if not leave_one_out:
-                    a_bar = q_sum[sa] / n_sa[sa] - v_bar[s]
-                elif n_sa[sa] > 1.0:
-                    a_bar = (q_sum[sa] - returns[e, t]) / (n_sa[sa] - 1.0) - v_bar[s]
-                else:
-                    a_bar = 0.0  # no other visit of (s, a) in the batch
-                coef[e, t] = d_sa[sa] * a_bar / (lam * n_episodes * n_sa[sa])
-                c_s[s] += coef[e, t]
+                c_s[s] += coef(e, t, s, s * n_actions + actions[e, t])
     W = np.zeros((n, T))
     U = np.zeros((n, T))
     for e in range(n):  # forward discounted accumulation of the table-averaged weights
@@ -188,7 +199,7 @@ def _every_visit_weights(obs, actions, mask, ends, leader_rewards, episode_step,
             if mask[e, t]:
                 s = obs[e, t]
                 sa = s * n_actions + actions[e, t]
-                acc_w = coef[e, t] - c_s[s] / n_s[s] + gamma * acc_w
+                acc_w = coef(e, t, s, sa) - c_s[s] / n_s[s] + gamma * acc_w
                 acc_u = start_counts[s] / (n_starts * n_s[s]) + leader_gamma * acc_u
                 W[e, t] = acc_w
                 U[e, t] = acc_u
@@ -262,6 +273,36 @@ def _banded_solve_inplace(A, y, lo, up, out):
 
 
 @nb.njit(cache=True, nogil=True)
+def softmax_rows(q, lam, pi):
+    """``π = softmax(q/λ)`` row by row into ``pi`` (``(S, A)``)."""
+    S, A = q.shape
+    for s in range(S):
+        m = q[s, 0]
+        for a in range(1, A):
+            m = max(m, q[s, a])
+        z = 0.0
+        for a in range(A):
+            pi[s, a] = np.exp((q[s, a] - m) / lam)
+            z += pi[s, a]
+        for a in range(A):
+            pi[s, a] /= z
+
+
+@nb.njit(cache=True, nogil=True)
+def policy_band(next_states, probs, pi, gamma, lo, band):
+    """The band of ``I − γ P_π`` (``band[s, s' − s + lo]``) from successor lists."""
+    S, A, K = probs.shape
+    band[:, :] = 0.0
+    for s in range(S):
+        band[s, lo] += 1.0
+        for a in range(A):
+            for k in range(K):
+                w = pi[s, a] * probs[s, a, k]
+                if w != 0.0:
+                    band[s, next_states[s, a, k] - s + lo] -= gamma * w
+
+
+@nb.njit(cache=True, nogil=True)
 def _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
                                  lo, up):
     """Soft policy iteration on a sparse model with banded ``P_π`` (see ``tabular.py``).
@@ -280,28 +321,14 @@ def _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshol
     previous = np.inf
     it = 0
     for it in range(1, max_iter + 1):
-        for s in range(S):  # π = softmax(q/λ), r_π = Σ_a π r + λ H(π)
-            m = q[s, 0]
-            for a in range(1, A):
-                m = max(m, q[s, a])
-            z = 0.0
-            for a in range(A):
-                pi[s, a] = np.exp((q[s, a] - m) / lam)
-                z += pi[s, a]
+        softmax_rows(q, lam, pi)
+        for s in range(S):  # r_π = Σ_a π r + λ H(π)
             acc = 0.0
             for a in range(A):
-                pi[s, a] /= z
                 if pi[s, a] > 0.0:
                     acc += pi[s, a] * (r[s, a] - lam * np.log(pi[s, a]))
             r_pi[s, 0] = acc
-        band[:, :] = 0.0
-        for s in range(S):  # the band of I − γ P_π
-            band[s, lo] += 1.0
-            for a in range(A):
-                for k in range(K):
-                    w = pi[s, a] * probs[s, a, k]
-                    if w != 0.0:
-                        band[s, next_states[s, a, k] - s + lo] -= gamma * w
+        policy_band(next_states, probs, pi, gamma, lo, band)
         _banded_solve_inplace(band, r_pi, lo, up, v2)
         v = v2[:, 0]
         residual = 0.0
@@ -334,53 +361,84 @@ def _require(condition: bool, message: str) -> None:
 
 def _shape(name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
     """``array`` has ``shape`` (``None`` entries free) and dtype kind ``kind`` (e.g. ``"f"``)."""
-    ok = array.ndim == len(shape) and all(n is None or n == m
-                                          for n, m in zip(shape, array.shape))
-    _require(ok and array.dtype.kind in kind,
-             f"{name} must be a {'float' if kind == 'f' else 'integer'} array of shape "
-             f"{tuple('·' if n is None else n for n in shape)}; got {array.dtype} {array.shape}")
+    # The message is built only on failure: these checks run on every sampler call.
+    if array.ndim == len(shape) and array.dtype.kind in kind and all(
+            n is None or n == m for n, m in zip(shape, array.shape)):
+        return
+    raise ValueError(f"{name} must be a {'float' if kind == 'f' else 'integer'} array of shape "
+                     f"{tuple('·' if n is None else n for n in shape)}; got {array.dtype} "
+                     f"{array.shape}")
+
+
+@nb.njit(cache=True, nogil=True)
+def _min_max(array):
+    """``(min, max)`` of a non-empty array in one pass (the checks below run on every call)."""
+    low = high = array.flat[0]
+    for value in array.flat:
+        if value < low:
+            low = value
+        elif value > high:
+            high = value
+    return low, high
+
+
+@nb.njit(cache=True, nogil=True)
+def _offset_range(next_states, probs):
+    """``(min, max)`` of ``s' − s`` over the successors with nonzero probability (0 if none)."""
+    low = high = 0
+    S, A, K = probs.shape
+    for s in range(S):
+        for a in range(A):
+            for k in range(K):
+                if probs[s, a, k] != 0.0:
+                    low = min(low, next_states[s, a, k] - s)
+                    high = max(high, next_states[s, a, k] - s)
+    return low, high
 
 
 def _indices(name: str, array: np.ndarray, low: int, high: int) -> None:
     """Every entry of the integer ``array`` lies in ``low..high``."""
     if array.size:
-        _require(int(array.min()) >= low and int(array.max()) <= high,
-                 f"{name} must hold indices in {low}..{high}; got range "
-                 f"[{int(array.min())}, {int(array.max())}]")
+        found = _min_max(array)
+        if int(found[0]) < low or int(found[1]) > high:
+            raise ValueError(f"{name} must hold indices in {low}..{high}; got range "
+                             f"[{int(found[0])}, {int(found[1])}]")
 
 
 def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                           lengths, max_episode_steps, auto_reset, u_init, u,
-                          obs, actions, next_obs, terminated, truncated, episode_step, mask):
+                          obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                          pi, entropy_table, action_probs, entropy):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy (validated; see
     :func:`_sample_tabular_chains` for the arguments)."""
     S, A, K = next_states.shape
     n_envs, T = obs.shape
-    _shape("pi_cdf", pi_cdf, (S, A), "f")
-    _shape("next_states", next_states, (S, A, K), "iu")
-    _shape("next_cdf", next_cdf, (S, A, K), "f")
-    _shape("mu_cdf", mu_cdf, (S,), "f")
+    for name, array, shape, kind in (
+            ("pi_cdf", pi_cdf, (S, A), "f"), ("pi", pi, (S, A), "f"),
+            ("next_states", next_states, (S, A, K), "iu"), ("next_cdf", next_cdf, (S, A, K), "f"),
+            ("mu_cdf", mu_cdf, (S,), "f"), ("entropy_table", entropy_table, (S,), "f"),
+            ("u_init", u_init, (n_envs,), "f"), ("u", u, (n_envs, T, 3), "f")):
+        _shape(name, array, shape, kind)
     _require(S > 0 and A > 0 and K > 0, "the model needs at least one state, action, successor")
     _indices("next_states", next_states, 0, S - 1)
-    for name, array, high in (("start_states", start_states, S - 1),
-                              ("start_actions", start_actions, A - 1)):
+    for name, array, low, high in (("start_states", start_states, -1, S - 1),
+                                   ("start_actions", start_actions, -1, A - 1),
+                                   ("lengths", lengths, 0, T)):
         _shape(name, array, (n_envs,), "iu")
-        _indices(name, array, -1, high)
-    _shape("lengths", lengths, (n_envs,), "iu")
-    _indices("lengths", lengths, 0, T)
-    _shape("u_init", u_init, (n_envs,), "f")
-    _shape("u", u, (n_envs, T, 3), "f")
+        _indices(name, array, low, high)
     for name, array, kind in (("obs", obs, "iu"), ("actions", actions, "iu"),
                               ("next_obs", next_obs, "iu"), ("terminated", terminated, "b"),
                               ("truncated", truncated, "b"), ("episode_step", episode_step, "iu"),
-                              ("mask", mask, "b")):
+                              ("mask", mask, "b"), ("action_probs", action_probs, "f"),
+                              ("entropy", entropy, "f")):
         _shape(name, array, (n_envs, T), kind)
     # Draws land inside [0, S) and [0, A) only if the CDFs end at 1 (u < 1).
     _require(bool(np.all(mu_cdf[-1:] >= 1.0)) and bool(np.all(pi_cdf[:, -1] >= 1.0)),
              "mu_cdf and pi_cdf must be cumulative distributions ending at 1")
     _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                            lengths, max_episode_steps, auto_reset, u_init, u, obs, actions,
-                           next_obs, terminated, truncated, episode_step, mask)
+                           next_obs, terminated, truncated, episode_step, mask, pi,
+                           entropy_table, action_probs, entropy)
 
 
 def discounted_returns(values, ends, gamma):
@@ -435,10 +493,8 @@ def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold
     _shape("r", r, (S, A), "f")
     _shape("q (warm start)", q, (S, A), "f")
     _indices("next_states", next_states, 0, S - 1)
-    rows = np.arange(S)[:, None, None]
-    offsets = np.where(probs != 0.0, next_states - rows, 0)
-    _require(lo >= 0 and up >= 0 and (offsets.size == 0 or (
-        int(offsets.min()) >= -lo and int(offsets.max()) <= up)),
-        f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
+    low, high = _offset_range(next_states, probs)
+    _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
+             f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
     return _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
                                          max_iter, lo, up)

@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from bilevel_envs._exact_kernels import leader_value_sparse
 from bilevel_envs.hypergradient import LeaderValues, leader_values
 from bilevel_envs.problem import BilevelProblem
-from bilevel_envs.tabular import DEFAULT_TOL, SOLVERS, SoftSolution, TabularModel, solve_follower
+from bilevel_envs.tabular import (
+    DEFAULT_TOL,
+    SOFT_PI_MAX_ITER,
+    SOLVERS,
+    SoftSolution,
+    TabularModel,
+    check_warm_start,
+    solve_follower,
+    sparse_transitions,
+)
 from bilevel_envs.validation import check_choice, check_float
 
 
@@ -70,6 +80,10 @@ class ExactSolver:
     def per_context(self, x: np.ndarray, contexts=None, with_gradient: bool = False
                        ) -> LeaderValues:
         """Per-context exact leader values (and gradients), in context order."""
+        if not with_gradient and self.method == "policy_iteration":
+            values = self._banded_values(x, contexts)
+            if values is not None:
+                return values
         models, solution, _ = self.solve(x, contexts)
         values = [leader_values(m, solution.pi[i], self.problem.lam, with_gradient)
                   for i, m in enumerate(models)]
@@ -77,6 +91,38 @@ class ExactSolver:
             objective=np.array([float(v.objective) for v in values]),
             gradient=np.stack([v.gradient for v in values]) if with_gradient else None,
             v_leader=np.stack([v.v_leader for v in values]))
+
+    def _banded_values(self, x: np.ndarray, contexts) -> LeaderValues | None:
+        """Values only, when every context's model is banded: the follower's solve and the
+        leader's evaluation in one compiled call each (the same fixed point and tolerance as
+        :meth:`solve`, agreeing to round-off); ``None`` when a model does not qualify."""
+        x = self.problem.check_x(x)
+        idx = self._contexts(contexts)
+        models = self.problem.tabular_models(x, idx)
+        if any(m.batch_shape for m in models):
+            return None
+        tables = [sparse_transitions(m) for m in models]
+        if any(lo + up + 1 > max(m.n_states // 3, 8) for m, (_, _, lo, up) in zip(models, tables)):
+            return None
+        objective, v_leader = [], []
+        for c, model, (next_states, probs, lo, up) in zip(idx, models, tables):
+            warm = self._warm.get(c)
+            q = (np.zeros((model.n_states, model.n_actions)) if warm is None
+                 else check_warm_start(model, warm))
+            value, v_bar, _, residual = leader_value_sparse(
+                next_states, probs, np.ascontiguousarray(model.r, dtype=np.float64),
+                np.ascontiguousarray(model.r_leader, dtype=np.float64),
+                np.ascontiguousarray(model.mu, dtype=np.float64), model.gamma,
+                model.leader_gamma, self.problem.lam, q, self.tol * (1 - model.gamma),
+                SOFT_PI_MAX_ITER, lo, up)
+            if not (np.isfinite(residual) and np.isfinite(value) and np.all(np.isfinite(q))):
+                raise FloatingPointError("soft policy iteration diverged (non-finite values); "
+                                         "check rewards and lam")
+            self._warm[c] = q
+            objective.append(value)
+            v_leader.append(v_bar)
+        return LeaderValues(objective=np.array(objective), gradient=None,
+                            v_leader=np.stack(v_leader))
 
     def _weights(self, contexts) -> np.ndarray:
         idx = self._contexts(contexts)

@@ -177,7 +177,8 @@ class LeaderEnv(BilevelEnvBase):
     def step(self, action):
         x = self.problem.check_x(action, name="action")
         if self._crn_state is not None:
-            self.np_random.bit_generator.state = copy.deepcopy(self._crn_state)
+            # The setter only reads the saved dict (numpy's bit generators copy it in).
+            self.np_random.bit_generator.state = self._crn_state
         contexts, weights = self._step_contexts()
         # Every follower responds before any samples: the random stream's order is part of the
         # env's reproducibility.

@@ -15,6 +15,7 @@ chains of individual lengths, and auto-reset episodes into a continuous stream.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any
 
 import numpy as np
@@ -105,10 +106,23 @@ class TabularOracle(TrajectoryOracle):
         model = problem.tabular(self.x, self.context) if model is None else model
         self.n_states = model.n_states
         self.next_states, self.next_cdf, self.mu_cdf = sampling_tables(model)
-        table = np.asarray(policy.action_probs(np.arange(model.n_states)), dtype=np.float64)
-        self.pi = table
-        self.pi_cdf = normalised_cdf(table)
-        self.entropy_table = policy_entropy(table)
+
+    # The policy's tables are built on the first rollout: a leader env makes an oracle on every
+    # step, and exact-objective steps (zero-order, AMD's env) never sample from it.
+    @functools.cached_property
+    def pi(self) -> np.ndarray:
+        """``(S, A)`` the policy's table."""
+        return np.asarray(self.policy.action_probs(np.arange(self.n_states)), dtype=np.float64)
+
+    @functools.cached_property
+    def pi_cdf(self) -> np.ndarray:
+        """``(S, A)`` its cumulative rows (ending at exactly 1)."""
+        return normalised_cdf(self.pi)
+
+    @functools.cached_property
+    def entropy_table(self) -> np.ndarray:
+        """``(S,)`` its entropy per state."""
+        return policy_entropy(self.pi)
 
     def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
                 lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
@@ -121,15 +135,17 @@ class TabularOracle(TrajectoryOracle):
         shape = (n_envs, n_steps)
         obs, actions, next_obs, episode_step = (np.zeros(shape, np.int64) for _ in range(4))
         terminated, truncated, mask = (np.zeros(shape, np.bool_) for _ in range(3))
+        action_probs, entropy = np.zeros(shape), np.zeros(shape)
         limit = self.max_episode_steps if (time_limit and self.max_episode_steps) else 0
         sample_tabular_chains(self.pi_cdf, self.next_states, self.next_cdf, self.mu_cdf, starts,
                               first_actions, lens, int(limit), bool(auto_reset), u_init, u,
-                              obs, actions, next_obs, terminated, truncated, episode_step, mask)
-        # Padding is state 0 / action 0, masked out of everything downstream.
+                              obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                              self.pi, self.entropy_table, action_probs, entropy)
+        # Padding is state 0 / action 0 (probability and entropy 0), masked out of everything
+        # downstream.
         return fill_rewards(self.problem, self.x, self.context, obs, actions, next_obs,
                              terminated, truncated, episode_step, mask,
-                             action_probs=self.pi[obs, actions] * mask,
-                             entropy=self.entropy_table[obs] * mask)
+                             action_probs=action_probs, entropy=entropy)
 
 
 class GymOracle(TrajectoryOracle):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -82,7 +83,7 @@ class BilevelProblem(abc.ABC):
     @property
     def n_params(self) -> int:
         """Dimension ``d`` of ``x``."""
-        return int(np.prod(self.x_space.shape))
+        return math.prod(self.x_space.shape)
 
     @property
     @abc.abstractmethod
@@ -146,8 +147,18 @@ class BilevelProblem(abc.ABC):
         return len(self.context_values)
 
     def sample_context(self, rng: np.random.Generator) -> int:
-        """Draw a context index from ``P_ξ``."""
-        return int(rng.choice(self.n_contexts, p=self.context_probs))
+        """Draw a context index from ``P_ξ``.
+
+        The draw of ``rng.choice(n_contexts, p=context_probs)`` (one uniform through the
+        normalised CDF, the same number from the same stream) without its per-call checks;
+        probabilities ``rng.choice`` would refuse go to it for its error message."""
+        p = self.context_probs
+        if (isinstance(p, np.ndarray) and p.shape == (self.n_contexts,)
+                and p.dtype == np.float64 and (p >= 0).all() and abs(p.sum() - 1.0) <= 1e-8):
+            cdf = p.cumsum()
+            cdf /= cdf[-1]
+            return int(cdf.searchsorted(rng.random(), side="right"))
+        return int(rng.choice(self.n_contexts, p=p))
 
     def context_index(self, context: Any) -> int:
         """Map a context (an index ``0..n-1`` or one of :attr:`context_values`) to its index.

@@ -94,17 +94,11 @@ class Rollouts:
         A chain without any finished episode contributes its (truncated) first episode, so the
         result is never empty for a non-empty batch.
         """
-        from bilevel_envs._kernels import discounted_returns
+        from bilevel_envs._rollout_kernels import episode_returns
 
-        values = np.where(self.mask, self.leader_rewards if leader else self.rewards, 0.0)
-        returns = discounted_returns(values.astype(np.float64), self.ends, float(gamma))
-        starts = self.mask & (self.episode_step == 0)
-        t = np.arange(self.n_steps)
-        last_end = np.where(self.ends.any(axis=1),
-                            self.n_steps - 1 - np.argmax(self.ends[:, ::-1], axis=1), -1)
-        finished = starts & (t[None, :] <= last_end[:, None])
-        first = starts & (t[None, :] == 0) & (last_end[:, None] < 0)
-        return returns[finished | first]
+        values = self.leader_rewards if leader else self.rewards
+        return episode_returns(values.astype(np.float64, copy=False), self.mask, self.ends,
+                               self.episode_step, gamma)
 
 
 

@@ -36,6 +36,8 @@ from bilevel_envs.validation import check_choice, check_float, check_int
 
 #: Default accuracy of the soft solvers: a bound on ``‖V − V*‖∞``.
 DEFAULT_TOL = 1e-10
+#: safety cap on the improvement steps of soft policy iteration (a handful suffice)
+SOFT_PI_MAX_ITER = 500
 
 
 @dataclass(eq=False)
@@ -293,7 +295,7 @@ def soft_value_iteration(
 
 def soft_policy_iteration(
     model: TabularModel, lam: float, tol: float = DEFAULT_TOL, warm_start: np.ndarray | None = None,
-    max_iter: int = 500,
+    max_iter: int = SOFT_PI_MAX_ITER,
 ) -> SoftSolution:
     """Soft policy iteration: ``π ← softmax(Q/λ)``, then evaluate ``π`` exactly; repeat.
 

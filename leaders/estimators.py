@@ -325,7 +325,7 @@ def every_visit_estimate(problem: BilevelProblem, x: np.ndarray, context: int,
     cells = problem.observation_index(obs)
     next_cells = problem.observation_index(rollouts.next_obs)
     W, U, v_bar, n_starts = every_visit_weights(
-        cells, rollouts.actions, m, ends, rollouts.leader_rewards.astype(np.float64),
+        cells, rollouts.actions, m, ends, rollouts.leader_rewards.astype(np.float64, copy=False),
         rollouts.episode_step, n_states, n_actions, gamma, lgamma, lam, leave_one_out)
 
     terms = WeightedTerms(problem, x, context)

@@ -82,9 +82,10 @@ def penalties(sigma: np.ndarray) -> np.ndarray:
 
 def penalty_jacobian(sigma: np.ndarray) -> np.ndarray:
     """``(104, 105)``: ``∂r̃_c/∂x_j = −0.2 σ_c (δ_cj − σ_j)``."""
-    jac = np.outer(sigma[:N_CELLS], sigma)
-    jac[np.arange(N_CELLS), np.arange(N_CELLS)] -= sigma[:N_CELLS]
-    return PENALTY_SCALE * jac
+    jac = np.multiply.outer(sigma[:N_CELLS], sigma)
+    jac.ravel()[::N_PARAMS + 1] -= sigma[:N_CELLS]  # the diagonal c = j (a view: in place)
+    jac *= PENALTY_SCALE
+    return jac
 
 
 def total_penalty_grad(sigma: np.ndarray) -> np.ndarray:

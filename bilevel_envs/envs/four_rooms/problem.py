@@ -90,14 +90,13 @@ class FourRoomsShaping(BilevelProblem):
         dr_state[goal] = 0.0
         dr_leader_state = np.zeros((N_CELLS, N_PARAMS))
         dr_leader_state[goal] = -self.beta * total_penalty_grad(sigma)
-        shape = (N_CELLS, N_ACTIONS)
         return TabularModel(
             P=transition_tensor(self.move_prob, goal),
-            r=np.broadcast_to(follower_state_reward(sigma, goal)[:, None], shape),
-            r_leader=np.broadcast_to(leader_state_reward(sigma, goal, self.beta)[:, None], shape),
+            r=_per_action(follower_state_reward(sigma, goal)),
+            r_leader=_per_action(leader_state_reward(sigma, goal, self.beta)),
             mu=self._mu, gamma=self.gamma, leader_gamma=self.leader_gamma,
-            dr=np.broadcast_to(dr_state[:, None, :], shape + (N_PARAMS,)),
-            dr_leader=np.broadcast_to(dr_leader_state[:, None, :], shape + (N_PARAMS,)),
+            dr=_per_action_derivative(dr_state),
+            dr_leader=_per_action_derivative(dr_leader_state),
             cache=self._caches[ctx],
         )
 
@@ -136,3 +135,21 @@ class FourRoomsShaping(BilevelProblem):
     def __repr__(self) -> str:
         return (f"FourRoomsShaping(lam={self.lam}, beta={self.beta}, "
                 f"move_prob={self.move_prob:.4g})")
+
+
+def _per_action(state_reward: np.ndarray) -> np.ndarray:
+    """``(S, A)`` read-only table of a reward that depends on the state only (contiguous: the
+    solvers take it as it is)."""
+    table = np.repeat(state_reward[:, None], N_ACTIONS, axis=1)
+    table.setflags(write=False)
+    return table
+
+
+def _per_action_derivative(state_derivative: np.ndarray) -> np.ndarray:
+    """``(S, A, d)`` read-only view of a per-state derivative ``(S, d)`` repeated over actions:
+    ``np.broadcast_to``'s view, built directly (a model is built on every leader step)."""
+    rows, cols = state_derivative.strides
+    view = np.ndarray((N_CELLS, N_ACTIONS, N_PARAMS), dtype=np.float64, buffer=state_derivative,
+                      strides=(rows, 0, cols))
+    view.setflags(write=False)
+    return view
