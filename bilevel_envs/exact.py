@@ -19,9 +19,10 @@ from bilevel_envs.tabular import (
     SOLVERS,
     SoftSolution,
     TabularModel,
+    banded_transitions,
+    check_finite,
     check_warm_start,
     solve_follower,
-    sparse_transitions,
 )
 from bilevel_envs.validation import check_choice, check_float
 
@@ -99,10 +100,8 @@ class ExactSolver:
         x = self.problem.check_x(x)
         idx = self._contexts(contexts)
         models = self.problem.tabular_models(x, idx)
-        if any(m.batch_shape for m in models):
-            return None
-        tables = [sparse_transitions(m) for m in models]
-        if any(lo + up + 1 > max(m.n_states // 3, 8) for m, (_, _, lo, up) in zip(models, tables)):
+        tables = [banded_transitions(m) for m in models]
+        if any(t is None for t in tables):
             return None
         objective, v_leader = [], []
         for c, model, (next_states, probs, lo, up) in zip(idx, models, tables):
@@ -115,9 +114,8 @@ class ExactSolver:
                 np.ascontiguousarray(model.mu, dtype=np.float64), model.gamma,
                 model.leader_gamma, self.problem.lam, q, self.tol * (1 - model.gamma),
                 SOFT_PI_MAX_ITER, lo, up)
-            if not (np.isfinite(residual) and np.isfinite(value) and np.all(np.isfinite(q))):
-                raise FloatingPointError("soft policy iteration diverged (non-finite values); "
-                                         "check rewards and lam")
+            for result in (residual, value, q):
+                check_finite(result, "soft policy iteration")
             self._warm[c] = q
             objective.append(value)
             v_leader.append(v_bar)

@@ -17,11 +17,11 @@ import numpy as np
 from bilevel_envs._exact_kernels import policy_leader_value, policy_solver
 from bilevel_envs.tabular import (
     TabularModel,
+    banded_transitions,
     evaluate_policy,
     expected_next,
     policy_transitions,
     solve_bellman,
-    sparse_transitions,
 )
 from bilevel_envs.validation import check_float
 
@@ -146,16 +146,24 @@ def hypergradient_terms(model: TabularModel, pi: np.ndarray,
 def _banded_leader_value(model: TabularModel, pi: np.ndarray) -> LeaderValues | None:
     """``μ·V̄`` of a single banded model (gridworlds) in one compiled call on its successor lists
     (the same value as the dense path to round-off); ``None`` for other models."""
-    if model.batch_shape or np.shape(pi) != (model.n_states, model.n_actions):
+    banded = _banded_policy_model(model, pi)
+    if banded is None:
         return None
-    next_states, probs, lo, up = sparse_transitions(model)
-    if lo + up + 1 > max(model.n_states // 3, 8):
-        return None
+    next_states, probs, lo, up = banded
     value, v_bar = policy_leader_value(
         next_states, probs, np.ascontiguousarray(pi, dtype=np.float64),
         np.ascontiguousarray(model.r_leader, dtype=np.float64),
         np.ascontiguousarray(model.mu, dtype=np.float64), model.leader_gamma, lo, up)
     return LeaderValues(objective=np.float64(value), gradient=None, v_leader=v_bar)
+
+
+def _banded_policy_model(model: TabularModel, pi: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """:func:`~bilevel_envs.tabular.banded_transitions` when ``pi`` is one ``(S, A)`` policy of a
+    single banded model (the compiled paths), else ``None``."""
+    if np.shape(pi) != (model.n_states, model.n_actions):
+        return None
+    return banded_transitions(model)
 
 
 def _contract(w: np.ndarray, derivative: np.ndarray) -> np.ndarray:
@@ -170,11 +178,11 @@ def _policy_solver(model: TabularModel, pi: np.ndarray) -> Callable[..., np.ndar
     """``solve(γ, rhs, transpose=False)``: ``(I − γ P_π)^{-1} rhs`` (or ``^{-T}``) for the
     follower's ``P_π``; compiled on the successor lists of a single banded model, else through
     the dense ``P_π`` (:func:`~bilevel_envs.tabular.solve_bellman`)."""
-    if not model.batch_shape and np.shape(pi) == (model.n_states, model.n_actions):
-        next_states, probs, lo, up = sparse_transitions(model)
-        if lo + up + 1 <= max(model.n_states // 3, 8):
-            return policy_solver(next_states, probs, np.ascontiguousarray(pi, dtype=np.float64),
-                                 lo, up)
+    banded = _banded_policy_model(model, pi)
+    if banded is not None:
+        next_states, probs, lo, up = banded
+        return policy_solver(next_states, probs, np.ascontiguousarray(pi, dtype=np.float64),
+                             lo, up)
     P_pi = policy_transitions(model.P, pi)
     return lambda gamma, rhs, transpose=False: solve_bellman(P_pi, gamma, rhs, transpose)
 

@@ -173,6 +173,23 @@ def sparse_transitions(model: TabularModel) -> tuple[np.ndarray, np.ndarray, int
     return tables
 
 
+def max_bandwidth(n_states: int) -> int:
+    """The widest band (``lo + up + 1``) the compiled banded solvers take for ``n_states``
+    states; wider patterns go to dense LAPACK, faster there."""
+    return max(n_states // 3, 8)
+
+
+def banded_transitions(model: TabularModel) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """:func:`sparse_transitions` of a single model whose transition pattern is banded enough
+    for the compiled sparse solvers (bandwidth ``lo + up + 1 ≤ max(S/3, 8)``, e.g. a gridworld in
+    row-major state order); ``None`` for a stack of models or a wide pattern (dense path)."""
+    if model.batch_shape:
+        return None
+    tables = sparse_transitions(model)
+    _, _, lo, up = tables
+    return tables if lo + up + 1 <= max_bandwidth(model.n_states) else None
+
+
 @dataclass
 class SoftSolution:
     """Result of a soft (entropy-regularised) solve.
@@ -246,7 +263,7 @@ def solve_bellman(P_pi: np.ndarray, gamma: float, rhs: np.ndarray,
         b = np.broadcast_to(b, batch + b.shape[-2:])
     P3 = P_pi.reshape((-1, S, S))
     b3 = b.reshape((-1, S, b.shape[-1])).astype(np.float64, copy=False)
-    out, ok = solve_bellman_banded(P3, float(gamma), b3, transpose, max(S // 3, 8))
+    out, ok = solve_bellman_banded(P3, float(gamma), b3, transpose, max_bandwidth(S))
     if not ok:
         M = np.eye(S) - gamma * P3
         out = np.linalg.solve(np.swapaxes(M, -1, -2) if transpose else M, b3)
@@ -284,11 +301,11 @@ def soft_value_iteration(
             v_new = soft_max_value(q, lam)
             delta = float(np.max(np.abs(v_new - v)))
             v = v_new
-            _check_finite(delta, "soft value iteration")
+            check_finite(delta, "soft value iteration")
             if delta <= threshold:
                 break
     q = model.r + gamma * expected_next(model.P, v)
-    _check_finite(q, "soft value iteration")
+    check_finite(q, "soft value iteration")
     return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
                         iterations=it, residual=delta)
 
@@ -316,22 +333,22 @@ def soft_policy_iteration(
     q = (np.zeros(model.batch_shape + (model.n_states, model.n_actions)) if warm_start is None
          else check_warm_start(model, warm_start))
     threshold = tol * (1 - gamma)
-    if not model.batch_shape:
-        next_states, probs, lo, up = sparse_transitions(model)
-        if lo + up + 1 <= max(model.n_states // 3, 8):
-            # Banded model (e.g. a gridworld): the same iteration, compiled, on successor lists.
-            from bilevel_envs._kernels import soft_policy_iteration_sparse
+    banded = banded_transitions(model)
+    if banded is not None:
+        # Banded model (e.g. a gridworld): the same iteration, compiled, on successor lists.
+        from bilevel_envs._kernels import soft_policy_iteration_sparse
 
-            r = np.ascontiguousarray(model.r, dtype=np.float64)
-            it, residual = soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q,
-                                                        threshold, max_iter, lo, up)
-            _check_finite(residual, "soft policy iteration")
-            _check_finite(q, "soft policy iteration")
-            return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
-                                iterations=it, residual=residual)
+        next_states, probs, lo, up = banded
+        r = np.ascontiguousarray(model.r, dtype=np.float64)
+        it, residual = soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q,
+                                                    threshold, max_iter, lo, up)
+        check_finite(residual, "soft policy iteration")
+        check_finite(q, "soft policy iteration")
+        return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
+                            iterations=it, residual=residual)
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
         q, it, residual = _policy_iteration_loop(model, lam, q, threshold, max_iter)
-    _check_finite(q, "soft policy iteration")
+    check_finite(q, "soft policy iteration")
     return SoftSolution(q=q, v=soft_max_value(q, lam), pi=softmax_policy(q, lam),
                         iterations=it, residual=residual)
 
@@ -349,7 +366,7 @@ def _policy_iteration_loop(model: TabularModel, lam: float, q: np.ndarray, thres
         v = solve_bellman(P_pi, gamma, r_pi)
         q = model.r + gamma * expected_next(model.P, v)
         residual = float(np.max(np.abs(soft_max_value(q, lam) - v)))
-        _check_finite(residual, "soft policy iteration")
+        check_finite(residual, "soft policy iteration")
         if residual <= threshold or (residual >= previous and residual < 1e-9):
             break
         previous = residual
@@ -410,6 +427,8 @@ def check_warm_start(model: TabularModel, warm_start: Any) -> np.ndarray:
     return q
 
 
-def _check_finite(value: float | np.ndarray, what: str) -> None:
+def check_finite(value: float | np.ndarray, what: str) -> None:
+    """Raise ``FloatingPointError`` naming ``what`` (a solver) if ``value`` has a non-finite
+    entry."""
     if not np.all(np.isfinite(value)):
         raise FloatingPointError(f"{what} diverged (non-finite values); check rewards and lam")
