@@ -82,12 +82,10 @@ GRID_POLICY_KWARGS: dict[str, Any] = {"net_arch": [], "action_arch": [64, 64], "
                                       "q_scale": 100.0, "state_value": True,
                                       "action_features": "values+onehot"}
 NEURAL_GRID_FOLLOWER: dict[str, Any] = {
-    "warmup_timesteps": 60_000, "total_timesteps": 4_000, "n_envs": 16, "episode_steps": 20,
-    "policy": "JointMlpPolicy",
-    "algo_kwargs": {"learning_rate": 1e-3, "buffer_size": 50_000, "batch_size": 256,
-                    "learning_starts": 1_000, "train_freq": 1, "gradient_steps": 4,
-                    "target_update_interval": 100, "exploration_initial_eps": 0.1,
-                    "exploration_final_eps": 0.0, "exploration_fraction": 0.05, "loss": "mse",
+    **NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 60_000, "total_timesteps": 4_000,
+    "episode_steps": 20,
+    "algo_kwargs": {**NEURAL_JOINT_FOLLOWER["algo_kwargs"], "learning_rate": 1e-3,
+                    "target_update_interval": 100, "loss": "mse",
                     "policy_kwargs": GRID_POLICY_KWARGS},
 }
 #: The authors' follower budget (docs/reference.md §5.2): 3 M transitions per solve (10 envs),
