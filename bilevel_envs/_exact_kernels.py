@@ -26,6 +26,23 @@ from bilevel_envs._kernels import (
 
 
 @nb.njit(cache=True, nogil=True)
+def _policy_solve(next_states, probs, pi, gamma, lo, up, rhs, transpose, out):
+    """Solve ``(I − γ P_π) y = rhs`` (the transposed system if ``transpose``) for the columns of
+    ``rhs`` ``(S, k)`` into ``out``, the band built from the successor lists."""
+    S = pi.shape[0]
+    band = np.empty((S, lo + up + 1))
+    policy_band(next_states, probs, pi, gamma, lo, band)
+    if transpose:  # (A^T)[i, j] = A[j, i]: the band with lower and upper widths swapped
+        band_t = np.zeros((S, lo + up + 1))
+        for i in range(S):
+            for j in range(max(0, i - up), min(S, i + lo + 1)):
+                band_t[i, j - i + up] = band[j, i - j + lo]
+        _banded_solve_inplace(band_t, rhs.copy(), up, lo, out)
+    else:
+        _banded_solve_inplace(band, rhs.copy(), lo, up, out)
+
+
+@nb.njit(cache=True, nogil=True)
 def _policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up, v_leader):
     """``V̄ = (I − γ̄ P_π)^{-1} Σ_a π r̄`` into ``v_leader``; returns ``μ·V̄``."""
     S, A = pi.shape
@@ -35,10 +52,8 @@ def _policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo,
         for a in range(A):
             acc += pi[s, a] * r_leader[s, a]
         r_pi[s, 0] = acc
-    band = np.empty((S, lo + up + 1))
-    policy_band(next_states, probs, pi, leader_gamma, lo, band)
     v2 = np.empty((S, 1))
-    _banded_solve_inplace(band, r_pi, lo, up, v2)
+    _policy_solve(next_states, probs, pi, leader_gamma, lo, up, r_pi, False, v2)
     value = 0.0
     for s in range(S):
         v_leader[s] = v2[s, 0]
@@ -61,23 +76,6 @@ def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamm
     value = _policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up,
                                  v_leader)
     return value, it, residual
-
-
-@nb.njit(cache=True, nogil=True)
-def _policy_solve(next_states, probs, pi, gamma, lo, up, rhs, transpose, out):
-    """Solve ``(I − γ P_π) y = rhs`` (the transposed system if ``transpose``) for the columns of
-    ``rhs`` ``(S, k)`` into ``out``, the band built from the successor lists."""
-    S = pi.shape[0]
-    band = np.empty((S, lo + up + 1))
-    policy_band(next_states, probs, pi, gamma, lo, band)
-    if transpose:  # (A^T)[i, j] = A[j, i]: the band with lower and upper widths swapped
-        band_t = np.zeros((S, lo + up + 1))
-        for i in range(S):
-            for j in range(max(0, i - up), min(S, i + lo + 1)):
-                band_t[i, j - i + up] = band[j, i - j + lo]
-        _banded_solve_inplace(band_t, rhs.copy(), up, lo, out)
-    else:
-        _banded_solve_inplace(band, rhs.copy(), lo, up, out)
 
 
 def _check_model(next_states, probs, lo, up, tables):
