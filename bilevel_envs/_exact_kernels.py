@@ -1,9 +1,10 @@
-"""Numba kernel of the exact leader value on a banded model: the follower's soft policy
-iteration and the leader's policy evaluation in one compiled call.
+"""Numba kernels of exact solves on a banded model (successor lists): the follower's soft
+policy iteration, and the exact leader value — that iteration and the leader's policy
+evaluation in one compiled call.
 
 The metric of a leader run evaluates ``J(x_t)`` thousands of times (Table 3: every 10 iterations
 and on each of the last 1,000); per context this is one warm-started solve of the follower
-(:func:`bilevel_envs._kernels.soft_policy_iteration_sparse`) and one banded solve for ``V̄``.
+(:func:`soft_policy_iteration_sparse`) and one banded solve for ``V̄``.
 As in :mod:`bilevel_envs._kernels`, the public entry validates shapes and index ranges before the
 compiled code runs.
 """
@@ -91,6 +92,16 @@ def _check_model(next_states, probs, lo, up, tables):
     _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
              f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
     return S
+
+
+def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
+                                 lo, up):
+    """Soft policy iteration on a sparse banded model (validated; see
+    :func:`bilevel_envs._kernels._soft_policy_iteration_sparse`); ``q`` (the warm start) is
+    updated in place. Returns ``(iterations, residual)``."""
+    _check_model(next_states, probs, lo, up, (("r", r), ("q (warm start)", q)))
+    return _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
+                                         max_iter, lo, up)
 
 
 def policy_leader_value(next_states, probs, pi, r_leader, mu, leader_gamma, lo, up):

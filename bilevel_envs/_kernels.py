@@ -481,20 +481,3 @@ def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
     _require(S == S2, f"P_pi must be square in its last two axes; got {P_pi.shape}")
     _shape("rhs", rhs, (B, S, None), "f")
     return _solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band)
-
-
-def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
-                                 lo, up):
-    """Soft policy iteration on a sparse banded model (validated; see
-    :func:`_soft_policy_iteration_sparse`)."""
-    _shape("next_states", next_states, (None, None, None), "iu")
-    S, A, K = next_states.shape
-    _shape("probs", probs, (S, A, K), "f")
-    _shape("r", r, (S, A), "f")
-    _shape("q (warm start)", q, (S, A), "f")
-    _indices("next_states", next_states, 0, S - 1)
-    low, high = _offset_range(next_states, probs)
-    _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
-             f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
-    return _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
-                                         max_iter, lo, up)

@@ -336,7 +336,7 @@ def soft_policy_iteration(
     banded = banded_transitions(model)
     if banded is not None:
         # Banded model (e.g. a gridworld): the same iteration, compiled, on successor lists.
-        from bilevel_envs._kernels import soft_policy_iteration_sparse
+        from bilevel_envs._exact_kernels import soft_policy_iteration_sparse
 
         next_states, probs, lo, up = banded
         r = np.ascontiguousarray(model.r, dtype=np.float64)
