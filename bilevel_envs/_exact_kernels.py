@@ -79,19 +79,35 @@ def _leader_value_sparse(next_states, probs, r, r_leader, mu, gamma, leader_gamm
     return value, it, residual
 
 
+#: Read-only successor tables already validated, by identity (the entry keeps them alive, so an
+#: identity is never reused): a model's tables are checked once, not on every solve.
+_VALIDATED: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+_MAX_VALIDATED = 64
+
+
 def _check_model(next_states, probs, lo, up, tables):
     """Shapes, successor indices and bandwidth (``tables``: more ``(name, array)`` of shape
     ``(S, A)``); returns ``S``."""
-    _shape("next_states", next_states, (None, None, None), "iu")
-    S, A, K = next_states.shape
+    key = (id(next_states), id(probs), lo, up)
+    if key not in _VALIDATED:
+        _check_transitions(next_states, probs, lo, up)
+        if not (next_states.flags.writeable or probs.flags.writeable):
+            if len(_VALIDATED) >= _MAX_VALIDATED:
+                _VALIDATED.clear()
+            _VALIDATED[key] = (next_states, probs)
+    S, A, _ = next_states.shape
     for name, array in tables:
         _shape(name, array, (S, A), "f")
-    _shape("probs", probs, (S, A, K), "f")
-    _indices("next_states", next_states, 0, S - 1)
+    return S
+
+
+def _check_transitions(next_states, probs, lo, up) -> None:
+    _shape("next_states", next_states, (None, None, None), "iu")
+    _shape("probs", probs, next_states.shape, "f")
+    _indices("next_states", next_states, 0, next_states.shape[0] - 1)
     low, high = _offset_range(next_states, probs)
     _require(lo >= 0 and up >= 0 and low >= -lo and high <= up,
              f"lo, up = {lo}, {up} do not cover the bandwidth of the transitions")
-    return S
 
 
 def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,

@@ -405,22 +405,40 @@ def _indices(name: str, array: np.ndarray, low: int, high: int) -> None:
                              f"[{int(found[0])}, {int(found[1])}]")
 
 
+def check_sampling_tables(next_states, next_cdf, mu_cdf, pi_cdf=None, pi=None,
+                          entropy_table=None) -> None:
+    """Validate a model's sampling tables (and a policy's, when given) for
+    :func:`_sample_tabular_chains`: shapes, dtypes, successor indices, CDFs ending at 1.
+
+    A model's tables are checked once (:func:`bilevel_envs.oracles.sampling_tables` caches
+    them), a policy's once per oracle; :func:`sample_tabular_chains` checks everything per call.
+    """
+    _shape("next_states", next_states, (None, None, None), "iu")
+    S, A, K = next_states.shape
+    _require(S > 0 and A > 0 and K > 0, "the model needs at least one state, action, successor")
+    for name, array, shape in (("next_cdf", next_cdf, (S, A, K)), ("mu_cdf", mu_cdf, (S,)),
+                               ("pi_cdf", pi_cdf, (S, A)), ("pi", pi, (S, A)),
+                               ("entropy_table", entropy_table, (S,))):
+        if array is not None:
+            _shape(name, array, shape, "f")
+    _indices("next_states", next_states, 0, S - 1)
+    # Draws land inside [0, S) and [0, A) only if the CDFs end at 1 (u < 1).
+    _require(bool(np.all(mu_cdf[-1:] >= 1.0)) and (pi_cdf is None
+                                                   or bool(np.all(pi_cdf[:, -1] >= 1.0))),
+             "mu_cdf and pi_cdf must be cumulative distributions ending at 1")
+
+
 def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                           lengths, max_episode_steps, auto_reset, u_init, u,
                           obs, actions, next_obs, terminated, truncated, episode_step, mask,
                           pi, entropy_table, action_probs, entropy):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy (validated; see
     :func:`_sample_tabular_chains` for the arguments)."""
-    S, A, K = next_states.shape
+    check_sampling_tables(next_states, next_cdf, mu_cdf, pi_cdf, pi, entropy_table)
+    S, A, _ = next_states.shape
     n_envs, T = obs.shape
-    for name, array, shape, kind in (
-            ("pi_cdf", pi_cdf, (S, A), "f"), ("pi", pi, (S, A), "f"),
-            ("next_states", next_states, (S, A, K), "iu"), ("next_cdf", next_cdf, (S, A, K), "f"),
-            ("mu_cdf", mu_cdf, (S,), "f"), ("entropy_table", entropy_table, (S,), "f"),
-            ("u_init", u_init, (n_envs,), "f"), ("u", u, (n_envs, T, 3), "f")):
-        _shape(name, array, shape, kind)
-    _require(S > 0 and A > 0 and K > 0, "the model needs at least one state, action, successor")
-    _indices("next_states", next_states, 0, S - 1)
+    for name, array, shape in (("u_init", u_init, (n_envs,)), ("u", u, (n_envs, T, 3))):
+        _shape(name, array, shape, "f")
     for name, array, low, high in (("start_states", start_states, -1, S - 1),
                                    ("start_actions", start_actions, -1, A - 1),
                                    ("lengths", lengths, 0, T)):
@@ -432,9 +450,6 @@ def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, s
                               ("mask", mask, "b"), ("action_probs", action_probs, "f"),
                               ("entropy", entropy, "f")):
         _shape(name, array, (n_envs, T), kind)
-    # Draws land inside [0, S) and [0, A) only if the CDFs end at 1 (u < 1).
-    _require(bool(np.all(mu_cdf[-1:] >= 1.0)) and bool(np.all(pi_cdf[:, -1] >= 1.0)),
-             "mu_cdf and pi_cdf must be cumulative distributions ending at 1")
     _sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
                            lengths, max_episode_steps, auto_reset, u_init, u, obs, actions,
                            next_obs, terminated, truncated, episode_step, mask, pi,

@@ -124,12 +124,22 @@ class TabularOracle(TrajectoryOracle):
         """``(S,)`` its entropy per state."""
         return policy_entropy(self.pi)
 
+    @functools.cached_property
+    def _checked_policy_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(pi_cdf, pi, entropy_table)``, validated against the model's tables once."""
+        from bilevel_envs._kernels import check_sampling_tables
+
+        check_sampling_tables(self.next_states, self.next_cdf, self.mu_cdf, self.pi_cdf,
+                              self.pi, self.entropy_table)
+        return self.pi_cdf, self.pi, self.entropy_table
+
     def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
                 lengths=None, auto_reset=True, time_limit=True) -> Rollouts:
-        from bilevel_envs._kernels import sample_tabular_chains
+        from bilevel_envs._kernels import _sample_tabular_chains
 
         starts, first_actions, lens = self.check_rollout_arguments(
             n_envs, n_steps, start_states, start_actions, lengths, self.n_states)
+        pi_cdf, pi, entropy_table = self._checked_policy_tables
         u_init = rng.random(n_envs)
         u = rng.random((n_envs, n_steps, 3))
         shape = (n_envs, n_steps)
@@ -137,10 +147,12 @@ class TabularOracle(TrajectoryOracle):
         terminated, truncated, mask = (np.zeros(shape, np.bool_) for _ in range(3))
         action_probs, entropy = np.zeros(shape), np.zeros(shape)
         limit = self.max_episode_steps if (time_limit and self.max_episode_steps) else 0
-        sample_tabular_chains(self.pi_cdf, self.next_states, self.next_cdf, self.mu_cdf, starts,
-                              first_actions, lens, int(limit), bool(auto_reset), u_init, u,
-                              obs, actions, next_obs, terminated, truncated, episode_step, mask,
-                              self.pi, self.entropy_table, action_probs, entropy)
+        # Every input is valid by construction (tables checked above, starts, actions and
+        # lengths by check_rollout_arguments, outputs allocated here): the kernel runs unchecked.
+        _sample_tabular_chains(pi_cdf, self.next_states, self.next_cdf, self.mu_cdf, starts,
+                               first_actions, lens, int(limit), bool(auto_reset), u_init, u,
+                               obs, actions, next_obs, terminated, truncated, episode_step, mask,
+                               pi, entropy_table, action_probs, entropy)
         # Padding is state 0 / action 0 (probability and entropy 0), masked out of everything
         # downstream.
         return fill_rewards(self.problem, self.x, self.context, obs, actions, next_obs,
@@ -267,6 +279,9 @@ def sampling_tables(model: TabularModel) -> tuple[np.ndarray, np.ndarray, np.nda
     full = np.abs(total - 1.0) < 1e-9
     cdf = np.where(full, cdf / np.where(full, total, 1.0), cdf)
     tables = (next_states, np.ascontiguousarray(cdf), normalised_cdf(model.mu))
+    from bilevel_envs._kernels import check_sampling_tables
+
+    check_sampling_tables(*tables)  # once per model: the sampler trusts cached tables
     model.cache["sampling_tables"] = (model.P, tables)
     return tables
 

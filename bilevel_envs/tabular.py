@@ -168,6 +168,9 @@ def sparse_transitions(model: TabularModel) -> tuple[np.ndarray, np.ndarray, int
     s, _, t = np.nonzero(nonzero)
     lo = int(max(0, (s - t).max())) if s.size else 0
     up = int(max(0, (t - s).max())) if s.size else 0
+    # Read-only: the compiled solvers validate a read-only table once (_exact_kernels).
+    next_states.setflags(write=False)
+    probs.setflags(write=False)
     tables = (next_states, probs, lo, up)
     model.cache["sparse_transitions"] = (model.P, tables)
     return tables

@@ -50,19 +50,17 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
     Raises:
         ValueError: naming ``name`` and the allowed range.
     """
-    lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
-    hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
-    allowed = f"a finite number in {lo}, {hi}"
     real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, (bool, np.bool_))
-    if not real or not np.isfinite(value):
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
-    return value
+    if real and np.isfinite(value):
+        number = float(value)
+        if (low is None or number > low or (number == low and not low_open)) and (
+                high is None or number < high or (number == high and not high_open)):
+            return number
+    # The message is built only on failure: solvers check their arguments on every call.
+    lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+    hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+    raise ValueError(f"{name} must be a finite number in {lo}, {hi}; got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
