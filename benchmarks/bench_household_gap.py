@@ -8,7 +8,10 @@ measured on the 41-cell grid economy (:mod:`bilevel_envs.follower_quality`).
 ``--path`` trains the household at the first taxes for the set-up's warm-up budget, then at each
 further taxes for its per-step budget (warm-started, as across leader steps), and prints the gap
 after each. ``--set key=value`` overrides follower arguments (``algo_kwargs.learning_rate=1e-3``;
-values are parsed as Python literals). Shared machine: times are indicative.
+values are parsed as Python literals, e.g.
+``'algo_kwargs.lr_decay={"kind": "linear", "timesteps": 200000, "final": 0.05}'``). Repeat a
+name to print the gap after each chunk: ``--path x0 x0 x0 --set warmup_timesteps=20000
+--set total_timesteps=20000``. Shared machine: times are indicative.
 """
 
 from __future__ import annotations

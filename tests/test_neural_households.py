@@ -14,6 +14,7 @@ from bilevel_envs.followers.soft_dqn import (  # noqa: E402
     SoftDQN,
     SoftDQNFollower,
     joint_action_features,
+    lr_decay_factor,
     soft_bellman_target,
     soft_double_target,
 )
@@ -76,6 +77,42 @@ def test_joint_policy_rejects_bad_arguments():
         SoftDQN("JointMlpPolicy", env, policy_kwargs={"action_features": np.ones((5, 3))})
     with pytest.raises(TypeError, match="double_q"):
         SoftDQN("MlpPolicy", env, double_q="yes")
+
+
+@pytest.mark.parametrize("lr_decay, pattern", [
+    ({"kind": "cosine", "timescale": 1.0}, "'kind' one of"),
+    ({"kind": "inverse"}, "takes the keys"),
+    ({"kind": "inverse", "timescale": 1.0, "final": 0.1}, "takes the keys"),
+    ({"kind": "inverse", "timescale": 0}, "positive finite"),
+    ({"kind": "inverse", "timescale": True}, "positive finite"),
+    ({"kind": "linear", "timesteps": 100, "final": 1.5}, r"in \[0, 1\]"),
+    ({"kind": "linear", "timesteps": float("inf"), "final": 0.1}, "positive finite"),
+    ("inverse", "lr_decay must be"),
+])
+def test_lr_decay_is_validated(lr_decay, pattern):
+    problem = TaxDesignTabular(**SMALL)
+    env = problem.follower_env(problem.x_init, 0)
+    with pytest.raises(ValueError, match=pattern):
+        SoftDQN("MlpPolicy", env, lr_decay=lr_decay)
+
+
+def test_lr_decay_scales_the_step_size_by_transitions_across_warm_starts():
+    assert lr_decay_factor(None, 500) == 1.0
+    inverse = {"kind": "inverse", "timescale": 100.0}
+    assert lr_decay_factor(inverse, 0) == 1.0 and lr_decay_factor(inverse, 300) == 0.25
+    linear = {"kind": "linear", "timesteps": 200.0, "final": 0.1}
+    assert [lr_decay_factor(linear, t) for t in (0, 100, 200, 400)] == pytest.approx(
+        [1.0, 0.55, 0.1, 0.1])
+    problem = TaxDesignTabular(**SMALL)
+    follower = SoftDQNFollower(total_timesteps=64, n_envs=2, algo_kwargs={
+        "learning_rate": 1e-3, "learning_starts": 16, "batch_size": 8, "buffer_size": 500,
+        "lr_decay": {"kind": "inverse", "timescale": 64}})
+    cold = follower.respond(problem, problem.x_init, 0, seed=0)
+    model = cold.warm_start
+    assert model.num_timesteps == 64
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)  # t = 64
+    follower.respond(problem, problem.x_init, 0, seed=0, warm_start=model)
+    assert model.current_learning_rate() == pytest.approx(1e-3 / 3)  # t = 128: not restarted
 
 
 def test_tax_action_features_are_the_action_values():

@@ -34,6 +34,56 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 #: regression losses by name
 LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
+#: learning-rate decays by kind, and the keys each takes besides ``"kind"``
+LR_DECAYS: dict[str, tuple[str, ...]] = {"inverse": ("timescale",),
+                                         "linear": ("timesteps", "final")}
+
+
+def check_lr_decay(lr_decay: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Validate SoftDQN's ``lr_decay`` (plain data) and return a copy with float values.
+
+    ``{"kind": "inverse", "timescale": τ}`` (τ > 0) scales the learning rate by
+    ``1 / (1 + t/τ)``; ``{"kind": "linear", "timesteps": T, "final": f}`` (T > 0,
+    0 ≤ f ≤ 1) by ``1 − (1 − f) t/T`` up to ``T``, then ``f``. ``t`` counts the environment
+    transitions since the cold start (SB3's ``num_timesteps``), so the decay continues across
+    warm-started calls. ``None``: no decay.
+
+    Raises:
+        ValueError: naming ``lr_decay``, for an unknown kind, missing or unknown keys, or a
+            value out of range.
+    """
+    if lr_decay is None:
+        return None
+    if not isinstance(lr_decay, dict) or lr_decay.get("kind") not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be None or a dict with 'kind' one of "
+                         f"{sorted(LR_DECAYS)}; got {lr_decay!r}")
+    kind = lr_decay["kind"]
+    keys = set(lr_decay) - {"kind"}
+    if keys != set(LR_DECAYS[kind]):
+        raise ValueError(f"lr_decay of kind {kind!r} takes the keys {list(LR_DECAYS[kind])}; "
+                         f"got {sorted(keys)}")
+    checked: dict[str, Any] = {"kind": kind}
+    for key in LR_DECAYS[kind]:
+        value = lr_decay[key]
+        ok = (isinstance(value, (int, float, np.integer, np.floating))
+              and not isinstance(value, bool) and bool(np.isfinite(value)))
+        ok = ok and (0 <= value <= 1 if key == "final" else value > 0)
+        if not ok:
+            allowed = "in [0, 1]" if key == "final" else "a positive finite number"
+            raise ValueError(f"lr_decay[{key!r}] must be {allowed}; got {value!r}")
+        checked[key] = float(value)
+    return checked
+
+
+def lr_decay_factor(lr_decay: dict[str, Any] | None, timesteps: int) -> float:
+    """The factor ``lr_decay`` (checked by :func:`check_lr_decay`) applies to the learning rate
+    after ``timesteps`` environment transitions (1 for ``None``)."""
+    if lr_decay is None:
+        return 1.0
+    if lr_decay["kind"] == "inverse":
+        return 1.0 / (1.0 + timesteps / lr_decay["timescale"])
+    final, fraction = lr_decay["final"], min(timesteps / lr_decay["timesteps"], 1.0)
+    return 1.0 - (1.0 - final) * fraction
 
 
 def soft_bellman_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
@@ -87,6 +137,12 @@ class SoftDQN(DQN):
         (default 0: the pure Boltzmann policy afterwards).
     :param double_q: regress on :func:`soft_double_target` (the online network's Boltzmann
         policy scored by the target network) instead of :func:`soft_bellman_target`.
+    :param lr_decay: a decaying step size as plain data (:func:`check_lr_decay`):
+        ``{"kind": "inverse", "timescale": τ}`` multiplies ``learning_rate`` by
+        ``1/(1 + t/τ)``, ``{"kind": "linear", "timesteps": T, "final": f}`` by a factor going
+        linearly from 1 to ``f`` over ``T`` transitions; ``t`` is ``num_timesteps``, so the
+        decay continues across warm starts (SB3's own schedules restart their progress with
+        each ``learn`` call). ``None`` (default): ``learning_rate`` as given.
     :param kwargs: every other argument of :class:`stable_baselines3.DQN` (``learning_rate``,
         ``buffer_size``, ``batch_size``, ``gamma``, ``target_update_interval``, ``seed``, ...).
         ``n_steps`` must stay 1: n-step returns would drop the entropy bonuses of the skipped
@@ -97,7 +153,8 @@ class SoftDQN(DQN):
 
     def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
-                 double_q: bool = False, **kwargs: Any):
+                 double_q: bool = False, lr_decay: dict[str, Any] | None = None,
+                 **kwargs: Any):
         if not (np.isfinite(lam) and lam > 0):
             raise ValueError(f"lam must be a positive finite number; got {lam!r}")
         if loss not in LOSSES:
@@ -108,8 +165,23 @@ class SoftDQN(DQN):
         if not isinstance(double_q, (bool, np.bool_)):
             raise TypeError(f"double_q must be a bool; got {double_q!r}")
         self.lam, self.loss, self.double_q = float(lam), loss, bool(double_q)
+        self.lr_decay = check_lr_decay(lr_decay)
         super().__init__(policy, env, exploration_initial_eps=exploration_initial_eps,
                          exploration_final_eps=exploration_final_eps, **kwargs)
+
+    def current_learning_rate(self) -> float:
+        """The step size of the next gradient steps: SB3's ``learning_rate`` schedule times the
+        ``lr_decay`` factor at ``num_timesteps``."""
+        base = self.lr_schedule(self._current_progress_remaining)
+        return float(base) * lr_decay_factor(self.lr_decay, self.num_timesteps)
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        """SB3's update, with :meth:`current_learning_rate` as the rate."""
+        rate = self.current_learning_rate()
+        self.logger.record("train/learning_rate", rate)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """DQN's update with the soft Bellman target (see :func:`soft_bellman_target`)."""
@@ -164,7 +236,7 @@ class SoftDQNFollower(SB3Follower):
     Args:
         total_timesteps: environment steps per warm-started call.
         algo_kwargs: keyword arguments of :class:`SoftDQN` (``lam``, ``loss``,
-            ``learning_rate``, ``buffer_size``, ``learning_starts``, ...).
+            ``learning_rate``, ``lr_decay``, ``buffer_size``, ``learning_starts``, ...).
         policy: the SB3 policy (``"MlpPolicy"``).
         warmup_timesteps: environment steps of the first (cold) call; ``total_timesteps`` if None.
         n_envs: copies of the follower env in the agent's ``DummyVecEnv``.
