@@ -405,27 +405,31 @@ def _indices(name: str, array: np.ndarray, low: int, high: int) -> None:
                              f"[{int(found[0])}, {int(found[1])}]")
 
 
-def check_sampling_tables(next_states, next_cdf, mu_cdf, pi_cdf=None, pi=None,
-                          entropy_table=None) -> None:
-    """Validate a model's sampling tables (and a policy's, when given) for
-    :func:`_sample_tabular_chains`: shapes, dtypes, successor indices, CDFs ending at 1.
-
-    A model's tables are checked once (:func:`bilevel_envs.oracles.sampling_tables` caches
-    them), a policy's once per oracle; :func:`sample_tabular_chains` checks everything per call.
-    """
+def check_sampling_tables(next_states, next_cdf, mu_cdf) -> None:
+    """Validate a model's sampling tables for :func:`_sample_tabular_chains`: shapes, dtypes,
+    successor indices, ``mu_cdf`` ending at 1. Checked once per model
+    (:func:`bilevel_envs.oracles.sampling_tables` caches them); :func:`sample_tabular_chains`
+    checks everything on every call."""
     _shape("next_states", next_states, (None, None, None), "iu")
     S, A, K = next_states.shape
     _require(S > 0 and A > 0 and K > 0, "the model needs at least one state, action, successor")
-    for name, array, shape in (("next_cdf", next_cdf, (S, A, K)), ("mu_cdf", mu_cdf, (S,)),
-                               ("pi_cdf", pi_cdf, (S, A)), ("pi", pi, (S, A)),
-                               ("entropy_table", entropy_table, (S,))):
-        if array is not None:
-            _shape(name, array, shape, "f")
+    _shape("next_cdf", next_cdf, (S, A, K), "f")
+    _shape("mu_cdf", mu_cdf, (S,), "f")
     _indices("next_states", next_states, 0, S - 1)
-    # Draws land inside [0, S) and [0, A) only if the CDFs end at 1 (u < 1).
-    _require(bool(np.all(mu_cdf[-1:] >= 1.0)) and (pi_cdf is None
-                                                   or bool(np.all(pi_cdf[:, -1] >= 1.0))),
-             "mu_cdf and pi_cdf must be cumulative distributions ending at 1")
+    # Draws land inside [0, S) only if the CDF ends at 1 (u < 1).
+    _require(bool(np.all(mu_cdf[-1:] >= 1.0)), "mu_cdf must be a cumulative distribution "
+                                               "ending at 1")
+
+
+def check_policy_tables(pi_cdf, pi, entropy_table, n_states: int, n_actions: int) -> None:
+    """Validate a policy's sampling tables for a model of ``n_states`` × ``n_actions``: shapes,
+    dtypes, ``pi_cdf`` rows ending at 1 (checked once per oracle)."""
+    _shape("pi_cdf", pi_cdf, (n_states, n_actions), "f")
+    _shape("pi", pi, (n_states, n_actions), "f")
+    _shape("entropy_table", entropy_table, (n_states,), "f")
+    # Draws land inside [0, A) only if the CDFs end at 1 (u < 1).
+    _require(bool(np.all(pi_cdf[:, -1] >= 1.0)),
+             "pi_cdf must be cumulative distributions ending at 1")
 
 
 def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, start_actions,
@@ -434,8 +438,9 @@ def sample_tabular_chains(pi_cdf, next_states, next_cdf, mu_cdf, start_states, s
                           pi, entropy_table, action_probs, entropy):
     """Step ``n_envs`` chains of a finite MDP under a tabular policy (validated; see
     :func:`_sample_tabular_chains` for the arguments)."""
-    check_sampling_tables(next_states, next_cdf, mu_cdf, pi_cdf, pi, entropy_table)
+    check_sampling_tables(next_states, next_cdf, mu_cdf)
     S, A, _ = next_states.shape
+    check_policy_tables(pi_cdf, pi, entropy_table, S, A)
     n_envs, T = obs.shape
     for name, array, shape in (("u_init", u_init, (n_envs,)), ("u", u, (n_envs, T, 3))):
         _shape(name, array, shape, "f")

@@ -126,11 +126,12 @@ class TabularOracle(TrajectoryOracle):
 
     @functools.cached_property
     def _checked_policy_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(pi_cdf, pi, entropy_table)``, validated against the model's tables once."""
-        from bilevel_envs._kernels import check_sampling_tables
+        """``(pi_cdf, pi, entropy_table)``, validated once (the model's tables were checked
+        when :func:`sampling_tables` built them)."""
+        from bilevel_envs._kernels import check_policy_tables
 
-        check_sampling_tables(self.next_states, self.next_cdf, self.mu_cdf, self.pi_cdf,
-                              self.pi, self.entropy_table)
+        S, A, _ = self.next_states.shape
+        check_policy_tables(self.pi_cdf, self.pi, self.entropy_table, S, A)
         return self.pi_cdf, self.pi, self.entropy_table
 
     def rollout(self, rng, n_envs, n_steps, *, start_states=None, start_actions=None,
