@@ -1,6 +1,6 @@
-"""Numba kernels of exact solves on a banded model (successor lists): the follower's soft
-policy iteration, and the exact leader value — that iteration and the leader's policy
-evaluation in one compiled call.
+"""Numba kernels of exact solves on banded models: ``(I − γ P_π) y = b`` by elimination inside
+the band (for dense ``P_π`` and for successor lists), the follower's soft policy iteration, and
+the exact leader value — that iteration and the leader's policy evaluation in one compiled call.
 
 The metric of a leader run evaluates ``J(x_t)`` thousands of times (Table 3: every 10 iterations
 and on each of the last 1,000); per context this is one warm-started solve of the follower
@@ -14,16 +14,154 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from bilevel_envs._kernels import (
-    _banded_solve_inplace,
-    _indices,
-    _offset_range,
-    _require,
-    _shape,
-    _soft_policy_iteration_sparse,
-    policy_band,
-    softmax_rows,
-)
+from bilevel_envs._kernels import _indices, _offset_range, _require, _shape
+
+
+@nb.njit(cache=True, nogil=True)
+def _bandwidth(P):
+    l = 0
+    u = 0
+    S = P.shape[0]
+    for i in range(S):
+        for j in range(S):
+            if P[i, j] != 0.0:
+                if i - j > l:
+                    l = i - j
+                if j - i > u:
+                    u = j - i
+    return l, u
+
+
+@nb.njit(cache=True, nogil=True)
+def _solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
+    """Solve ``(I − γ P_π) y = rhs`` (transposed if ``transpose``) for a batch of banded ``P_π``.
+
+    ``P_pi``: ``(B, S, S)``; ``rhs``: ``(B, S, k)``. ``I − γ P_π`` is strictly diagonally
+    dominant by rows (its transpose by columns) for sub-stochastic ``P_π`` and ``γ < 1``, so
+    Gaussian elimination needs no pivoting and fill-in stays inside the band: ``O(S · l · u)``
+    work. Returns ``(y, ok)``; ``ok`` is False (nothing solved) when a band is wider than
+    ``max_band``.
+    """
+    B, S, _ = P_pi.shape
+    k = rhs.shape[2]
+    out = np.empty((B, S, k))
+    for b in range(B):
+        lo, up = _bandwidth(P_pi[b])
+        if transpose:
+            lo, up = up, lo
+        if lo + up + 1 > max_band:
+            return out, False
+        A = np.zeros((S, lo + up + 1))  # A[i, j − i + lo] = (I − γ P_π)[i, j] (or [j, i])
+        for i in range(S):
+            for j in range(max(0, i - lo), min(S, i + up + 1)):
+                A[i, j - i + lo] = -gamma * (P_pi[b, j, i] if transpose else P_pi[b, i, j])
+            A[i, lo] += 1.0
+        _banded_solve_inplace(A, rhs[b].copy(), lo, up, out[b])
+    return out, True
+
+
+@nb.njit(cache=True, nogil=True)
+def _banded_solve_inplace(A, y, lo, up, out):
+    """Solve the banded system stored as ``A[i, j − i + lo]`` for the columns of ``y`` (S, k)
+    into ``out``, by elimination without pivoting (``A`` and ``y`` are overwritten)."""
+    S = A.shape[0]
+    k = y.shape[1]
+    for p in range(S):  # forward elimination inside the band
+        pivot = A[p, lo]
+        for i in range(p + 1, min(S, p + lo + 1)):
+            f = A[i, p - i + lo] / pivot
+            if f != 0.0:
+                for j in range(p + 1, min(S, p + up + 1)):
+                    A[i, j - i + lo] -= f * A[p, j - p + lo]
+                for c in range(k):
+                    y[i, c] -= f * y[p, c]
+    for i in range(S - 1, -1, -1):  # back substitution
+        for c in range(k):
+            acc = y[i, c]
+            for j in range(i + 1, min(S, i + up + 1)):
+                acc -= A[i, j - i + lo] * out[j, c]
+            out[i, c] = acc / A[i, lo]
+
+
+@nb.njit(cache=True, nogil=True)
+def softmax_rows(q, lam, pi):
+    """``π = softmax(q/λ)`` row by row into ``pi`` (``(S, A)``)."""
+    S, A = q.shape
+    for s in range(S):
+        m = q[s, 0]
+        for a in range(1, A):
+            m = max(m, q[s, a])
+        z = 0.0
+        for a in range(A):
+            pi[s, a] = np.exp((q[s, a] - m) / lam)
+            z += pi[s, a]
+        for a in range(A):
+            pi[s, a] /= z
+
+
+@nb.njit(cache=True, nogil=True)
+def policy_band(next_states, probs, pi, gamma, lo, band):
+    """The band of ``I − γ P_π`` (``band[s, s' − s + lo]``) from successor lists."""
+    S, A, K = probs.shape
+    band[:, :] = 0.0
+    for s in range(S):
+        band[s, lo] += 1.0
+        for a in range(A):
+            for k in range(K):
+                w = pi[s, a] * probs[s, a, k]
+                if w != 0.0:
+                    band[s, next_states[s, a, k] - s + lo] -= gamma * w
+
+
+@nb.njit(cache=True, nogil=True)
+def _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
+                                 lo, up):
+    """Soft policy iteration on a sparse model with banded ``P_π`` (see ``tabular.py``).
+
+    ``next_states``/``probs``: ``(S, A, K)`` successor lists; ``q``: ``(S, A)`` start (updated in
+    place). Each step: ``π = softmax(q/λ)``; solve ``(I − γ P_π) v = Σ_a π r + λ H(π)`` by banded
+    elimination; ``q = r + γ P v``. Stops when ``max_s |λ logΣexp(q/λ) − v| ≤ threshold`` or when
+    that residual stops decreasing below 1e-9. Returns ``(iterations, residual)``.
+    """
+    S, A, K = probs.shape
+    pi = np.empty((S, A))
+    r_pi = np.empty((S, 1))
+    v2 = np.empty((S, 1))
+    band = np.empty((S, lo + up + 1))
+    residual = np.inf
+    previous = np.inf
+    it = 0
+    for it in range(1, max_iter + 1):
+        softmax_rows(q, lam, pi)
+        for s in range(S):  # r_π = Σ_a π r + λ H(π)
+            acc = 0.0
+            for a in range(A):
+                if pi[s, a] > 0.0:
+                    acc += pi[s, a] * (r[s, a] - lam * np.log(pi[s, a]))
+            r_pi[s, 0] = acc
+        policy_band(next_states, probs, pi, gamma, lo, band)
+        _banded_solve_inplace(band, r_pi, lo, up, v2)
+        v = v2[:, 0]
+        residual = 0.0
+        for s in range(S):  # q = r + γ P v, residual of the soft Bellman operator
+            m = -np.inf
+            for a in range(A):
+                acc = 0.0
+                for k in range(K):
+                    acc += probs[s, a, k] * v[next_states[s, a, k]]
+                q[s, a] = r[s, a] + gamma * acc
+                m = max(m, q[s, a])
+            z = 0.0
+            for a in range(A):
+                z += np.exp((q[s, a] - m) / lam)
+            gap = abs(m + lam * np.log(z) - v[s])
+            residual = max(residual, gap) if np.isfinite(gap) else np.inf
+        if not np.isfinite(residual):
+            break
+        if residual <= threshold or (residual >= previous and residual < 1e-9):
+            break
+        previous = residual
+    return it, residual
 
 
 @nb.njit(cache=True, nogil=True)
@@ -113,7 +251,7 @@ def _check_transitions(next_states, probs, lo, up) -> None:
 def soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold, max_iter,
                                  lo, up):
     """Soft policy iteration on a sparse banded model (validated; see
-    :func:`bilevel_envs._kernels._soft_policy_iteration_sparse`); ``q`` (the warm start) is
+    :func:`_soft_policy_iteration_sparse`); ``q`` (the warm start) is
     updated in place. Returns ``(iterations, residual)``."""
     _check_model(next_states, probs, lo, up, (("r", r), ("q (warm start)", q)))
     return _soft_policy_iteration_sparse(next_states, probs, r, gamma, lam, q, threshold,
@@ -163,3 +301,13 @@ def policy_solver(next_states, probs, pi, lo, up):
         return out[:, 0] if np.ndim(rhs) == 1 else out
 
     return solve
+
+
+def solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band):
+    """Banded solve of ``(I − γ P_π) y = rhs`` for a batch (validated; see
+    :func:`_solve_bellman_banded`)."""
+    _shape("P_pi", P_pi, (None, None, None), "f")
+    B, S, S2 = P_pi.shape
+    _require(S == S2, f"P_pi must be square in its last two axes; got {P_pi.shape}")
+    _shape("rhs", rhs, (B, S, None), "f")
+    return _solve_bellman_banded(P_pi, gamma, rhs, transpose, max_band)

@@ -256,7 +256,7 @@ def solve_bellman(P_pi: np.ndarray, gamma: float, rhs: np.ndarray,
     row-major state order) take an ``O(S l u)`` elimination without pivoting — exact here
     because ``I − γ P_π`` is strictly diagonally dominant — the rest dense LAPACK.
     """
-    from bilevel_envs._kernels import solve_bellman_banded
+    from bilevel_envs._exact_kernels import solve_bellman_banded
 
     S = P_pi.shape[-1]
     vector = rhs.ndim == P_pi.ndim - 1
