@@ -62,6 +62,27 @@ def test_joint_head_shapes_and_scales():
     assert th.allclose(q, 3.0 * head(obs))  # q_scale multiplies the output
 
 
+def test_joint_head_scores_given_actions_as_the_full_forward_does():
+    """forward_at (the training loss's Q(s, a), ψ of the batch's distinct actions only) equals
+    the full forward gathered at the actions, values and parameter gradients alike."""
+    th.manual_seed(0)
+    features = np.random.default_rng(0).random((50, 3))
+    head = JointActionHead(4, features, [8], [16], 5, th.nn.ReLU, obs_scale=0.5, q_scale=3.0,
+                           state_value=True)
+    obs = th.randn(64, 4)
+    actions = th.as_tensor(np.random.default_rng(1).integers(0, 50, 64))  # repeats included
+    at = head.forward_at(obs, actions)
+    full = head(obs)[th.arange(64), actions]
+    assert th.allclose(at, full, atol=1e-5)
+    grads = []
+    for q in (at, full):
+        head.zero_grad()
+        (q ** 2).mean().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in head.parameters()])
+    for a, b in zip(*grads):
+        assert th.allclose(a, b, atol=1e-5)
+
+
 def test_joint_policy_rejects_bad_arguments():
     problem = TaxDesign(**{k: v for k, v in SMALL.items() if k != "asset_cells"})
     env = problem.follower_env(problem.x_init, 0)

@@ -61,6 +61,34 @@ def test_train_regresses_q_on_the_soft_target():
                                                                       rel=1e-5)
 
 
+def test_soft_value_table_follows_the_target_network():
+    """On a Discrete observation space the target's soft values come from a table over all
+    states; it must be rebuilt when SB3 copies the online network into the target. Two training
+    calls on one stored transition, the target replaced in between: each loss matches its own
+    target by hand (the two hand targets differ, so a stale table fails the second check)."""
+    from stable_baselines3.common.utils import polyak_update
+
+    _, env = _garnet_env()
+    model = SoftDQN("MlpPolicy", env, lam=0.7, gamma=0.8, loss="mse", batch_size=2,
+                    learning_starts=0, seed=0, device="cpu", learning_rate=0.5)
+    model.learn(1)
+    model.replay_buffer.reset()
+    model.replay_buffer.add(np.array([[2]]), np.array([[4]]), np.array([[1]]), np.array([0.3]),
+                            np.array([False]), [{}])
+    to_tensor = model.policy.obs_to_tensor
+    targets = []
+    for _ in range(2):
+        with th.no_grad():
+            q_sa = model.q_net(to_tensor(np.array([2]))[0])[0, 1].item()
+            next_q = model.q_net_target(to_tensor(np.array([4]))[0])[0].double().numpy()
+        targets.append(0.3 + 0.8 * 0.7 * np.log(np.exp(next_q / 0.7).sum()))
+        model.train(gradient_steps=1, batch_size=2)
+        assert model.logger.name_to_value["train/loss"] == pytest.approx(
+            (q_sa - targets[-1]) ** 2, rel=1e-5)
+        polyak_update(model.q_net.parameters(), model.q_net_target.parameters(), 1.0)
+    assert abs(targets[1] - targets[0]) > 1e-3
+
+
 def test_predict_samples_the_boltzmann_policy():
     """Frequencies of 4,000 draws lie within 4 standard errors of softmax(Q/λ) mixed with ε."""
     _, env = _garnet_env()

@@ -79,6 +79,19 @@ class JointActionHead(nn.Module):
             q = q + self.value_net(features)
         return self.q_scale * q
 
+    def forward_at(self, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """``Q(s_i, a_i)`` for a batch of states and one action each (``(B,)``): equal to
+        ``forward(features)[i, a_i]``, with ``ψ`` computed for the batch's distinct actions
+        only (a training loss needs no more; ``A`` may be far larger than the batch)."""
+        features = features * self.obs_scale
+        phi = self.state_net(features)  # (B, r)
+        distinct, inverse = th.unique(actions, return_inverse=True)
+        psi = self.action_net(self.action_features[distinct])[inverse]  # (B, r + 1)
+        q = (phi * psi[:, :-1]).sum(-1) + psi[:, -1]
+        if self.value_net is not None:
+            q = q + self.value_net(features)[:, 0]
+        return self.q_scale * q
+
 
 class JointActionQNetwork(QNetwork):
     """SB3's ``QNetwork`` with :class:`JointActionHead` in place of the per-action MLP head."""
@@ -103,6 +116,13 @@ class JointActionQNetwork(QNetwork):
         self.q_net = JointActionHead(features_dim, self.action_feature_table, self.net_arch,
                                      self.action_arch, self.rank, activation_fn, self.obs_scale,
                                      self.q_scale, self.state_value)
+
+    def q_values_at(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """``(B, 1)`` Q-values of the given actions (``(B, 1)`` indices) only:
+        ``th.gather(self(obs), 1, actions)`` without scoring every action
+        (:meth:`JointActionHead.forward_at`)."""
+        features = self.extract_features(obs, self.features_extractor)
+        return self.q_net.forward_at(features, actions.long().reshape(-1))[:, None]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

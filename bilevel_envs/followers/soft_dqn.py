@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from bilevel_envs.followers.joint_q import JointActionDQNPolicy
 from bilevel_envs.followers.sb3 import MISSING_SB3, SB3Follower
@@ -37,6 +38,9 @@ LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
 #: learning-rate decays by kind, and the keys each takes besides ``"kind"``
 LR_DECAYS: dict[str, tuple[str, ...]] = {"inverse": ("timescale",),
                                          "linear": ("timesteps", "final")}
+#: On a ``Discrete`` observation space of at most this many states, the target network's soft
+#: values are tabulated over all states once per target update (not recomputed on every batch).
+SOFT_VALUE_TABLE_MAX_STATES = 4096
 
 
 def check_lr_decay(lr_decay: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -97,8 +101,12 @@ def soft_bellman_target(rewards: th.Tensor, dones: th.Tensor, discounts: float |
         next_q_values: ``(batch, n_actions)`` target-network values at ``s'``.
         lam: entropy weight λ > 0.
     """
-    soft_value = lam * th.logsumexp(next_q_values / lam, dim=1, keepdim=True)
-    return rewards + (1 - dones) * discounts * soft_value
+    return rewards + (1 - dones) * discounts * soft_value(next_q_values, lam)[:, None]
+
+
+def soft_value(q_values: th.Tensor, lam: float) -> th.Tensor:
+    """``λ logΣ_a exp(Q(s, a)/λ)`` over the last axis."""
+    return lam * th.logsumexp(q_values / lam, dim=-1)
 
 
 def soft_double_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
@@ -193,15 +201,14 @@ class SoftDQN(DQN):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             discounts = data.discounts if data.discounts is not None else self.gamma
             with th.no_grad():
-                next_q = self.q_net_target(data.next_observations)
                 if self.double_q:
-                    target = soft_double_target(data.rewards, data.dones, discounts, next_q,
+                    target = soft_double_target(data.rewards, data.dones, discounts,
+                                                self.q_net_target(data.next_observations),
                                                 self.q_net(data.next_observations), self.lam)
                 else:
-                    target = soft_bellman_target(data.rewards, data.dones, discounts, next_q,
-                                                 self.lam)
-            current = th.gather(self.q_net(data.observations), dim=1,
-                                index=data.actions.long())
+                    target = data.rewards + (1 - data.dones) * discounts * \
+                        self._next_soft_values(data.next_observations)
+            current = self._q_taken(data.observations, data.actions)
             loss = loss_fn(current, target)
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
@@ -211,6 +218,36 @@ class SoftDQN(DQN):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", np.mean(losses))
+
+    def _q_taken(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """``(batch, 1)`` online ``Q(s, a)`` of the batch's actions (a joint-action head scores
+        only those actions; any other network scores all and gathers)."""
+        at = getattr(self.q_net, "q_values_at", None)
+        if at is not None:
+            return at(observations, actions)
+        return th.gather(self.q_net(observations), dim=1, index=actions.long())
+
+    def _next_soft_values(self, next_observations: th.Tensor) -> th.Tensor:
+        """``(batch, 1)`` soft values ``λ logΣ_a' exp(Q_target(s', a')/λ)`` of the target network.
+
+        On a small ``Discrete`` observation space (:data:`SOFT_VALUE_TABLE_MAX_STATES`) the
+        target network is evaluated once on every state and the table is reused for as long as
+        its parameters are unchanged (SB3 updates them every ``target_update_interval``
+        transitions): one forward pass per target update instead of one per gradient step."""
+        space = self.observation_space
+        if not (isinstance(space, spaces.Discrete) and space.n <= SOFT_VALUE_TABLE_MAX_STATES):
+            return soft_value(self.q_net_target(next_observations), self.lam)[:, None]
+        params = [p.detach() for p in self.q_net_target.parameters()]
+        cache = getattr(self, "_soft_value_cache", None)
+        if cache is None or len(cache[0]) != len(params) or not all(
+                th.equal(saved, p) for saved, p in zip(cache[0], params)):
+            states = th.arange(space.n, device=self.device).reshape(-1, 1)
+            table = soft_value(self.q_net_target(states), self.lam)
+            cache = self._soft_value_cache = ([p.clone() for p in params], table)
+        return cache[1][next_observations.long().reshape(-1)][:, None]
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_soft_value_cache"]
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
                 deterministic: bool = False) -> tuple[np.ndarray, Any]:
