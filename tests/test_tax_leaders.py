@@ -315,8 +315,8 @@ def test_without_sb3_the_neural_setup_is_skipped_by_default_and_refused_when_ask
 def test_hpgd_with_grid_households_raises_the_exact_welfare():
     """HPGD with the ``neural_grid`` soft-DQN households (40 iterations, seed 0) against HPGD
     with exact households in the same leader budget, both scored by the exact welfare ``J``:
-    the neural households' run gains at least 40 % as much (measured +11.8 % against +22.4 %,
-    ratio 0.53; seeds 1 and 2: +10.7 % and +18.0 %, 0.48 and 0.80 — docs/tax_design.md, "The
+    the neural households' run gains at least 60 % as much (measured +19.5 % against +22.4 %,
+    ratio 0.87; seeds 1 and 2: +16.5 % and +19.3 %, 0.74 and 0.86 — docs/tax_design.md, "The
     tax result with neural households") and gets the VAT pattern (good 3, the least
     preferred, taxed above goods 1 and 2)."""
     pytest.importorskip("stable_baselines3")
@@ -326,6 +326,6 @@ def test_hpgd_with_grid_households_raises_the_exact_welfare():
     neural = run_spec(tax_spec("neural_grid", "hpgd", 0, iterations=40))
     exact = run_spec(tax_spec("tabular", "hpgd", 0, iterations=40))
     gain, exact_gain = (r["metrics"]["welfare_gain_exact"] for r in (neural, exact))
-    assert exact_gain > 0.2 and gain >= 0.4 * exact_gain
+    assert exact_gain > 0.2 and gain >= 0.6 * exact_gain
     income, vat1, vat2, vat3 = neural["x_final"]
     assert income > 0.3 and vat3 > max(vat1, vat2)

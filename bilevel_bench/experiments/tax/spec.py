@@ -76,15 +76,18 @@ NEURAL_JOINT_FOLLOWER: dict[str, Any] = {
 #: The joint-action head with a free embedding per asset cell (``net_arch=[]``), a per-cell value
 #: ``v(s)``, actions embedded by their values and one-hot levels, Q scaled by 100; training
 #: episodes cut to 20 steps (more data near ``μ``); target copy every 100 transitions.
-#: 60,000 cold transitions per preference group, then 4,000 per leader step
-#: (docs/tax_design.md, "Neural households measured exactly").
+#: 150,000 cold transitions per preference group, then 10,000 per leader step, the step size
+#: falling linearly from 1e-3 to 5e-5 over the 350,000 transitions a group gets in a 40-step run
+#: (docs/tax_design.md, "Neural households measured exactly" and "The tax result with neural
+#: households").
 GRID_POLICY_KWARGS: dict[str, Any] = {"net_arch": [], "action_arch": [64, 64], "rank": 32,
                                       "q_scale": 100.0, "state_value": True,
                                       "action_features": "values+onehot"}
 NEURAL_GRID_FOLLOWER: dict[str, Any] = {
-    **NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 60_000, "total_timesteps": 4_000,
+    **NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 150_000, "total_timesteps": 10_000,
     "episode_steps": 20,
     "algo_kwargs": {**NEURAL_JOINT_FOLLOWER["algo_kwargs"], "learning_rate": 1e-3,
+                    "lr_decay": {"kind": "linear", "timesteps": 350_000, "final": 0.05},
                     "target_update_interval": 100, "loss": "mse",
                     "policy_kwargs": GRID_POLICY_KWARGS},
 }
