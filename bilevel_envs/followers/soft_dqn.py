@@ -240,7 +240,8 @@ class SoftDQN(DQN):
         params = [p.detach() for p in self.q_net_target.parameters()]
         cache = getattr(self, "_soft_value_cache", None)
         if cache is None or len(cache[0]) != len(params) or not all(
-                th.equal(saved, p) for saved, p in zip(cache[0], params)):
+                saved.device == p.device and th.equal(saved, p)
+                for saved, p in zip(cache[0], params)):
             states = th.arange(space.n, device=self.device).reshape(-1, 1)
             table = soft_value(self.q_net_target(states), self.lam)
             cache = self._soft_value_cache = ([p.clone() for p in params], table)
