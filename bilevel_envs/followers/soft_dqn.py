@@ -101,12 +101,19 @@ def soft_bellman_target(rewards: th.Tensor, dones: th.Tensor, discounts: float |
         next_q_values: ``(batch, n_actions)`` target-network values at ``s'``.
         lam: entropy weight λ > 0.
     """
-    return rewards + (1 - dones) * discounts * soft_value(next_q_values, lam)[:, None]
+    return bellman_backup(rewards, dones, discounts, soft_value(next_q_values, lam)[:, None])
 
 
 def soft_value(q_values: th.Tensor, lam: float) -> th.Tensor:
     """``λ logΣ_a exp(Q(s, a)/λ)`` over the last axis."""
     return lam * th.logsumexp(q_values / lam, dim=-1)
+
+
+def bellman_backup(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
+                   next_values: th.Tensor) -> th.Tensor:
+    """``r + γ (1 − done) V(s')`` for a batch: every ``(batch, 1)`` (``discounts`` may be a
+    float); ``dones`` is 1 for terminations only."""
+    return rewards + (1 - dones) * discounts * next_values
 
 
 def soft_double_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | th.Tensor,
@@ -119,8 +126,8 @@ def soft_double_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | 
     the same noisy values it evaluates them with (the source of Q-learning's overestimation).
     """
     log_pi = th.log_softmax(next_q_online / lam, dim=1)
-    soft_value = (log_pi.exp() * (next_q_target - lam * log_pi)).sum(dim=1, keepdim=True)
-    return rewards + (1 - dones) * discounts * soft_value
+    next_values = (log_pi.exp() * (next_q_target - lam * log_pi)).sum(dim=1, keepdim=True)
+    return bellman_backup(rewards, dones, discounts, next_values)
 
 
 def boltzmann_probs(q_values: th.Tensor, lam: float, epsilon: float = 0.0) -> th.Tensor:
@@ -206,8 +213,8 @@ class SoftDQN(DQN):
                                                 self.q_net_target(data.next_observations),
                                                 self.q_net(data.next_observations), self.lam)
                 else:
-                    target = data.rewards + (1 - data.dones) * discounts * \
-                        self._next_soft_values(data.next_observations)
+                    target = bellman_backup(data.rewards, data.dones, discounts,
+                                            self._next_soft_values(data.next_observations))
             current = self._q_taken(data.observations, data.actions)
             loss = loss_fn(current, target)
             losses.append(loss.item())
