@@ -195,6 +195,46 @@ def test_tax_command_writes_summary_and_figures(tmp_path, capsys):
         assert (out / name).stat().st_size > 10_000
 
 
+def _fake_run(setup: str, seed: int, iterations: int, gain: float, **fields) -> dict:
+    """A run result as ``run_spec`` stores it: the exact welfare every 5 iterations, rising
+    linearly to ``1 + gain`` times the initial 30."""
+    from bilevel_bench.experiments.tax.spec import tax_spec
+
+    spec = tax_spec(setup, "hpgd", seed, iterations=iterations, **fields).to_dict()
+    evaluated = list(range(0, iterations + 1, 5))
+    welfare = [30.0 * (1 + gain * t / iterations) for t in evaluated]
+    return {"spec": spec, "x_final": [0.5, 0.0, 0.0, 0.3], "seconds": 1.0, "cpu_seconds": 1.0,
+            "eval_seconds": 0.0, "eval_cpu_seconds": 0.0,
+            "metrics": {"welfare_gain_exact": welfare[-1] / welfare[0] - 1,
+                        "welfare_final_exact": welfare[-1], "welfare_initial_exact": 30.0},
+            "curve": {"welfare_mc": [1.0] * iterations, "exact_iteration": evaluated,
+                      "welfare_exact": welfare}}
+
+
+def test_neural_gains_are_paired_with_exact_households_at_the_same_iteration():
+    """The summary's paired column reads the exact-household run of the same seed and leader
+    settings at the neural run's last iteration (40 of 100: 40 % of its gain), and pairs nothing
+    when the leader's batch differs."""
+    from bilevel_bench.experiments.tax.report import summary_markdown, summary_rows
+
+    exact = [_fake_run("tabular", seed, 100, gain) for seed, gain in ((0, 0.5), (1, 0.25))]
+    neural = [_fake_run("neural_grid", seed, 40, gain) for seed, gain in ((0, 0.19), (1, 0.12))]
+    rows = {r["setup"]: r for r in summary_rows(exact + neural)}
+    assert rows["tabular"]["gain_vs_exact"] is None
+    # seed 0: 0.19 − 0.4·0.5 = −0.01; seed 1: 0.12 − 0.4·0.25 = +0.02 (s.e. with ddof = 0)
+    assert rows["neural_grid"]["gain_vs_exact"] == pytest.approx((0.005, 0.015 / np.sqrt(2)))
+    assert "+0.5 ± 1.1 pp" in summary_markdown(list(rows.values()))
+    assert rows["tabular"]["households_gap"] is None
+    for run, gaps in zip(neural, ([0.3, 0.1, 0.04], [0.2, 0.2, 0.1])):
+        run["follower_quality"] = {"gap": gaps, "gap_median": float(np.median(gaps)),
+                                   "gap_last": gaps[-1]}
+    gap = {r["setup"]: r for r in summary_rows(exact + neural)}["neural_grid"]["households_gap"]
+    assert gap["median"] == pytest.approx((0.15, 0.05 / np.sqrt(2))) and gap["within_5pct"] == 1
+    assert gap["measured"] == 6
+    other_batch = [_fake_run("neural_grid", 0, 40, 0.19, n_envs=100)]
+    assert summary_rows(exact + other_batch)[0]["gain_vs_exact"] is None
+
+
 def test_neural_setup_runs_with_a_tiny_soft_dqn_budget():
     """The soft-DQN set-up wired end to end (continuous assets, aggregated estimator)."""
     pytest.importorskip("stable_baselines3")
@@ -230,8 +270,12 @@ def test_joint_setups_run_and_record_the_households_gaps(setup):
                     n_rollout_steps=20, eval_every=1)
     assert spec.tabular == (setup == "neural_grid")
     assert spec.follower_quality
-    with pytest.warns(UserWarning, match="soft-optimality gap"):  # untrained households
+    from bilevel_envs.follower_quality import FollowerQualityWarning
+
+    with pytest.warns(UserWarning, match="soft-optimality gap") as caught:  # untrained
         result = run_spec(spec)
+    far = [w for w in caught if issubclass(w.category, FollowerQualityWarning)]
+    assert len(far) == 1 and "at 2 of 2 measured steps" in str(far[0].message)  # one summary
     quality = result["follower_quality"]
     assert len(quality["gap"]) == 2 and all(g > 0.05 for g in quality["gap"])
     assert quality["share_within_5pct"] == 0.0 and quality["gap_max"] == max(quality["gap"])
@@ -305,7 +349,7 @@ def test_without_sb3_the_neural_setup_is_skipped_by_default_and_refused_when_ask
 
     default = bench()
     assert default.returncode == 0, default.stderr
-    assert "skipping set-up 'neural'" in default.stdout and "(tabular × " in default.stdout
+    assert "skipping set-up 'neural_grid'" in default.stdout and "(tabular × " in default.stdout
     asked = bench("--setups", "neural")
     assert asked.returncode == 2 and "argument --setups: set-up(s) ['neural'] need a " \
                                      "follower that is not installed" in asked.stderr
@@ -314,10 +358,10 @@ def test_without_sb3_the_neural_setup_is_skipped_by_default_and_refused_when_ask
 @pytest.mark.slow
 def test_hpgd_with_grid_households_raises_the_exact_welfare():
     """HPGD with the ``neural_grid`` soft-DQN households (40 iterations, seed 0) against HPGD
-    with exact households in the same leader budget, both scored by the exact welfare ``J``:
-    the neural households' run gains at least 60 % as much (measured +19.5 % against +22.4 %,
-    ratio 0.87; seeds 1 and 2: +16.5 % and +19.3 %, 0.74 and 0.86 — docs/tax_design.md, "The
-    tax result with neural households") and gets the VAT pattern (good 3, the least
+    with exact households in the same leader budget (300 households per step), both scored by
+    the exact welfare ``J``: the neural households' run gains within 4 points of the exact one
+    (measured +20.6 % against +22.4 %; seeds 1 and 2: −1.4 and −0.6 points; docs/tax_design.md,
+    "The tax result with neural households") and gets the VAT pattern (good 3, the least
     preferred, taxed above goods 1 and 2)."""
     pytest.importorskip("stable_baselines3")
     from bilevel_bench.experiments.tax.run import run_spec
@@ -326,6 +370,6 @@ def test_hpgd_with_grid_households_raises_the_exact_welfare():
     neural = run_spec(tax_spec("neural_grid", "hpgd", 0, iterations=40))
     exact = run_spec(tax_spec("tabular", "hpgd", 0, iterations=40))
     gain, exact_gain = (r["metrics"]["welfare_gain_exact"] for r in (neural, exact))
-    assert exact_gain > 0.2 and gain >= 0.6 * exact_gain
+    assert exact_gain > 0.2 and gain > exact_gain - 0.04
     income, vat1, vat2, vat3 = neural["x_final"]
-    assert income > 0.3 and vat3 > max(vat1, vat2)
+    assert income > 0.45 and vat3 > max(vat1, vat2) + 0.1

@@ -25,7 +25,7 @@ from bilevel_bench.experiments.tax.spec import (
 )
 from bilevel_bench.storage import write_summary
 
-DEFAULT_SETUPS = ("tabular", "neural")
+DEFAULT_SETUPS = ("tabular", "neural_grid")
 QUICK_NOTE = ("--quick gives the soft-DQN households 10,000 transitions, then 1,000 per leader "
               "step: a plumbing check of that set-up, not a result (the full command's budget: "
               "docs/tax_design.md).")
@@ -104,7 +104,8 @@ def summarise(request: Request, results: list[dict], timing: Timing) -> None:
     """``tax.md``/``tax.json``, ``tax_welfare.png`` (Fig. 3a) and ``tax_rates.png`` (Fig. 3b)."""
     rows = summary_rows(results)
     markdown = summary_markdown(rows)
-    if request.quick and any(r["spec"]["setup"] == "neural" for r in results):
+    if request.quick and any(SETUPS[r["spec"]["setup"]]["follower"] == "soft_dqn"
+                             for r in results):
         markdown += "\n\n" + QUICK_NOTE
     wall, cpu = timing.wall_seconds, timing.cpu_seconds
     text = (f"This invocation: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU in this "

@@ -24,6 +24,13 @@ from bilevel_bench.plotting import (
 from bilevel_bench.stats import curve_mean_se, group_by, mean_se, trailing_mean
 
 TAX_NAMES = ("income tax", "VAT good 1", "VAT good 2", "VAT good 3")  # goods indexed from 1
+#: The set-up with exact soft-optimal households: the reference of the paired comparison.
+EXACT_SETUP = "tabular"
+#: Spec fields that must agree for two runs to have the same leader budget and settings (the
+#: follower, its set-up and the iteration count may differ).
+LEADER_FIELDS = ("algorithm", "seed", "n_envs", "n_rollout_steps", "learning_rate",
+                 "perturbation_constant", "max_grad_norm", "clip", "estimator", "contexts",
+                 "variant", "lam", "grid_cells")
 
 
 def summary_rows(results: list[dict]) -> list[dict[str, Any]]:
@@ -43,6 +50,8 @@ def summary_rows(results: list[dict]) -> list[dict[str, Any]]:
             "welfare_final_exact": mean_se([r["metrics"]["welfare_final_exact"]
                                              for r in runs]),
             "final_taxes": [mean_se(final[:, i]) for i in range(final.shape[1])],
+            "gain_vs_exact": gain_vs_exact(runs, results),
+            "households_gap": households_gap(runs),
             "seconds": float(np.mean([r["seconds"] for r in runs])),
             "cpu_seconds": float(np.mean([r["cpu_seconds"] for r in runs])),
             "total_seconds": float(sum(r["seconds"] + r["eval_seconds"] for r in runs)),
@@ -50,6 +59,45 @@ def summary_rows(results: list[dict]) -> list[dict[str, Any]]:
                                            for r in runs)),
         })
     return rows
+
+
+def gain_vs_exact(runs: list[dict], results: list[dict]) -> tuple[float, float] | None:
+    """Paired comparison with exact households: per seed, the run's exact welfare gain minus
+    the gain of the exact-household run (:data:`EXACT_SETUP`) with the same leader settings
+    (:data:`LEADER_FIELDS`: algorithm, seed, batch, step size, ...) after the same number of
+    iterations, read off that run's exact-welfare curve; mean ± s.e. over the paired seeds.
+    ``None`` for the exact set-up itself or when no run pairs up (the exact run must be at
+    least as long and evaluated at the iteration)."""
+    if runs[0]["spec"]["setup"] == EXACT_SETUP:
+        return None
+    exact = {tuple(r["spec"][f] for f in LEADER_FIELDS): r
+             for r in results if r["spec"]["setup"] == EXACT_SETUP}
+    differences = []
+    for run in runs:
+        reference = exact.get(tuple(run["spec"][f] for f in LEADER_FIELDS))
+        if reference is None:
+            continue
+        curve = reference["curve"]
+        iterations = run["spec"]["iterations"]
+        if iterations not in curve["exact_iteration"]:
+            continue
+        welfare = curve["welfare_exact"]
+        exact_gain = welfare[curve["exact_iteration"].index(iterations)] / welfare[0] - 1
+        differences.append(run["metrics"]["welfare_gain_exact"] - exact_gain)
+    return mean_se(differences) if differences else None
+
+
+def households_gap(runs: list[dict]) -> dict[str, Any] | None:
+    """The households' soft-optimality gaps of a group of runs (``follower_quality``): each
+    run's median and last gap (mean ± s.e. over seeds) and the steps within 5 % of all measured
+    steps; ``None`` if the runs did not measure them."""
+    qualities = [r.get("follower_quality") for r in runs]
+    if not qualities or any(q is None for q in qualities):
+        return None
+    gaps = np.concatenate([q["gap"] for q in qualities])
+    return {"median": mean_se([q["gap_median"] for q in qualities]),
+            "last": mean_se([q["gap_last"] for q in qualities]),
+            "within_5pct": int(np.sum(gaps <= 0.05)), "measured": int(gaps.size)}
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
@@ -60,20 +108,25 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
             return "n/a"
         return f"{scale * pair[0]:.{digits}f} ± {scale * pair[1]:.{digits}f}{unit}"
 
+    def paired(pair):
+        return "—" if pair is None else f"{100 * pair[0]:+.1f} ± {100 * pair[1]:.1f} pp"
+
     lines = ["| set-up (follower) | algorithm | seeds × iterations | welfare gain, exact¹ | "
-             "welfare gain, MC² | income tax | VAT 1 | VAT 2 | VAT 3 | wall / CPU per run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "welfare gain, MC² | vs exact households³ | income tax | VAT 1 | VAT 2 | VAT 3 | "
+             "wall / CPU per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         taxes = " | ".join(pm(t) for t in r["final_taxes"])
         lines.append(
             f"| {r['setup']} ({r['follower']}) | {ALGORITHM_LABELS[r['algorithm']]} | "
             f"{r['n_seeds']} × "
             f"{r['iterations']} | {pm(r['welfare_gain_exact'], 100, 1, ' %')} | "
-            f"{pm(r['welfare_gain_mc'], 100, 1, ' %')} | {taxes} | {_duration(r['seconds'])} / "
+            f"{pm(r['welfare_gain_mc'], 100, 1, ' %')} | {paired(r['gain_vs_exact'])} | "
+            f"{taxes} | {_duration(r['seconds'])} / "
             f"{_duration(r['cpu_seconds'])} |")
     lines += [
-        "| paper (Fig. 3, soft DQN) | HPGD | 10 × 1,000 | ≈ +25 % | | up | | low | high "
-        "(1.9) | ≈ 170 h³ |",
+        "| paper (Fig. 3, soft DQN) | HPGD | 10 × 1,000 | ≈ +25 % | | | up | | low | high "
+        "(1.9) | ≈ 170 h⁴ |",
         "",
         "Initial taxes 0.3 each; ± is the standard error over seeds (ddof = 0). "
         "¹ `J(x_T)/J(x_0) − 1` with `J` the exact welfare of soft-optimal households on the "
@@ -81,8 +134,20 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         "² the authors' ratio: mean of the last 10 over the first 10 Monte-Carlo welfare "
         "estimates of the run (10 % of the iterations for runs shorter than 100; sampled "
         "preference group, the follower's own policy). "
-        "³ docs/reference.md §6: ≈600 s per leader iteration with their follower budget.",
+        "³ paired by seed: the exact welfare gain minus that of the exact-household run "
+        f"({EXACT_SETUP!r} set-up) with the same leader settings after as many iterations, in "
+        "percentage points (n/a: no such run in this folder). "
+        "⁴ docs/reference.md §6: ≈600 s per leader iteration with their follower budget.",
     ]
+    measured = [r for r in rows if r.get("households_gap")]
+    if measured:
+        lines += ["", "Households' soft-optimality gap per leader step on the 41-cell grid "
+                      "economy (each run's median and last step, mean ± s.e. over seeds):"]
+        for r in measured:
+            g = r["households_gap"]
+            lines.append(f"- {r['setup']}, {ALGORITHM_LABELS[r['algorithm']]}: median "
+                         f"{pm(g['median'])}, last {pm(g['last'])}; within 5 % at "
+                         f"{g['within_5pct']} of {g['measured']} steps")
     return "\n".join(lines)
 
 

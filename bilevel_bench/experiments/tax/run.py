@@ -8,11 +8,13 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
 from bilevel_bench.experiments.tax.spec import ENV_ID, TaxSpec
+from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD, FollowerQualityWarning
 from bilevel_envs.plain_data import to_plain_data
 
 
@@ -65,8 +67,24 @@ def run_spec(spec: TaxSpec) -> dict[str, Any]:
                          for f, q in zip(step.followers, step.quality)])
 
     start, cpu = time.perf_counter(), time.process_time()
-    leader.learn(spec.iterations, callback=record)
+    with warnings.catch_warnings(record=True) as far:
+        # one warning per step would bury the progress bar: the gaps go into the result and
+        # one summary warning below
+        warnings.simplefilter("always", FollowerQualityWarning)
+        leader.learn(spec.iterations, callback=record)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    for message in far:
+        if not issubclass(message.category, FollowerQualityWarning):
+            warnings.warn_explicit(message.message, message.category, message.filename,
+                                   message.lineno)
+    quality = follower_quality_summary(gaps)
+    if any(issubclass(m.category, FollowerQualityWarning) for m in far):
+        n_far = sum(g[1] > DEFAULT_GAP_THRESHOLD for g in gaps)
+        warnings.warn(f"{spec.setup} seed {spec.seed}: households far from the soft optimum "
+                      f"(soft-optimality gap > {DEFAULT_GAP_THRESHOLD:g}) at {n_far} of "
+                      f"{len(gaps)} measured steps (gap median "
+                      f"{quality['gap_median']:.3g}, max {quality['gap_max']:.3g}; per step in "
+                      f"the result's follower_quality)", FollowerQualityWarning, stacklevel=2)
     history = leader.history
     taxes_arr = np.array(taxes)  # x_0 .. x_T (x_t is the iterate of iteration t)
 
@@ -91,7 +109,7 @@ def run_spec(spec: TaxSpec) -> dict[str, Any]:
                   "taxes": taxes_arr.tolist(), "exact_iteration": evaluated,
                   "welfare_exact": grid_welfare.tolist()},
         "x_final": leader.x.tolist(),
-        "follower_quality": follower_quality_summary(gaps),
+        "follower_quality": quality,
     }
 
 
