@@ -136,7 +136,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         "preference group, the follower's own policy). "
         "³ paired by seed: the exact welfare gain minus that of the exact-household run "
         f"({EXACT_SETUP!r} set-up) with the same leader settings after as many iterations, in "
-        "percentage points (n/a: no such run in this folder). "
+        "percentage points (—: the exact set-up itself, or no such run in this folder). "
         "⁴ docs/reference.md §6: ≈600 s per leader iteration with their follower budget.",
     ]
     measured = [r for r in rows if r.get("households_gap")]
@@ -197,7 +197,7 @@ def plot_taxes(results: list[dict], path: str | os.PathLike) -> Path:
     setups = sorted({s for s, _ in groups})
     fig, axes = plt.subplots(len(setups), 4, figsize=(14, 3.0 * len(setups)), squeeze=False,
                              sharey=True)
-    for row, setup in zip(axes, setups):
+    for index, (row, setup) in enumerate(zip(axes, setups)):
         counts = []
         for algorithm in ALGORITHMS:
             runs = groups.get((setup, algorithm))
@@ -211,7 +211,8 @@ def plot_taxes(results: list[dict], path: str | os.PathLike) -> Path:
             counts.append(len(runs))
         for i, ax in enumerate(row):
             ax.set_title(f"{TAX_NAMES[i]} ({setup})", fontsize=9)
-            ax.set_xlabel("leader iteration")
+            if index == len(setups) - 1:  # lower rows' titles would overlap upper x labels
+                ax.set_xlabel("leader iteration")
         row[0].set_ylabel("tax rate")
         legend_with_band(row[0], band_label(counts), fontsize=7)
     return save_figure(fig, path)
