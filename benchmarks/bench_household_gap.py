@@ -11,7 +11,9 @@ after each. ``--set key=value`` overrides follower arguments (``algo_kwargs.lear
 values are parsed as Python literals, e.g.
 ``'algo_kwargs.lr_decay={"kind": "linear", "timesteps": 200000, "final": 0.05}'``). Repeat a
 name to print the gap after each chunk: ``--path x0 x0 x0 --set warmup_timesteps=20000
---set total_timesteps=20000``. Shared machine: times are indicative.
+--set total_timesteps=20000``. ``--by-state K`` prints, after the last chunk, the K asset cells
+that cost the most (:func:`bilevel_envs.follower_quality.gap_by_state`). Shared machine: times
+are indicative.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def main() -> None:
 
     from bilevel_bench.experiments.tax.spec import SETUPS
     from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
-    from bilevel_envs.follower_quality import follower_quality
+    from bilevel_envs.follower_quality import follower_quality, gap_by_state
     from bilevel_envs.followers import make_follower
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--path", nargs="+", default=["x0"], choices=sorted(TAXES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--by-state", type=int, default=0, metavar="K",
+                        help="after the last chunk, the K cells with the largest share of the gap")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -76,11 +80,17 @@ def main() -> None:
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             warm = response.warm_start
             model = grid.tabular(x, group)
-            quality, _ = follower_quality(model, problem.lam, response.policy,
-                                          observations=observations)
+            quality, solution = follower_quality(model, problem.lam, response.policy,
+                                                 observations=observations)
             print(f"group {group}  x={name:5s} transitions {response.cost.transitions:7d}  "
                   f"gap {quality.gap:8.4f}  V* {quality.v_star:7.3f}  V^pi {quality.v_pi:7.3f}"
                   f"  TV {quality.tv:.3f}  wall {wall:6.1f}s cpu {cpu:6.1f}s", flush=True)
+        if args.by_state:
+            split = gap_by_state(model, problem.lam, response.policy,
+                                 observations=observations, solution=solution)
+            shares = ", ".join(f"cell {c} {split[c] / abs(quality.v_star):.3f}"
+                               for c in np.argsort(-split)[:args.by_state])
+            print(f"group {group}  largest shares of the gap: {shares}", flush=True)
 
 
 if __name__ == "__main__":

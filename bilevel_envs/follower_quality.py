@@ -115,6 +115,31 @@ def soft_optimality_gap(model: TabularModel, lam: float, policy: Any, *,
                             tol=tol)[0].gap
 
 
+def gap_by_state(model: TabularModel, lam: float, policy: Any, *, observations: Any = None,
+                 solution: SoftSolution | None = None, tol: float = DEFAULT_TOL) -> np.ndarray:
+    """Where a follower loses its soft value: ``(S,)`` contributions that sum to ``V*_λ − V^π_λ``
+    at ``μ`` (the numerator of :func:`soft_optimality_gap`).
+
+    The soft performance-difference identity: with ``π* = exp((Q* − V*)/λ)``,
+    ``V*_λ(μ) − V^π_λ(μ) = Σ_s d^π(s) λ KL(π(·|s) ‖ π*(·|s))``, where
+    ``d^π = (I − γ P_π)^{-T} μ`` is the policy's discounted occupancy (summing to
+    ``1/(1 − γ)``); entry ``s`` is ``d^π(s) λ KL(π(·|s) ‖ π*(·|s))``. A state costs much when
+    the follower goes there often and acts unlike ``π*`` there — mostly by taking actions that
+    ``π*`` avoids.
+
+    Args: as for :func:`soft_optimality_gap`.
+    """
+    lam = check_float("lam (entropy weight λ)", lam, 0.0, low_open=True)
+    pi = policy_table(model, policy, observations)
+    if solution is None:
+        solution = solve_follower(model, lam, tol=tol)
+    occupancy = solve_bellman(policy_transitions(model.P, pi), model.gamma, model.mu,
+                              transpose=True)
+    # λ log π* = Q* − V*, exact for the solver's own Q (π* is its softmax)
+    log_ratio = np.log(np.where(pi > 0, pi, 1.0)) - (solution.q - solution.v[:, None]) / lam
+    return occupancy * lam * np.sum(np.where(pi > 0, pi * log_ratio, 0.0), axis=1)
+
+
 def visited_total_variation(model: TabularModel, lam: float, policy: Any, visits: Any = None,
                             *, observations: Any = None, solution: SoftSolution | None = None,
                             tol: float = DEFAULT_TOL) -> float:

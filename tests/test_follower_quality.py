@@ -14,6 +14,7 @@ from bilevel_envs.follower_quality import (
     FollowerQualityWarning,
     QualityMonitor,
     follower_quality,
+    gap_by_state,
     soft_optimality_gap,
     visit_counts,
     visited_total_variation,
@@ -73,6 +74,30 @@ def test_gap_matches_the_hand_computation_for_suboptimal_policies():
                                                                     abs=1e-12)
     # A negative control: the hand values differ, so the gap is not a constant.
     assert (V_STAR - 2) / V_STAR != pytest.approx((V_STAR - v_uniform) / V_STAR, abs=1e-3)
+
+
+def test_gap_by_state_sums_to_the_value_gap_and_matches_the_hand_split():
+    """The per-state split of ``V* − V^π``: on the two-state model with ``π(0|0) = 1``,
+    ``π(0|1) = ½`` from ``s_0 = 0`` the follower never leaves state 0, so all of the loss is
+    there: ``d(0) λ KL(δ_0 ‖ π*) = −log π*(0)/(1 − γ)``; on Garnet contexts the entries sum to
+    the gap's numerator for random policies and vanish for the exact one."""
+    model = two_state_model()
+    pi = np.array([[1.0, 0.0], [0.5, 0.5]])
+    split = gap_by_state(model, LAM, pi)
+    np.testing.assert_allclose(split, [-LAM * np.log(P0_STAR) / (1 - GAMMA), 0.0], atol=1e-10)
+    quality, _ = follower_quality(model, LAM, pi)
+    assert split.sum() == pytest.approx(quality.v_star - quality.v_pi, abs=1e-10)
+    problem, x, rng = GarnetProblem(), np.full(4, 0.3), np.random.default_rng(0)
+    for context in range(problem.n_contexts):
+        model = problem.tabular(x, context)
+        star = solve_follower(model, problem.lam)
+        assert np.abs(gap_by_state(model, problem.lam, star.pi, solution=star)).max() <= 1e-9
+        logits = rng.normal(size=star.pi.shape)
+        pi = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        split = gap_by_state(model, problem.lam, pi)
+        quality, _ = follower_quality(model, problem.lam, pi)
+        assert (split >= -1e-12).all()
+        assert split.sum() == pytest.approx(quality.v_star - quality.v_pi, rel=1e-8)
 
 
 def test_visited_tv_matches_the_hand_value():
