@@ -360,7 +360,7 @@ def test_hpgd_with_grid_households_raises_the_exact_welfare():
     """HPGD with the ``neural_grid`` soft-DQN households (40 iterations, seed 0) against HPGD
     with exact households in the same leader budget (300 households per step), both scored by
     the exact welfare ``J``: the neural households' run gains within 4 points of the exact one
-    (measured +20.6 % against +22.4 %; seeds 1 and 2: −1.4 and −0.6 points; docs/tax_design.md,
+    (measured +21.9 % against +22.4 %; seeds 1 and 2: +1.3 and +0.2 points; docs/tax_design.md,
     "The tax result with neural households") and gets the VAT pattern (good 3, the least
     preferred, taxed above goods 1 and 2)."""
     pytest.importorskip("stable_baselines3")

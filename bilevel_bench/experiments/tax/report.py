@@ -136,7 +136,8 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         "preference group, the follower's own policy). "
         "³ paired by seed: the exact welfare gain minus that of the exact-household run "
         f"({EXACT_SETUP!r} set-up) with the same leader settings after as many iterations, in "
-        "percentage points (—: the exact set-up itself, or no such run in this folder). "
+        "percentage points (—: the exact set-up itself, or no such run evaluated at that "
+        "iteration in this folder). "
         "⁴ docs/reference.md §6: ≈600 s per leader iteration with their follower budget.",
     ]
     measured = [r for r in rows if r.get("households_gap")]

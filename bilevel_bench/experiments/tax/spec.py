@@ -75,7 +75,9 @@ NEURAL_JOINT_FOLLOWER: dict[str, Any] = {
 #: observations, one-hot encoded by SB3), the economy their soft-optimality gap is measured on.
 #: The joint-action head with a free embedding per asset cell (``net_arch=[]``), a per-cell value
 #: ``v(s)``, actions embedded by their values and one-hot levels, Q scaled by 100; training
-#: episodes cut to 20 steps (more data near ``μ``); target copy every 100 transitions.
+#: episodes cut to 20 steps, each from a random asset cell (exploring starts: data in the debt
+#: cells the households rarely reach, where they otherwise overrate their actions); target copy
+#: every 100 transitions.
 #: 150,000 cold transitions per preference group, then 10,000 per leader step, the step size
 #: falling linearly from 1e-3 to 5e-5 over the 350,000 transitions a group gets in a 40-step run
 #: (docs/tax_design.md, "Neural households measured exactly" and "The tax result with neural
@@ -86,7 +88,7 @@ GRID_POLICY_KWARGS: dict[str, Any] = {"net_arch": [], "action_arch": [64, 64], "
                                       "action_features": "values+onehot"}
 NEURAL_GRID_FOLLOWER: dict[str, Any] = {
     **NEURAL_JOINT_FOLLOWER, "warmup_timesteps": 150_000, "total_timesteps": 10_000,
-    "episode_steps": 20,
+    "episode_steps": 20, "exploring_starts": True,
     "algo_kwargs": {**NEURAL_JOINT_FOLLOWER["algo_kwargs"], "learning_rate": 1e-3,
                     "lr_decay": {"kind": "linear", "timesteps": 350_000, "final": 0.05},
                     "target_update_interval": 100, "loss": "mse",
