@@ -18,9 +18,11 @@ def result_path(out_dir: str | os.PathLike, key: str) -> Path:
 
 def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
     """Write a file via a temporary file in the same folder and ``os.replace``: readers see the
-    old file or the complete new one, never a partial file (parent folders are created)."""
+    old file or the complete new one, never a partial file (parent folders are created). The
+    temporary file ends in ``.part``, so that a process killed mid-write leaves nothing that
+    matches the readers' ``*.json`` globs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix + ".part")
     try:
         with os.fdopen(fd, "w") as f:
             write(f)

@@ -20,7 +20,7 @@ from bilevel_bench.experiments.table3.run import run_spec
 from bilevel_bench.experiments.table3.spec import Table3Spec
 from bilevel_bench.runner import RunFailed, run_specs
 from bilevel_bench.specs import Spec, spec_field
-from bilevel_bench.storage import result_path, write_json_atomic
+from bilevel_bench.storage import result_path, write_atomic, write_json_atomic
 
 ENV = dict(os.environ, PYTHONPATH=os.getcwd())
 
@@ -101,6 +101,22 @@ def test_a_failing_run_names_its_spec_keeps_the_others_and_releases_its_claim(tm
     assert not list((tmp_path / "runs").glob("*.claim"))
     results = run_specs(specs[::2], tmp_path, echo, workers=1, progress=False)
     assert [r["seed"] for r in results] == [0, 2]
+
+
+def test_a_write_in_progress_is_invisible_to_result_globs(tmp_path):
+    """While a result is being written (and after a kill mid-write, which leaves the temporary
+    file behind) the folder's ``*.json`` glob — what the loaders read — does not see it."""
+    target = result_path(tmp_path, "abc")
+    seen = []
+
+    def write(f):
+        f.write("{")  # a partial JSON document
+        seen.extend(p.name for p in target.parent.glob("*.json"))
+        seen.append(len(list(target.parent.iterdir())))
+
+    write_atomic(target, lambda f: (write(f), f.write("}")))
+    assert seen == [1]  # the temporary file exists, no *.json yet
+    assert [p.name for p in target.parent.glob("*.json")] == ["abc.json"]
 
 
 SWEEP_SCRIPT = """
