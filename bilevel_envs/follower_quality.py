@@ -95,6 +95,12 @@ def policy_table(model: TabularModel, policy: Any, observations: Any = None) -> 
     return table
 
 
+def discounted_occupancy(model: TabularModel, pi: np.ndarray) -> np.ndarray:
+    """``d^π = (I − γ P_π)^{-T} μ``: the expected discounted visits ``Σ_t γ^t P(s_t = s)`` of
+    each state under the ``(S, A)`` policy table ``pi`` from ``μ`` (summing to ``1/(1 − γ)``)."""
+    return solve_bellman(policy_transitions(model.P, pi), model.gamma, model.mu, transpose=True)
+
+
 def soft_optimality_gap(model: TabularModel, lam: float, policy: Any, *,
                         observations: Any = None, solution: SoftSolution | None = None,
                         tol: float = DEFAULT_TOL) -> float:
@@ -133,8 +139,7 @@ def gap_by_state(model: TabularModel, lam: float, policy: Any, *, observations: 
     pi = policy_table(model, policy, observations)
     if solution is None:
         solution = solve_follower(model, lam, tol=tol)
-    occupancy = solve_bellman(policy_transitions(model.P, pi), model.gamma, model.mu,
-                              transpose=True)
+    occupancy = discounted_occupancy(model, pi)
     # λ log π* = Q* − V*, exact for the solver's own Q (π* is its softmax)
     log_ratio = np.log(np.where(pi > 0, pi, 1.0)) - (solution.q - solution.v[:, None]) / lam
     return occupancy * lam * np.sum(np.where(pi > 0, pi * log_ratio, 0.0), axis=1)
@@ -180,8 +185,7 @@ def follower_quality(model: TabularModel, lam: float, policy: Any, visits: Any =
     else:
         gap = 0.0 if v_pi == v_star else np.inf
     if visits is None:
-        weights = solve_bellman(policy_transitions(model.P, pi), model.gamma, model.mu,
-                                transpose=True)
+        weights = discounted_occupancy(model, pi)
     else:
         weights = check_array("visits (per-state counts or distribution)", visits,
                               (model.n_states,), 0.0)
