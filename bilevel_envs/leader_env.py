@@ -161,6 +161,10 @@ class LeaderEnv(BilevelEnvBase):
         self._warm: dict[int, Any] = {}
         self._t = 0
         self._crn_state: dict | None = None
+        # Inside a common-random-numbers block: the warm starts at its start (every step's
+        # starting point) and those after its first step (where the followers continue).
+        self._crn_warm: dict[int, Any] | None = None
+        self._crn_first_warm: dict[int, Any] | None = None
         self._budget = Budget()
         self._cost_warned = False
 
@@ -183,6 +187,8 @@ class LeaderEnv(BilevelEnvBase):
         # Every follower responds before any samples: the random stream's order is part of the
         # env's reproducibility.
         responses = [self._respond(x, c) for c in contexts]
+        if self._crn_warm is not None and self._crn_first_warm is None:
+            self._crn_first_warm = dict(self._warm)
         models = [self._model(x, c, r) for c, r in zip(contexts, responses)]
         oracles = [make_oracle(self.problem, x, c, r.policy, backend=self.oracle_backend, model=m)
                    for c, r, m in zip(contexts, responses, models)]
@@ -417,15 +423,22 @@ class LeaderEnv(BilevelEnvBase):
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager
     def common_random_numbers(self) -> Iterator[None]:
-        """Within the block, every ``step`` starts from the same random state: the same contexts
-        and the same rollout uniforms (common random numbers for finite differences)."""
+        """Within the block, every ``step`` starts from the same random state (the same contexts,
+        follower seeds and rollout uniforms) and from the same follower warm starts, those at
+        the block's start (each step trains a copy: :meth:`Follower.fork_warm_start`): common
+        random numbers for finite differences, so that two learned followers differ by what
+        the two ``x`` change, not by one having trained on top of the other. After the block
+        the followers continue from the block's first step."""
         if self._np_random is None:
             raise RuntimeError("call reset() before using common_random_numbers()")
         self._crn_state = copy.deepcopy(self.np_random.bit_generator.state)
+        self._crn_warm, self._crn_first_warm = dict(self._warm), None
         try:
             yield
         finally:
-            self._crn_state = None
+            if self._crn_first_warm is not None:
+                self._warm = self._crn_first_warm
+            self._crn_state = self._crn_warm = self._crn_first_warm = None
 
     def exact_values(self, step: LeaderStep | None = None) -> np.ndarray:
         """Exact leader value ``μ·V̄`` of each follower's policy in ``step`` (default: the last
@@ -455,8 +468,11 @@ class LeaderEnv(BilevelEnvBase):
 
     def _respond(self, x: np.ndarray, context: int) -> FollowerResponse:
         seed = int(self.np_random.integers(0, 2**31 - 1))
-        response = self.follower.respond(self.problem, x, context, seed=seed,
-                                         warm_start=self._warm.get(context))
+        warm = self._warm.get(context)
+        if self._crn_warm is not None:
+            warm = self._crn_warm.get(context)
+            warm = None if warm is None else self.follower.fork_warm_start(warm)
+        response = self.follower.respond(self.problem, x, context, seed=seed, warm_start=warm)
         self._warm[context] = response.warm_start
         return response
 

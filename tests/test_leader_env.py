@@ -120,6 +120,44 @@ def test_common_random_numbers_repeat_contexts_and_rollouts():
     np.testing.assert_array_equal(first["rollouts"]["obs"], second["rollouts"]["obs"])
 
 
+def _soft_dqn_leader_env():
+    pytest.importorskip("stable_baselines3")
+    follower_kwargs = {"total_timesteps": 128, "warmup_timesteps": 256,
+                       "algo_kwargs": {"learning_starts": 32, "batch_size": 16,
+                                       "buffer_size": 1_000}}
+    env = gym.make("bilevel/FourRoomsShaping-v0", lam=0.003, follower="soft_dqn",
+                   follower_kwargs=follower_kwargs, n_envs=1, n_rollout_steps=50,
+                   contexts=[0], follower_quality=False)
+    env.reset(seed=3)
+    return env
+
+
+def test_common_random_numbers_start_learning_followers_from_the_same_warm_start():
+    """Two steps in a block train two copies of one warm start with one seed: at the same x
+    the same follower, bit for bit (without the copy the second trains on top of the first).
+    After the block the followers continue from the block's first step."""
+    x, other = np.zeros(105), np.random.default_rng(0).uniform(-5.0, 5.0, 105)
+
+    def policy(env):
+        return env.unwrapped.last_step.followers[0].response.policy.action_probs(np.arange(104))
+
+    env = _soft_dqn_leader_env()
+    env.step(x)  # a warm start to fork from
+    with env.unwrapped.common_random_numbers():
+        env.step(x)
+        first = policy(env)
+        env.step(x)
+        np.testing.assert_array_equal(policy(env), first)
+        env.step(other)
+        assert not np.array_equal(policy(env), first)
+    env.step(x)
+
+    reference = _soft_dqn_leader_env()
+    for _ in range(3):
+        reference.step(x)
+    np.testing.assert_array_equal(policy(env), policy(reference))
+
+
 @pytest.mark.parametrize("bad, pattern", [
     (np.zeros(3), r"action must have shape \(105,\)"),
     (np.full(105, np.nan), r"action must be finite"),

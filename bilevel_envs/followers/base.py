@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,15 @@ class Follower(abc.ABC):
     def supports(self, problem: BilevelProblem) -> bool:
         """Whether this follower can solve ``problem`` (e.g. tabular solvers need a model)."""
         return True
+
+    def fork_warm_start(self, warm_start: Any) -> Any:
+        """A copy of ``warm_start`` that :meth:`respond` may consume while ``warm_start`` itself
+        stays as it is: common random numbers start several responses from one state (see
+        :meth:`~bilevel_envs.leader_env.LeaderEnv.common_random_numbers`), and a learner that
+        trains its warm start in place (an SB3 model) would otherwise start the second response
+        from the first one's end. The default is a deep copy; a follower whose warm starts are
+        never modified may return ``warm_start`` itself."""
+        return copy.deepcopy(warm_start)
 
     def check_warm_start(self, problem: BilevelProblem, context: int, warm_start: Any) -> Any:
         """Validate a warm start read back from a checkpoint (array warm starts only; the

@@ -157,7 +157,8 @@ class TaxSpec(Spec):
     :func:`tax_spec` (the set-up's and the algorithm's settings as defaults)."""
 
     EXPERIMENT: ClassVar[str] = "tax"
-    VERSION: ClassVar[int] = 3
+    #: 4: zero-order's two queries start the soft-DQN households from one warm start
+    VERSION: ClassVar[int] = 4
 
     setup: str = spec_field(check=Choice(*SETUPS), help="follower set-up")
     algorithm: str = spec_field(check=Choice(*ALGORITHMS), help="leader algorithm")
