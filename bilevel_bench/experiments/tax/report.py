@@ -22,6 +22,7 @@ from bilevel_bench.plotting import (
     seeds_text,
 )
 from bilevel_bench.stats import curve_mean_se, group_by, mean_se, trailing_mean
+from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD
 
 TAX_NAMES = ("income tax", "VAT good 1", "VAT good 2", "VAT good 3")  # goods indexed from 1
 #: The set-up with exact soft-optimal households: the reference of the paired comparison.
@@ -97,7 +98,7 @@ def households_gap(runs: list[dict]) -> dict[str, Any] | None:
     gaps = np.concatenate([q["gap"] for q in qualities])
     return {"median": mean_se([q["gap_median"] for q in qualities]),
             "last": mean_se([q["gap_last"] for q in qualities]),
-            "within_5pct": int(np.sum(gaps <= 0.05)), "measured": int(gaps.size)}
+            "within_5pct": int(np.sum(gaps <= DEFAULT_GAP_THRESHOLD)), "measured": int(gaps.size)}
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:

@@ -119,7 +119,8 @@ def follower_quality_summary(gaps: list[list[float]]) -> dict[str, Any] | None:
     return {"context": [int(g[0]) for g in gaps], "gap": gap.tolist(),
             "visited_tv": [g[2] for g in gaps], "gap_first": float(gap[0]),
             "gap_median": float(np.median(gap)), "gap_last": float(gap[-1]),
-            "gap_max": float(gap.max()), "share_within_5pct": float(np.mean(gap <= 0.05))}
+            "gap_max": float(gap.max()),
+            "share_within_5pct": float(np.mean(gap <= DEFAULT_GAP_THRESHOLD))}
 
 
 def mc_welfare_gain(welfare_mc: Any) -> float | None:
