@@ -27,23 +27,15 @@ from bilevel_envs.follower_quality import (
     discounted_occupancy,
     follower_quality,
 )
-from bilevel_envs.tabular import solve_follower
+from bilevel_envs.tabular import expected_next, policy_entropy, softmax_policy, solve_follower
 
 SIGMAS = (0.05, 0.1, 0.2, 0.5)
 DRAWS = 5
 
 
-def boltzmann(q: np.ndarray, lam: float) -> np.ndarray:
-    z = q / lam
-    z -= z.max(axis=1, keepdims=True)
-    pi = np.exp(z)
-    return pi / pi.sum(axis=1, keepdims=True)
-
-
 def perplexity(weights: np.ndarray) -> float:
     """``exp`` of the entropy of normalised weights: how many items they effectively use."""
-    w = weights[weights > 0] / weights.sum()
-    return float(np.exp(-(w * np.log(w)).sum()))
+    return float(np.exp(policy_entropy(weights.ravel() / weights.sum())))
 
 
 def main() -> None:
@@ -57,20 +49,19 @@ def main() -> None:
         print(f"group {group} at x0 (V* = {solution.v @ model.mu:.2f}):")
         mean_gaps = []
         for sigma in SIGMAS:
-            gaps = [follower_quality(model, lam, boltzmann(
+            gaps = [follower_quality(model, lam, softmax_policy(
                 solution.q + np.random.default_rng(seed).normal(0.0, sigma, solution.q.shape),
                 lam))[0].gap for seed in range(DRAWS)]
             mean_gaps.append(np.mean(gaps))
             print(f"  Q* + N(0, {sigma}²) errors: gap {np.mean(gaps):.4f} ± {np.std(gaps):.4f}")
         # V*(s') for every successor; the target's variance given (s, a) under P(·|s, a).
-        mean = model.P @ solution.v
-        second = model.P @ solution.v ** 2
-        sd = model.gamma * np.sqrt(np.maximum(second - mean ** 2, 0.0)).reshape(
-            model.n_states, model.n_actions)
+        mean = expected_next(model.P, solution.v)
+        second = expected_next(model.P, solution.v ** 2)
+        sd = model.gamma * np.sqrt(np.maximum(second - mean ** 2, 0.0))
         occupancy = discounted_occupancy(model, solution.pi)
         weights = occupancy[:, None] * solution.pi
         target_sd = float(np.sqrt((weights * sd ** 2).sum() / weights.sum()))
-        per_cell = np.array([perplexity(row) for row in solution.pi])
+        per_cell = np.exp(policy_entropy(solution.pi))
         print(f"  one sampled target's s.d. where π* goes: {target_sd:.2f}; effective cells "
               f"{perplexity(occupancy):.1f}, actions per cell "
               f"{occupancy @ per_cell / occupancy.sum():.1f}, pairs {perplexity(weights):.0f}")
