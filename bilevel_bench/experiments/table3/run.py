@@ -35,14 +35,23 @@ def make_leader(spec: Table3Spec):
     return ZeroOrder(env, perturbation_constant=spec.perturbation_constant, **common)
 
 
-def run_spec(spec: Table3Spec, build: Callable[[Table3Spec], Any] = make_leader
+def run_spec(spec: Table3Spec, build: Callable[[Table3Spec], Any] | None = None
              ) -> dict[str, Any]:
-    """Run one spec (``build`` makes the leader; default :func:`make_leader`) and return its
-    result as plain data: timing, hyperparameters, metrics (``score``: mean exact ``J`` over
-    the last ``eval_last`` iterates; ``score_sampled_context``: the authors' variant;
-    ``final_objective``), the evaluated curve and the final ``x``."""
+    """Run one spec and return its result as plain data: timing, hyperparameters, metrics
+    (``score``: mean exact ``J`` over the last ``eval_last`` iterates;
+    ``score_sampled_context``: the authors' variant; ``final_objective``), the evaluated curve
+    and the final ``x``.
+
+    ``spec.engine == "compiled"`` runs it in one compiled call
+    (:func:`~bilevel_bench.experiments.table3.compiled.run_compiled`, the same iterations);
+    ``"leaders"``, or a ``build`` function (spec → leader; default :func:`make_leader`), runs a
+    :class:`~leaders.base.Leader`'s ``learn``."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    leader = build(spec)
+    if build is None and spec.engine == "compiled":
+        from bilevel_bench.experiments.table3.compiled import run_compiled
+
+        return run_compiled(spec)
+    leader = (make_leader if build is None else build)(spec)
     n, every, last = spec.iterations, spec.eval_every, spec.eval_last
     start, cpu = time.perf_counter(), time.process_time()
     leader.learn(n, eval_every=lambda t: t % every == 0 or t >= n - last)

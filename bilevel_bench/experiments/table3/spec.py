@@ -17,6 +17,7 @@ from bilevel_bench.specs import Spec, spec_field
 
 ENV_ID = "bilevel/FourRoomsShaping-v0"
 ALGORITHMS = ("hpgd", "amd", "zero_order")
+ENGINES = ("compiled", "leaders")
 #: the paper's (λ, β) cells
 TABLE3_CELLS = tuple((lam, beta) for lam in (0.001, 0.003, 0.005) for beta in (1.0, 3.0, 5.0))
 LEARNING_RATES = (1.0, 0.5, 0.1, 0.05, 0.01)  # paper App. F.2.2
@@ -32,7 +33,7 @@ class Table3Spec(Spec):
     the paper's set-up (App. F.2, docs/reference.md §2–3)."""
 
     EXPERIMENT: ClassVar[str] = "table3"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     algorithm: str = spec_field(check=Choice(*ALGORITHMS), help="leader algorithm")
     lam: float = spec_field(check=Positive(), help="follower entropy weight λ")
@@ -59,11 +60,23 @@ class Table3Spec(Spec):
                                  help="exact evaluation every this many iterations")
     eval_last: int = spec_field(1_000, check=Integer(1, MAX_ITERATIONS),
                                 help="score: mean exact J over this many last iterations")
+    engine: str = spec_field(
+        "compiled", check=Choice(*ENGINES), flag=True,
+        help="'compiled' runs every iteration in one numba call (the same computation, "
+             "table3/compiled.py); 'leaders' runs the leaders package's HPGD, AMD, ZeroOrder")
 
     def check(self) -> None:
         if self.eval_last > self.iterations:
             raise SpecError("eval_last", f"must be <= iterations ({self.iterations}); got "
                                          f"{self.eval_last}")
+        if self.engine == "compiled" and not (
+                (self.algorithm == "hpgd" and self.estimator == "every_visit")
+                or (self.algorithm == "amd" and self.amd_inner == "exact")
+                or self.algorithm == "zero_order"):
+            raise SpecError("engine", "'compiled' implements HPGD's every_visit estimator and "
+                                      "AMD's exact inner solve; use engine='leaders' for "
+                                      f"estimator={self.estimator!r}, "
+                                      f"amd_inner={self.amd_inner!r}")
         if self.n_envs * self.n_rollout_steps > MAX_TRANSITIONS:
             raise SpecError("n_rollout_steps", f"× n_envs must be <= {MAX_TRANSITIONS:,} "
                                                f"transitions per gradient; got "
