@@ -1,5 +1,10 @@
 """Milliseconds per outer iteration of each leader in the Table 3 configuration (one seed).
 
+``--engines`` compares the two ways ``bilevel-bench table3`` can run a spec: the leaders
+(``engine="leaders"``: ``Leader.learn`` on the env) and the compiled run (``engine="compiled"``:
+bilevel_bench/experiments/table3/compiled.py, every iteration in one numba call), with the
+Table 3 density of exact evaluations (every 10th iteration and the last tenth).
+
 ``--breakdown`` splits each leader's iteration into compiled kernels (numba, from a cProfile
 run of the same iterations: single calls that the profiler does not slow down) and the rest
 (Python and NumPy glue: argument checks, model building, records, and for HPGD the 30,000
@@ -101,11 +106,42 @@ def breakdown(iterations: int = 2000, lam: float = 0.003) -> None:
           f"{(time.process_time() - cpu) / iterations * 1e3:.3f} ms)")
 
 
+def engines(iterations: int = 2000, repeats: int = 3) -> None:
+    """CPU ms per iteration of each Table 3 algorithm on the two engines (median of
+    ``repeats`` interleaved runs; λ = 0.001 and 0.005, β = 1)."""
+    from bilevel_bench.experiments.table3.run import run_spec
+
+    print(f"ms CPU per outer iteration, {iterations} iterations, exact J every 10th and on the "
+          f"last {iterations // 10} (Table 3's density), median of {repeats} interleaved runs:")
+    print(f"  {'leader':>10}  {'lambda':>6}  {'leaders':>7}  {'compiled':>8}  speed-up")
+    for algorithm in LEADERS:
+        for lam in (0.001, 0.005):
+            times: dict[str, list[float]] = {"leaders": [], "compiled": []}
+            for repeat in range(repeats + 1):  # the first round compiles and warms up
+                for engine in times:
+                    spec = Table3Spec(algorithm=algorithm, lam=lam, beta=1.0, learning_rate=0.5,
+                                      seed=repeat, iterations=iterations, eval_every=10,
+                                      eval_last=iterations // 10, engine=engine,
+                                      perturbation_constant=0.5 if algorithm == "zero_order"
+                                      else None)
+                    result = run_spec(spec)
+                    if repeat:
+                        times[engine].append(result["cpu_seconds"] / iterations * 1e3)
+            ours, theirs = np.median(times["compiled"]), np.median(times["leaders"])
+            print(f"  {algorithm:>10}  {lam:>6}  {theirs:7.3f}  {ours:8.3f}  "
+                  f"{theirs / ours:5.1f}x")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--breakdown", action="store_true",
                         help="split each leader's iteration into kernels, draws and the rest")
-    if parser.parse_args().breakdown:
+    parser.add_argument("--engines", action="store_true",
+                        help="the leaders against the compiled Table 3 run")
+    arguments = parser.parse_args()
+    if arguments.breakdown:
         breakdown()
+    elif arguments.engines:
+        engines()
     else:
         main()

@@ -26,7 +26,7 @@ compares the iterates, the sampled contexts and the evaluated ``J``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
@@ -44,6 +44,7 @@ from bilevel_envs.envs.four_rooms.model import (
     PENALTY_SCALE,
     TARGET_STATE,
 )
+from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.tabular import DEFAULT_TOL, SOFT_PI_MAX_ITER
 
 HPGD, AMD, ZERO_ORDER = 0, 1, 2
@@ -148,6 +149,20 @@ def _sample_context(rng, context_cdf):
 
 
 # ---------------------------------------------------------------------------- the estimators
+@nb.njit(cache=True, nogil=True)
+def _workspace(d, S, A, n_envs, n_steps):
+    """The arrays one iteration writes, allocated once per run: ``σ``, ``r``, ``r̄``, ``π``, its
+    CDF and entropy; the sampler's start states, first actions and lengths (all "free") and
+    its ``(n_envs, n_steps)`` outputs; the rollouts' leader rewards; per-cell weights."""
+    shape = (n_envs, n_steps)
+    return (np.empty(d), np.empty((S, A)), np.empty((S, A)), np.empty((S, A)), np.empty((S, A)),
+            np.empty(S), np.full(n_envs, -1, np.int64), np.full(n_envs, -1, np.int64),
+            np.full(n_envs, n_steps, np.int64), np.zeros(shape, np.int64),
+            np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.bool_),
+            np.zeros(shape, np.bool_), np.zeros(shape, np.int64), np.zeros(shape, np.bool_),
+            np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(S))
+
+
 @nb.njit(cache=True, nogil=True)
 def _hpgd_gradient(ctx, goal, x, ns, probs, next_cdf, mu_cdf, lo, up, beta, gamma, lgamma,
                    lam, threshold, context_cdf, episode_limit, follower_q, env_rng, work, grad):
@@ -266,13 +281,7 @@ def _learn(algorithm, x, n_iterations, learning_rate, max_grad_norm, low, high,
     d = x.shape[0]
     context_cdf = np.cumsum(context_probs)
     context_cdf /= context_cdf[-1]
-    shape = (n_envs, n_steps)
-    work = (np.empty(d), np.empty((S, A)), np.empty((S, A)), np.empty((S, A)), np.empty((S, A)),
-            np.empty(S), np.full(n_envs, -1, np.int64), np.full(n_envs, -1, np.int64),
-            np.full(n_envs, n_steps, np.int64), np.zeros(shape, np.int64),
-            np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.bool_),
-            np.zeros(shape, np.bool_), np.zeros(shape, np.int64), np.zeros(shape, np.bool_),
-            np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(S))
+    work = _workspace(d, S, A, n_envs, n_steps)
     follower_q = np.zeros((C, S, A))  # the env's follower warm starts (AMD: its own)
     eval_q = np.zeros((C, S, A))  # the exact evaluation's warm starts
     v_leader = np.empty(S)
@@ -341,6 +350,43 @@ def _learn(algorithm, x, n_iterations, learning_rate, max_grad_norm, low, high,
 
 
 # ---------------------------------------------------------------------------- the entry
+class ModelTables(NamedTuple):
+    """The x-independent tables of every context's model, stacked over contexts: successor
+    lists ``(C, S, A, K)``, their probabilities and cumulative probabilities, each band's lower
+    and upper width ``(C,)``, ``μ`` and its CDF ``(S,)``."""
+
+    next_states: np.ndarray
+    probs: np.ndarray
+    next_cdf: np.ndarray
+    lo: np.ndarray
+    up: np.ndarray
+    mu: np.ndarray
+    mu_cdf: np.ndarray
+
+
+def model_tables(problem: FourRoomsShaping) -> ModelTables:
+    """The tables the leaders' solvers and sampler use (``banded_transitions``,
+    ``sampling_tables``), from the problem's models."""
+    from bilevel_envs.oracles import sampling_tables
+    from bilevel_envs.tabular import banded_transitions
+
+    models = [problem.tabular(problem.x_init, c) for c in range(problem.n_contexts)]
+    banded = [banded_transitions(m) for m in models]
+    if any(b is None for b in banded):
+        raise ValueError("the compiled run needs banded models (Four-Rooms' are)")
+    sampling = [sampling_tables(m) for m in models]
+    next_states = np.ascontiguousarray(np.stack([b[0] for b in banded]), dtype=np.int64)
+    if not all(np.array_equal(s[0], next_states[c]) for c, s in enumerate(sampling)):
+        raise ValueError("the sampler's and the solver's successor lists differ")
+    return ModelTables(
+        next_states=next_states,
+        probs=np.ascontiguousarray(np.stack([b[1] for b in banded]), dtype=np.float64),
+        next_cdf=np.ascontiguousarray(np.stack([s[1] for s in sampling]), dtype=np.float64),
+        lo=np.array([b[2] for b in banded], dtype=np.int64),
+        up=np.array([b[3] for b in banded], dtype=np.int64),
+        mu=np.ascontiguousarray(models[0].mu, dtype=np.float64), mu_cdf=sampling[0][2])
+
+
 def run_compiled(spec: Table3Spec) -> dict[str, Any]:
     """Run ``spec`` compiled; the same result as
     :func:`~bilevel_bench.experiments.table3.run.run_spec` on the leaders (to round-off).
@@ -354,26 +400,13 @@ def run_compiled(spec: Table3Spec) -> dict[str, Any]:
             as the leaders raise it.
     """
     from bilevel_bench.experiments.table3.run import make_leader
-    from bilevel_envs.oracles import sampling_tables
-    from bilevel_envs.tabular import banded_transitions
 
     # The leader as the leaders' path builds it: its x_0, its generators, the env's seed.
     leader = make_leader(spec)
     problem = leader.problem
     env = leader.env
     env.reset(seed=leader._env_seed)
-    models = [problem.tabular(leader.x, c) for c in range(problem.n_contexts)]
-    banded = [banded_transitions(m) for m in models]
-    sampling = [sampling_tables(m) for m in models]
-    if any(b is None for b in banded):
-        raise ValueError("the Four-Rooms models must be banded")
-    ns = np.ascontiguousarray(np.stack([b[0] for b in banded]), dtype=np.int64)
-    probs = np.ascontiguousarray(np.stack([b[1] for b in banded]), dtype=np.float64)
-    next_cdf = np.ascontiguousarray(np.stack([s[1] for s in sampling]), dtype=np.float64)
-    if not all(np.array_equal(s[0], ns[c]) for c, s in enumerate(sampling)):
-        raise ValueError("the sampling and the solver's successor lists differ")
-    lo = np.array([b[2] for b in banded], dtype=np.int64)
-    up = np.array([b[3] for b in banded], dtype=np.int64)
+    tables = model_tables(problem)
     n = spec.iterations
     x = leader.x.copy()
     contexts = np.full(n, -1, dtype=np.int64)
@@ -385,8 +418,8 @@ def run_compiled(spec: Table3Spec) -> dict[str, Any]:
         _CODES[spec.algorithm], x, n, spec.learning_rate, spec.max_grad_norm,
         space.low.astype(np.float64), space.high.astype(np.float64),
         float(spec.perturbation_constant or 0.0), spec.eval_every, spec.eval_last, leader.rng,
-        env.unwrapped.np_random, ns, probs, next_cdf, np.ascontiguousarray(models[0].mu),
-        sampling[0][2], lo, up, np.array(GOAL_STATES, dtype=np.int64),
+        env.unwrapped.np_random, tables.next_states, tables.probs, tables.next_cdf, tables.mu,
+        tables.mu_cdf, tables.lo, tables.up, np.array(GOAL_STATES, dtype=np.int64),
         np.asarray(problem.context_probs, dtype=np.float64), problem.beta, problem.gamma,
         problem.leader_gamma, problem.lam, DEFAULT_TOL * (1 - problem.gamma),
         int(problem.max_episode_steps), spec.n_envs, spec.n_rollout_steps, contexts, values,
