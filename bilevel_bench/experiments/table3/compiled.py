@@ -374,6 +374,8 @@ def model_tables(problem: FourRoomsShaping) -> ModelTables:
     banded = [banded_transitions(m) for m in models]
     if any(b is None for b in banded):
         raise ValueError("the compiled run needs banded models (Four-Rooms' are)")
+    # The compiled loop calls the kernels unchecked; their inputs are these tables, which
+    # sampling_tables validated and banded_transitions measured (lo, up) from the data itself.
     sampling = [sampling_tables(m) for m in models]
     next_states = np.ascontiguousarray(np.stack([b[0] for b in banded]), dtype=np.int64)
     if not all(np.array_equal(s[0], next_states[c]) for c, s in enumerate(sampling)):
