@@ -260,3 +260,28 @@ def test_episode_steps_and_exploring_starts_shape_the_training_episodes():
                              exploring_starts=True, algo_kwargs={"learning_starts": 16})
     response = follower.respond(problem, problem.x_init, 0, seed=0)
     assert response.stats["episodes"] == 64 // 7 // 2 * 2
+
+
+def test_training_leaves_no_log_folders_and_verbose_still_prints(tmp_path, monkeypatch, capsys):
+    """SB3's default logger makes an empty ``SB3-<time>`` folder in the temp directory on every
+    ``learn()``; the follower's models log without one (to stdout when verbose)."""
+    import tempfile
+
+    from stable_baselines3 import DQN
+
+    def sb3_folders():
+        return [p for p in tmp_path.iterdir() if p.name.startswith("SB3-")]
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _leader_run(BUDGETS["DQN"], seed=0, steps=3)
+    assert sb3_folders() == []
+    # Negative control: the same model class trained with SB3's own logger does make one.
+    problem = FourRoomsShaping(lam=0.003)
+    DQN("MlpPolicy", problem.follower_env(np.zeros(105), 0), learning_starts=10,
+        buffer_size=100, batch_size=8, seed=0).learn(20)
+    assert len(sb3_folders()) == 1
+    verbose = {**BUDGETS["PPO"], "algo_kwargs": {**BUDGETS["PPO"]["algo_kwargs"], "verbose": 1}}
+    capsys.readouterr()
+    _leader_run(verbose, seed=0, steps=1)
+    assert "total_timesteps" in capsys.readouterr().out
+    assert len(sb3_folders()) == 1

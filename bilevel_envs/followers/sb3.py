@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import inspect
 import random
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -303,7 +304,16 @@ class SB3Follower(Follower):
         if "lam" in inspect.signature(self.algo_class).parameters:
             kwargs["lam"] = problem.lam
         kwargs.update(self.algo_kwargs)
-        return self.algo_class(self.policy, env, seed=seed, **kwargs)
+        model = self.algo_class(self.policy, env, seed=seed, **kwargs)
+        if model.tensorboard_log is None:
+            # SB3's default logger makes an empty folder in the temp directory on every
+            # learn() call, one per leader step; ours writes where SB3 would (stdout if
+            # verbose) and creates nothing.
+            from stable_baselines3.common.logger import HumanOutputFormat, Logger
+
+            model.set_logger(Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)]
+                                    if model.verbose >= 1 else []))
+        return model
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(algo={self.algo!r}, total_timesteps={self.total_timesteps},"
