@@ -139,3 +139,15 @@ def test_compiled_engine_refuses_what_it_does_not_implement():
     Table3Spec(algorithm="hpgd", estimator="paper", engine="leaders", **common)
     with pytest.raises(SpecError, match="engine"):
         Table3Spec(algorithm="amd", engine="jax", **common)
+
+
+@pytest.mark.parametrize("algorithm", ["hpgd", "amd", "zero_order"])
+def test_a_run_in_chunks_is_the_run_in_one_call(algorithm, monkeypatch):
+    """Runs go in chunks of compiled calls (so that Ctrl-C is handled between them): the
+    warm starts, generators and iterate carried from chunk to chunk give the same numbers bit
+    for bit."""
+    whole = run_spec(_spec(algorithm, 60, "compiled"))
+    monkeypatch.setattr(compiled, "CHUNK", 7)
+    chunked = run_spec(_spec(algorithm, 60, "compiled"))
+    for key in ("x_final", "curve", "metrics"):
+        assert chunked[key] == whole[key], key

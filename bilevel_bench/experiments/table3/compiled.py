@@ -48,6 +48,8 @@ from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.tabular import DEFAULT_TOL, SOFT_PI_MAX_ITER
 
 HPGD, AMD, ZERO_ORDER = 0, 1, 2
+#: iterations per compiled call (≤ 1 s of HPGD at Table 3's budget)
+CHUNK = 1_000
 _CODES = {"hpgd": HPGD, "amd": AMD, "zero_order": ZERO_ORDER}
 #: what a run can end with besides success (the leaders raise FloatingPointError for both)
 _FAILURES = {1: "the follower's soft policy iteration diverged",
@@ -267,37 +269,30 @@ def _exact_query(goal, x, ns, probs, mu, lo, up, beta, gamma, lgamma, lam, thres
 
 # ---------------------------------------------------------------------------- the loop
 @nb.njit(cache=True, nogil=True)
-def _learn(algorithm, x, n_iterations, learning_rate, max_grad_norm, low, high,
+def _learn(algorithm, x, t_start, t_stop, n_iterations, learning_rate, max_grad_norm, low, high,
            perturbation_constant, eval_every, eval_last, leader_rng, env_rng, ns, probs,
            next_cdf, mu, mu_cdf, lo, up, goals, context_probs, beta, gamma, lgamma, lam,
-           threshold, episode_limit, n_envs, n_steps, contexts, values, final_values):
-    """``n_iterations`` of the algorithm from ``x`` (updated in place), as
-    ``Leader.learn(n, eval_every=…)``: before each update on the schedule, every context's exact
-    value at the current iterate into ``values[t]`` (warm-started per context, as
-    ``ExactSolver``); the sampled context into ``contexts[t]``; after the loop the final
-    iterate's values into ``final_values``. Returns ``(status, iteration)``: 0 on success, else
-    a key of ``_FAILURES`` and the iteration it happened in."""
+           threshold, episode_limit, n_envs, n_steps, follower_q, eval_q, contexts, values):
+    """Iterations ``t_start … t_stop − 1`` of an ``n_iterations`` run from ``x`` (updated in
+    place), as ``Leader.learn(n, eval_every=…)``: before each update on the schedule, every
+    context's exact value at the current iterate into ``values[t]``; the sampled context into
+    ``contexts[t]``. ``follower_q`` ``(C, S, A)``: the env's follower warm starts (AMD: its
+    own); ``eval_q``: the exact evaluation's (as ``ExactSolver``); both carried across calls.
+    Returns ``(status, iteration)``: 0 on success, else a key of ``_FAILURES`` and the
+    iteration it happened in."""
     C, S, A, _ = probs.shape
     d = x.shape[0]
     context_cdf = np.cumsum(context_probs)
     context_cdf /= context_cdf[-1]
     work = _workspace(d, S, A, n_envs, n_steps)
-    follower_q = np.zeros((C, S, A))  # the env's follower warm starts (AMD: its own)
-    eval_q = np.zeros((C, S, A))  # the exact evaluation's warm starts
-    v_leader = np.empty(S)
     grad = np.zeros(d)
     trial = np.empty(d)
     query_q = np.empty((S, A))
-    for t in range(n_iterations):
+    for t in range(t_start, t_stop):
         if t % eval_every == 0 or t >= n_iterations - eval_last:
-            for c in range(C):
-                _shaping_model(x, goals[c], beta, work[0], work[1], work[2])
-                value, _, residual = _leader_value_sparse(
-                    ns[c], probs[c], work[1], work[2], mu, gamma, lgamma, lam, eval_q[c],
-                    threshold, SOFT_PI_MAX_ITER, lo[c], up[c], v_leader)
-                if not (np.isfinite(residual) and np.isfinite(value)):
-                    return 1, t
-                values[t, c] = value
+            if not _exact_values(x, ns, probs, mu, lo, up, goals, beta, gamma, lgamma, lam,
+                                 threshold, eval_q, values[t]):
+                return 1, t
         if algorithm == HPGD:
             ctx = _sample_context(env_rng, context_cdf)
             if _hpgd_gradient(ctx, goals[ctx], x, ns[ctx], probs[ctx], next_cdf[ctx], mu_cdf,
@@ -338,15 +333,26 @@ def _learn(algorithm, x, n_iterations, learning_rate, max_grad_norm, low, high,
         scale = max_grad_norm / norm if norm > max_grad_norm else 1.0
         for j in range(d):
             x[j] = min(max(x[j] + learning_rate * (grad[j] * scale), low[j]), high[j])
-    for c in range(C):
-        _shaping_model(x, goals[c], beta, work[0], work[1], work[2])
-        value, _, residual = _leader_value_sparse(
-            ns[c], probs[c], work[1], work[2], mu, gamma, lgamma, lam, eval_q[c], threshold,
-            SOFT_PI_MAX_ITER, lo[c], up[c], v_leader)
-        if not (np.isfinite(residual) and np.isfinite(value)):
-            return 1, n_iterations
-        final_values[c] = value
     return 0, 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _exact_values(x, ns, probs, mu, lo, up, goals, beta, gamma, lgamma, lam, threshold, eval_q,
+                  out):
+    """Every context's exact leader value at ``x`` into ``out``, warm-started from ``eval_q``;
+    False if a solve diverged."""
+    C, S, A, _ = probs.shape
+    sigma, r, r_leader = np.empty(x.shape[0]), np.empty((S, A)), np.empty((S, A))
+    v_leader = np.empty(S)
+    for c in range(C):
+        _shaping_model(x, goals[c], beta, sigma, r, r_leader)
+        value, _, residual = _leader_value_sparse(ns[c], probs[c], r, r_leader, mu, gamma,
+                                                  lgamma, lam, eval_q[c], threshold,
+                                                  SOFT_PI_MAX_ITER, lo[c], up[c], v_leader)
+        if not (np.isfinite(residual) and np.isfinite(value)):
+            return False
+        out[c] = value
+    return True
 
 
 # ---------------------------------------------------------------------------- the entry
@@ -411,25 +417,35 @@ def run_compiled(spec: Table3Spec) -> dict[str, Any]:
     tables = model_tables(problem)
     n = spec.iterations
     x = leader.x.copy()
+    shape = (problem.n_contexts, problem.follower_observation_space.n,
+             problem.follower_action_space.n)
+    follower_q, eval_q = np.zeros(shape), np.zeros(shape)
     contexts = np.full(n, -1, dtype=np.int64)
     values = np.full((n, problem.n_contexts), np.nan)
     final_values = np.full(problem.n_contexts, np.nan)
-    space = problem.x_space
+    goals = np.array(GOAL_STATES, dtype=np.int64)
+    solver = (tables.next_states, tables.probs, tables.mu, tables.lo, tables.up, goals,
+              problem.beta, problem.gamma, problem.leader_gamma, problem.lam,
+              DEFAULT_TOL * (1 - problem.gamma))
+    low, high = problem.x_space.low.astype(np.float64), problem.x_space.high.astype(np.float64)
     start, cpu = time.perf_counter(), time.process_time()
-    status, iteration = _learn(
-        _CODES[spec.algorithm], x, n, spec.learning_rate, spec.max_grad_norm,
-        space.low.astype(np.float64), space.high.astype(np.float64),
-        float(spec.perturbation_constant or 0.0), spec.eval_every, spec.eval_last, leader.rng,
-        env.unwrapped.np_random, tables.next_states, tables.probs, tables.next_cdf, tables.mu,
-        tables.mu_cdf, tables.lo, tables.up, np.array(GOAL_STATES, dtype=np.int64),
-        np.asarray(problem.context_probs, dtype=np.float64), problem.beta, problem.gamma,
-        problem.leader_gamma, problem.lam, DEFAULT_TOL * (1 - problem.gamma),
-        int(problem.max_episode_steps), spec.n_envs, spec.n_rollout_steps, contexts, values,
-        final_values)
+    # In chunks, so that Ctrl-C (handled between compiled calls) stops a long run promptly.
+    for t_start in range(0, n, CHUNK):
+        status, iteration = _learn(
+            _CODES[spec.algorithm], x, t_start, min(t_start + CHUNK, n), n, spec.learning_rate,
+            spec.max_grad_norm, low, high, float(spec.perturbation_constant or 0.0),
+            spec.eval_every, spec.eval_last, leader.rng, env.unwrapped.np_random,
+            tables.next_states, tables.probs, tables.next_cdf, tables.mu, tables.mu_cdf,
+            tables.lo, tables.up, goals, np.asarray(problem.context_probs, dtype=np.float64),
+            problem.beta, problem.gamma, problem.leader_gamma, problem.lam,
+            DEFAULT_TOL * (1 - problem.gamma), int(problem.max_episode_steps), spec.n_envs,
+            spec.n_rollout_steps, follower_q, eval_q, contexts, values)
+        if status:
+            raise FloatingPointError(f"{spec.algorithm}: {_FAILURES[status]} at iteration "
+                                     f"{iteration}")
+    if not _exact_values(x, *solver, eval_q, final_values):
+        raise FloatingPointError(f"{spec.algorithm}: {_FAILURES[1]} at the final iterate")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    if status:
-        raise FloatingPointError(f"{spec.algorithm}: {_FAILURES[status]} at iteration "
-                                 f"{iteration}")
     evaluated = np.isfinite(values[:, 0])
     iterations = np.flatnonzero(evaluated)
     per_context = values[evaluated]
