@@ -152,10 +152,10 @@ def test_quick_presets_yield_to_explicit_flags_and_write_to_their_own_folder(cap
                                                                             tmp_path):
     monkeypatch.chdir(tmp_path)
     status, out, _ = dry_run(["table3", "--quick", "--seeds", "5"], capsys)
-    assert status == 0 and "135 runs (9 cells × 3 algorithms × 5 seeds, 3000 iterations" in out
+    assert status == 0 and "135 runs (9 cells × 3 algorithms × 5 seeds, 10000 iterations" in out
     assert "in results/table3-quick" in out
     status, out, _ = dry_run(["table3", "--quick", "--iterations", "500"], capsys)
-    assert "× 2 seeds, 500 iterations" in out
+    assert "× 3 seeds, 500 iterations" in out
     status, out, _ = dry_run(["rlhf", "--quick", "--algorithms", "hpgd"], capsys)
     assert "RLHF: 9 runs (3 instances × 1 algorithms × 3 seeds, 500 iterations) in " \
            "results/rlhf-quick" in out
