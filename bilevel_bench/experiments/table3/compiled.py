@@ -217,14 +217,9 @@ def _amd_gradient(goal, x, ns, probs, mu, lo, up, beta, gamma, lgamma, lam, thre
     if not _solve_follower(ns, probs, r, gamma, lam, q, threshold, lo, up, pi, pi_cdf, entropy):
         return False
     S, A, K = probs.shape
+    v_bar = np.empty(S)
+    _policy_leader_value(ns, probs, pi, r_leader, mu, lgamma, lo, up, v_bar)
     rhs = np.empty((S, 1))
-    for s in range(S):
-        acc = 0.0
-        for a in range(A):
-            acc += pi[s, a] * r_leader[s, a]
-        rhs[s, 0] = acc
-    v_bar = np.empty((S, 1))
-    _policy_solve(ns, probs, pi, lgamma, lo, up, rhs, False, v_bar)
     for s in range(S):
         rhs[s, 0] = mu[s]
     occupancy = np.empty((S, 1))
@@ -235,8 +230,8 @@ def _amd_gradient(goal, x, ns, probs, mu, lo, up, beta, gamma, lgamma, lam, thre
         for a in range(A):
             expected = 0.0
             for k in range(K):
-                expected += probs[s, a, k] * v_bar[ns[s, a, k], 0]
-            a_bar = r_leader[s, a] + lgamma * expected - v_bar[s, 0]
+                expected += probs[s, a, k] * v_bar[ns[s, a, k]]
+            a_bar = r_leader[s, a] + lgamma * expected - v_bar[s]
             c[s, a] = occupancy[s, 0] * pi[s, a] * a_bar / lam
             for k in range(K):
                 y[ns[s, a, k], 0] += c[s, a] * probs[s, a, k]
