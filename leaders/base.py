@@ -108,6 +108,12 @@ class Leader(abc.ABC):
     #: whether the algorithm needs ``env.unwrapped.problem`` (HPGD and AMD do; ZeroOrder not)
     requires_problem: ClassVar[bool] = True
 
+    @property
+    def env_seed(self) -> int:
+        """The seed of the env's first ``reset``, drawn from :attr:`seed` (later episodes
+        continue the env's random stream)."""
+        return self._env_seed
+
     def _check_x(self, x: Any, name: str) -> np.ndarray:
         if self.problem is not None:
             return self.problem.check_x(x, name=name)

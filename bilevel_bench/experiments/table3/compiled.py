@@ -408,7 +408,7 @@ def run_compiled(spec: Table3Spec) -> dict[str, Any]:
     leader = make_leader(spec)
     problem = leader.problem
     env = leader.env
-    env.reset(seed=leader._env_seed)
+    env.reset(seed=leader.env_seed)  # as Leader.learn's first iteration
     tables = model_tables(problem)
     n = spec.iterations
     x = leader.x.copy()
