@@ -1,4 +1,4 @@
-"""A Table 3 run compiled end to end: every iteration of one spec inside one numba call.
+"""A Table 3 run compiled end to end: its iterations inside numba calls (1,000 per call).
 
 The leaders (:mod:`leaders`) run an iteration as Python around compiled kernels: the env's
 step, the follower's response, the oracle, the estimator's terms, the records. On Four-Rooms the
