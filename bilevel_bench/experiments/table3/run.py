@@ -42,7 +42,7 @@ def run_spec(spec: Table3Spec, build: Callable[[Table3Spec], Any] | None = None
     ``score_sampled_context``: the authors' variant; ``final_objective``), the evaluated curve
     and the final ``x``.
 
-    ``spec.engine == "compiled"`` runs it in one compiled call
+    ``spec.engine == "compiled"`` runs it compiled
     (:func:`~bilevel_bench.experiments.table3.compiled.run_compiled`, the same iterations);
     ``"leaders"``, or a ``build`` function (spec → leader; default :func:`make_leader`), runs a
     :class:`~leaders.base.Leader`'s ``learn``."""

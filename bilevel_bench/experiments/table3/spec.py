@@ -62,8 +62,9 @@ class Table3Spec(Spec):
                                 help="score: mean exact J over this many last iterations")
     engine: str = spec_field(
         "compiled", check=Choice(*ENGINES), flag=True,
-        help="'compiled' runs every iteration in one numba call (the same computation, "
-             "table3/compiled.py); 'leaders' runs the leaders package's HPGD, AMD, ZeroOrder")
+        help="'compiled' runs the iterations in numba, with no Python between them (the same "
+             "computation, table3/compiled.py); 'leaders' runs the leaders package's HPGD, "
+             "AMD, ZeroOrder")
 
     def check(self) -> None:
         if self.eval_last > self.iterations:
