@@ -166,7 +166,6 @@ class LeaderEnv(BilevelEnvBase):
         self._crn_warm: dict[int, Any] | None = None
         self._crn_first_warm: dict[int, Any] | None = None
         self._budget = Budget()
-        self._cold_cost = Budget()
         self._cost_warned = False
 
     # ------------------------------------------------------------------ gymnasium API
@@ -187,7 +186,6 @@ class LeaderEnv(BilevelEnvBase):
         contexts, weights = self._step_contexts()
         # Every follower responds before any samples: the random stream's order is part of the
         # env's reproducibility.
-        self._cold_cost = Budget()  # cold starts shared by a common-random-numbers block
         responses = [self._respond(x, c) for c in contexts]
         if self._crn_warm is not None and self._crn_first_warm is None:
             self._crn_first_warm = dict(self._warm)
@@ -197,7 +195,7 @@ class LeaderEnv(BilevelEnvBase):
         parts: list[Rollouts | None] = [None] * len(contexts)
         pairs: list[TrajectoryPairs | None] = [None] * len(contexts)
         estimates = np.full(len(contexts), np.nan)
-        cost = sum((self._response_cost(r) for r in responses), self._cold_cost)
+        cost = sum((self._response_cost(r) for r in responses), Budget())
         if self.n_rollout_steps:
             parts = [o.rollout(self.np_random, self.n_envs, self.n_rollout_steps)
                      for o in oracles]
@@ -429,10 +427,8 @@ class LeaderEnv(BilevelEnvBase):
         follower seeds and rollout uniforms) and from the same follower warm starts, those at
         the block's start (each step trains a copy: :meth:`Follower.fork_warm_start`): common
         random numbers for finite differences, so that two learned followers differ by what
-        the two ``x`` change, not by one having trained on top of the other. A learning
-        follower without a warm start for a context is first trained from scratch once, at
-        the first step's ``x`` (charged to that step), and the block's steps start from copies
-        of that. After the block the followers continue from the block's first step."""
+        the two ``x`` change, not by one having trained on top of the other. After the block
+        the followers continue from the block's first step."""
         if self._np_random is None:
             raise RuntimeError("call reset() before using common_random_numbers()")
         self._crn_state = copy.deepcopy(self.np_random.bit_generator.state)
@@ -474,13 +470,6 @@ class LeaderEnv(BilevelEnvBase):
         seed = int(self.np_random.integers(0, 2**31 - 1))
         warm = self._warm.get(context)
         if self._crn_warm is not None:
-            if context not in self._crn_warm and not self.follower.exact:
-                # A learner meets this context for the first time inside the block: it trains
-                # from scratch once, at this step's x, and every step of the block starts from
-                # a copy of that, instead of each paying (and differing by) its own cold start.
-                cold = self.follower.respond(self.problem, x, context, seed=seed)
-                self._cold_cost = self._cold_cost + self._response_cost(cold)
-                self._crn_warm[context] = cold.warm_start
             warm = self._crn_warm.get(context)
             warm = None if warm is None else self.follower.fork_warm_start(warm)
         response = self.follower.respond(self.problem, x, context, seed=seed, warm_start=warm)

@@ -158,32 +158,6 @@ def test_common_random_numbers_start_learning_followers_from_the_same_warm_start
     np.testing.assert_array_equal(policy(env), policy(reference))
 
 
-def test_common_random_numbers_train_a_cold_learner_once_and_share_it():
-    """A block that meets a context without a warm start trains the learner from scratch once,
-    at the first step's x (charged to that step), and every step starts from a copy of that:
-    the same follower at the same x, the cold start paid once, and after the block the follower
-    continues from the first step's response."""
-    x, other = np.zeros(105), np.random.default_rng(0).uniform(-5.0, 5.0, 105)
-    env = _soft_dqn_leader_env()
-    warmup, per_step = 256, 128
-
-    def step(at):
-        info = env.step(at)[4]
-        return (env.unwrapped.last_step.followers[0].response.policy.action_probs(
-            np.arange(104)), info["budget"]["transitions"], info["follower_stats"][0])
-
-    with env.unwrapped.common_random_numbers():
-        first, first_cost, stats = step(x)
-        again, again_cost, _ = step(x)
-        _, other_cost, _ = step(other)
-    np.testing.assert_array_equal(again, first)
-    # Each step: its follower's training and its rollouts; the first also the one cold start.
-    assert again_cost == other_cost >= per_step and first_cost == again_cost + warmup
-    assert stats["warm_started"] and stats["num_timesteps"] >= warmup + per_step
-    after = step(x)[2]["num_timesteps"]
-    assert after == stats["num_timesteps"] + per_step
-
-
 @pytest.mark.parametrize("bad, pattern", [
     (np.zeros(3), r"action must have shape \(105,\)"),
     (np.full(105, np.nan), r"action must be finite"),

@@ -157,9 +157,8 @@ class TaxSpec(Spec):
     :func:`tax_spec` (the set-up's and the algorithm's settings as defaults)."""
 
     EXPERIMENT: ClassVar[str] = "tax"
-    #: 4: zero-order's two queries start the soft-DQN households from one warm start;
-    #: 5: a group's first such pair shares one cold start instead of paying one per query
-    VERSION: ClassVar[int] = 5
+    #: 4: zero-order's two queries start the soft-DQN households from one warm start
+    VERSION: ClassVar[int] = 4
 
     setup: str = spec_field(check=Choice(*SETUPS), help="follower set-up")
     algorithm: str = spec_field(check=Choice(*ALGORITHMS), help="leader algorithm")
