@@ -2,7 +2,7 @@
 
 ``--engines`` compares the two ways ``bilevel-bench table3`` can run a spec: the leaders
 (``engine="leaders"``: ``Leader.learn`` on the env) and the compiled run (``engine="compiled"``:
-bilevel_bench/experiments/table3/compiled.py, every iteration in one numba call), with the
+bilevel_bench/experiments/table3/compiled.py, 1,000 iterations per numba call), with the
 Table 3 density of exact evaluations (every 10th iteration and the last tenth).
 
 ``--breakdown`` splits each leader's iteration into compiled kernels (numba, from a cProfile

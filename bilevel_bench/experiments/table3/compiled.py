@@ -105,7 +105,11 @@ def _add_reward_gradients(cell_weights, goal_weight, sigma, goal, beta, out):
 
 @nb.njit(cache=True, nogil=True)
 def _policy_tables(q, lam, pi, pi_cdf, entropy):
-    """``π = softmax(q/λ)``, its cumulative rows (ending at exactly 1) and entropy per state."""
+    """``π = softmax(q/λ)``, its cumulative rows (ending at exactly 1) and entropy per state.
+
+    The softmax is ``tabular.softmax_policy``'s formula (``exp(q/λ − max q/λ)``), which the
+    leaders' follower uses, rather than ``_exact_kernels.softmax_rows``'s ``exp((q − m)/λ)``:
+    the policy tables then round as the leaders' do."""
     S, A = q.shape
     for s in range(S):
         m = q[s, 0] / lam
@@ -166,10 +170,10 @@ def _workspace(d, S, A, n_envs, n_steps):
 
 
 @nb.njit(cache=True, nogil=True)
-def _hpgd_gradient(ctx, goal, x, ns, probs, next_cdf, mu_cdf, lo, up, beta, gamma, lgamma,
-                   lam, threshold, context_cdf, episode_limit, follower_q, env_rng, work, grad):
-    """HPGD (every-visit) at ``x``: the env's step (context, follower seed, soft-VI response,
-    rollouts) and the estimate. Returns the context, or −1 if the follower's solve diverged."""
+def _hpgd_gradient(goal, x, ns, probs, next_cdf, mu_cdf, lo, up, beta, gamma, lgamma, lam,
+                   threshold, episode_limit, follower_q, env_rng, work, grad):
+    """HPGD (every-visit) at ``x``: the env's step after its context draw (follower seed,
+    soft-VI response, rollouts) and the estimate. False if the follower's solve diverged."""
     (sigma, r, r_leader, pi, pi_cdf, entropy, starts, first_actions, lengths, obs, actions,
      next_obs, terminated, truncated, episode_step, mask, action_probs, step_entropy,
      leader_rewards, cells) = work
@@ -177,7 +181,7 @@ def _hpgd_gradient(ctx, goal, x, ns, probs, next_cdf, mu_cdf, lo, up, beta, gamm
     _shaping_model(x, goal, beta, sigma, r, r_leader)
     if not _solve_follower(ns, probs, r, gamma, lam, follower_q, threshold, lo, up, pi, pi_cdf,
                            entropy):
-        return -1
+        return False
     n_envs, n_steps = obs.shape
     u_init = env_rng.random(n_envs)
     u = env_rng.random((n_envs, n_steps, 3))
@@ -203,7 +207,7 @@ def _hpgd_gradient(ctx, goal, x, ns, probs, next_cdf, mu_cdf, lo, up, beta, gamm
                 goal_weight += U[e, t]
     grad[:] = 0.0
     _add_reward_gradients(cells, goal_weight, sigma, goal, beta, grad)
-    return ctx
+    return True
 
 
 @nb.njit(cache=True, nogil=True)
@@ -290,10 +294,9 @@ def _learn(algorithm, x, t_start, t_stop, n_iterations, learning_rate, max_grad_
                 return 1, t
         if algorithm == HPGD:
             ctx = _sample_context(env_rng, context_cdf)
-            if _hpgd_gradient(ctx, goals[ctx], x, ns[ctx], probs[ctx], next_cdf[ctx], mu_cdf,
-                              lo[ctx], up[ctx], beta, gamma, lgamma, lam, threshold,
-                              context_cdf, episode_limit, follower_q[ctx], env_rng, work,
-                              grad) < 0:
+            if not _hpgd_gradient(goals[ctx], x, ns[ctx], probs[ctx], next_cdf[ctx], mu_cdf,
+                                  lo[ctx], up[ctx], beta, gamma, lgamma, lam, threshold,
+                                  episode_limit, follower_q[ctx], env_rng, work, grad):
                 return 1, t
         elif algorithm == AMD:
             ctx = _sample_context(leader_rng, context_cdf)
@@ -419,9 +422,7 @@ def run_compiled(spec: Table3Spec) -> dict[str, Any]:
     values = np.full((n, problem.n_contexts), np.nan)
     final_values = np.full(problem.n_contexts, np.nan)
     goals = np.array(GOAL_STATES, dtype=np.int64)
-    solver = (tables.next_states, tables.probs, tables.mu, tables.lo, tables.up, goals,
-              problem.beta, problem.gamma, problem.leader_gamma, problem.lam,
-              DEFAULT_TOL * (1 - problem.gamma))
+    threshold = DEFAULT_TOL * (1 - problem.gamma)  # the solvers' stopping rule (tabular.py)
     low, high = problem.x_space.low.astype(np.float64), problem.x_space.high.astype(np.float64)
     start, cpu = time.perf_counter(), time.process_time()
     # In chunks, so that Ctrl-C (handled between compiled calls) stops a long run promptly.
@@ -432,13 +433,15 @@ def run_compiled(spec: Table3Spec) -> dict[str, Any]:
             spec.eval_every, spec.eval_last, leader.rng, env.unwrapped.np_random,
             tables.next_states, tables.probs, tables.next_cdf, tables.mu, tables.mu_cdf,
             tables.lo, tables.up, goals, np.asarray(problem.context_probs, dtype=np.float64),
-            problem.beta, problem.gamma, problem.leader_gamma, problem.lam,
-            DEFAULT_TOL * (1 - problem.gamma), int(problem.max_episode_steps), spec.n_envs,
+            problem.beta, problem.gamma, problem.leader_gamma, problem.lam, threshold,
+            int(problem.max_episode_steps), spec.n_envs,
             spec.n_rollout_steps, follower_q, eval_q, contexts, values)
         if status:
             raise FloatingPointError(f"{spec.algorithm}: {_FAILURES[status]} at iteration "
                                      f"{iteration}")
-    if not _exact_values(x, *solver, eval_q, final_values):
+    if not _exact_values(x, tables.next_states, tables.probs, tables.mu, tables.lo, tables.up,
+                         goals, problem.beta, problem.gamma, problem.leader_gamma, problem.lam,
+                         threshold, eval_q, final_values):
         raise FloatingPointError(f"{spec.algorithm}: {_FAILURES[1]} at the final iterate")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     evaluated = np.isfinite(values[:, 0])
