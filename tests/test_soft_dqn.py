@@ -19,6 +19,7 @@ from bilevel_envs.followers.soft_dqn import (  # noqa: E402
     SoftDQN,
     SoftDQNFollower,
     boltzmann_probs,
+    conservative_penalty,
     soft_bellman_target,
 )
 
@@ -59,6 +60,59 @@ def test_train_regresses_q_on_the_soft_target():
     model.train(gradient_steps=1, batch_size=4)
     assert model.logger.name_to_value["train/loss"] == pytest.approx((q_sa - target) ** 2,
                                                                       rel=1e-5)
+
+
+def test_conservative_penalty_by_hand():
+    """Value ``mean(λ logΣexp(Q/λ) − Q(s, a))`` and gradient ``(softmax(Q/λ) − onehot(a))/B``;
+    averaged over actions weighted by the Boltzmann policy itself the gradient is exactly 0 (the
+    penalty leaves on-policy data alone), and with λ 5 % off it is not."""
+    lam = 0.4
+    q = th.tensor([[0.2, -1.0, 0.7], [1.5, 1.4, -0.2]], dtype=th.float64, requires_grad=True)
+    actions = th.tensor([[2], [0]])
+    penalty = conservative_penalty(q, actions, lam)
+    rows = q.detach().numpy()
+    by_hand = np.mean([lam * np.log(np.exp(rows[i] / lam).sum()) - rows[i, a]
+                       for i, a in enumerate([2, 0])])
+    assert penalty.item() == pytest.approx(by_hand, rel=1e-12)
+    penalty.backward()
+    probs = th.softmax(q.detach() / lam, dim=1).numpy()
+    np.testing.assert_allclose(q.grad.numpy(), (probs - np.eye(3)[[2, 0]]) / 2, atol=1e-12)
+
+    def expected_gradient(temperature):
+        """``Σ_a π(a|s) ∇ penalty(s, a)`` for one state, ``π`` the Boltzmann policy at λ."""
+        row = q.detach()[:1]
+        weights = th.softmax(row / lam, dim=1)[0]
+        total = th.zeros_like(row)
+        for a in range(3):
+            leaf = row.clone().requires_grad_(True)
+            conservative_penalty(leaf, th.tensor([[a]]), temperature).backward()
+            total += weights[a] * leaf.grad
+        return total.abs().max().item()
+
+    assert expected_gradient(lam) < 1e-12
+    assert expected_gradient(1.05 * lam) > 1e-3
+
+
+def test_train_adds_the_conservative_penalty():
+    """With ``conservative_weight=α`` the recorded loss is the squared soft-Bellman error plus
+    ``α (λ logΣexp(Q(s)/λ) − Q(s, a))``, computed here by hand for one stored transition."""
+    _, env = _garnet_env()
+    lam, alpha = 0.7, 0.3
+    model = SoftDQN("MlpPolicy", env, lam=lam, gamma=0.8, loss="mse", batch_size=4,
+                    learning_starts=0, seed=0, device="cpu", conservative_weight=alpha)
+    model.learn(1)
+    model.replay_buffer.reset()
+    model.replay_buffer.add(np.array([[2]]), np.array([[4]]), np.array([[1]]), np.array([0.3]),
+                            np.array([False]), [{}])
+    to_tensor = model.policy.obs_to_tensor
+    with th.no_grad():
+        q = model.q_net(to_tensor(np.array([2]))[0])[0].double().numpy()
+        next_q = model.q_net_target(to_tensor(np.array([4]))[0])[0].double().numpy()
+    target = 0.3 + 0.8 * lam * np.log(np.exp(next_q / lam).sum())
+    penalty = lam * np.log(np.exp(q / lam).sum()) - q[1]
+    model.train(gradient_steps=1, batch_size=4)
+    assert model.logger.name_to_value["train/loss"] == pytest.approx(
+        (q[1] - target) ** 2 + alpha * penalty, rel=1e-5)
 
 
 def test_soft_value_table_follows_the_target_network():
@@ -151,6 +205,9 @@ def test_save_and_load_keep_lam(tmp_path):
     ({"lam": -1.0}, r"lam must be a positive finite number"),
     ({"loss": "l1"}, r"loss must be one of \['huber', 'mse'\]"),
     ({"n_steps": 3}, r"SoftDQN needs n_steps=1"),
+    ({"conservative_weight": -0.1}, r"conservative_weight must be a finite number >= 0"),
+    ({"conservative_weight": float("nan")}, r"conservative_weight must be a finite number >= 0"),
+    ({"conservative_weight": True}, r"conservative_weight must be a finite number >= 0"),
 ])
 def test_bad_arguments_are_rejected(kwargs, pattern):
     _, env = _garnet_env()

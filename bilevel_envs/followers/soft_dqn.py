@@ -130,6 +130,21 @@ def soft_double_target(rewards: th.Tensor, dones: th.Tensor, discounts: float | 
     return bellman_backup(rewards, dones, discounts, next_values)
 
 
+def conservative_penalty(q_values: th.Tensor, actions: th.Tensor, lam: float) -> th.Tensor:
+    """``mean_i (λ logΣ_a exp(Q(s_i, a)/λ) − Q(s_i, a_i))``: the soft conservative penalty.
+
+    Its gradient in ``Q(s_i, ·)`` is ``(softmax(Q(s_i, ·)/λ) − onehot(a_i)) / batch``, so it
+    vanishes in expectation over actions drawn from the network's own Boltzmann policy.
+
+    Args:
+        q_values: ``(batch, n_actions)`` Q-values of every action.
+        actions: ``(batch, 1)`` indices of the replayed actions.
+        lam: entropy weight λ > 0.
+    """
+    taken = th.gather(q_values, dim=1, index=actions.long().reshape(-1, 1))
+    return (soft_value(q_values, lam)[:, None] - taken).mean()
+
+
 def boltzmann_probs(q_values: th.Tensor, lam: float, epsilon: float = 0.0) -> th.Tensor:
     """``(1 − ε) softmax(Q/λ) + ε/|A|`` over the last axis."""
     probs = th.softmax(q_values / lam, dim=-1)
@@ -152,6 +167,13 @@ class SoftDQN(DQN):
         (default 0: the pure Boltzmann policy afterwards).
     :param double_q: regress on :func:`soft_double_target` (the online network's Boltzmann
         policy scored by the target network) instead of :func:`soft_bellman_target`.
+    :param conservative_weight: weight ``α ≥ 0`` of a conservative penalty added to the loss,
+        ``α · mean(λ logΣ_a exp(Q(s, a)/λ) − Q(s, a_data))`` over the batch (the soft form of
+        conservative Q-learning, Kumar et al. 2020). Its gradient ``α (softmax(Q(s, ·)/λ) −
+        onehot(a_data))`` is zero in expectation when the replayed actions follow the network's
+        own Boltzmann policy, and otherwise lowers the actions the network prefers but the data
+        do not show: the values that the soft target ``λ logΣ exp(Q/λ)`` picks up and no
+        transition corrects. ``0`` (default): no penalty.
     :param lr_decay: a decaying step size as plain data (:func:`check_lr_decay`):
         ``{"kind": "inverse", "timescale": τ}`` multiplies ``learning_rate`` by
         ``1/(1 + t/τ)``, ``{"kind": "linear", "timesteps": T, "final": f}`` by a factor going
@@ -169,7 +191,7 @@ class SoftDQN(DQN):
     def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
                  double_q: bool = False, lr_decay: dict[str, Any] | None = None,
-                 **kwargs: Any):
+                 conservative_weight: float = 0.0, **kwargs: Any):
         if not (np.isfinite(lam) and lam > 0):
             raise ValueError(f"lam must be a positive finite number; got {lam!r}")
         if loss not in LOSSES:
@@ -179,7 +201,13 @@ class SoftDQN(DQN):
                              f"of intermediate states); got n_steps={kwargs['n_steps']!r}")
         if not isinstance(double_q, (bool, np.bool_)):
             raise TypeError(f"double_q must be a bool; got {double_q!r}")
+        if not (isinstance(conservative_weight, (int, float, np.integer, np.floating))
+                and not isinstance(conservative_weight, bool)
+                and np.isfinite(conservative_weight) and conservative_weight >= 0):
+            raise ValueError(f"conservative_weight must be a finite number >= 0; got "
+                             f"{conservative_weight!r}")
         self.lam, self.loss, self.double_q = float(lam), loss, bool(double_q)
+        self.conservative_weight = float(conservative_weight)
         self.lr_decay = check_lr_decay(lr_decay)
         super().__init__(policy, env, exploration_initial_eps=exploration_initial_eps,
                          exploration_final_eps=exploration_final_eps, **kwargs)
@@ -215,8 +243,14 @@ class SoftDQN(DQN):
                 else:
                     target = bellman_backup(data.rewards, data.dones, discounts,
                                             self._next_soft_values(data.next_observations))
-            current = self._q_taken(data.observations, data.actions)
-            loss = loss_fn(current, target)
+            if self.conservative_weight > 0:
+                q_all = self._online_q_all(data.observations)
+                current = th.gather(q_all, dim=1, index=data.actions.long())
+                loss = loss_fn(current, target) + self.conservative_weight * \
+                    conservative_penalty(q_all, data.actions, self.lam)
+            else:
+                current = self._q_taken(data.observations, data.actions)
+                loss = loss_fn(current, target)
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
             loss.backward()
@@ -233,6 +267,17 @@ class SoftDQN(DQN):
         if at is not None:
             return at(observations, actions)
         return th.gather(self.q_net(observations), dim=1, index=actions.long())
+
+    def _online_q_all(self, observations: th.Tensor) -> th.Tensor:
+        """``(batch, n_actions)`` online Q-values of every action (with gradients). On a small
+        ``Discrete`` observation space every state is scored once and the rows gathered: one
+        ``(n_states, n_actions)`` pass instead of ``(batch, n_actions)``."""
+        space = self.observation_space
+        if isinstance(space, spaces.Discrete) and space.n <= min(
+                SOFT_VALUE_TABLE_MAX_STATES, len(observations)):
+            states = th.arange(space.n, device=self.device).reshape(-1, 1)
+            return self.q_net(states)[observations.long().reshape(-1)]
+        return self.q_net(observations)
 
     def _next_soft_values(self, next_observations: th.Tensor) -> th.Tensor:
         """``(batch, 1)`` soft values ``λ logΣ_a' exp(Q_target(s', a')/λ)`` of the target network.
