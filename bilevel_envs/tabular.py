@@ -408,7 +408,8 @@ def evaluate_policy(model: TabularModel, pi: np.ndarray, reward: np.ndarray | No
 
 def _check_solver_arguments(lam: Any, tol: Any, max_iter: Any) -> tuple[float, float, int]:
     return (check_float("lam (entropy weight λ)", lam, 0.0, low_open=True),
-            check_float("tol", tol, 0.0, low_open=True), check_int("max_iter", max_iter, 0))
+            check_float("tol", tol, 0.0, low_open=True),
+            check_int("max_iter", max_iter, 0))
 
 
 def check_warm_start(model: TabularModel, warm_start: Any) -> np.ndarray:
@@ -421,7 +422,7 @@ def check_warm_start(model: TabularModel, warm_start: Any) -> np.ndarray:
     shape = model.batch_shape + (model.n_states, model.n_actions)
     try:
         q = np.array(warm_start, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"warm_start must be a soft Q-function of shape {shape}; got "
                          f"{type(warm_start).__name__}") from exc
     if q.shape != shape or not np.all(np.isfinite(q)):

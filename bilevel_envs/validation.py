@@ -3,10 +3,15 @@ the allowed range."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+#: The largest integer :func:`check_int` accepts: counts, lengths and seeds reach compiled
+#: kernels and NumPy as int64.
+MAX_COUNT = 2**62
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
@@ -14,11 +19,14 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
 
     Raises:
         ValueError: naming ``name`` and the range, unless ``value`` is an integer (a bool is not)
-            in ``minimum..maximum`` (no upper bound if ``maximum`` is None).
+            in ``minimum..maximum`` (``minimum..MAX_COUNT`` if ``maximum`` is None).
     """
     valid = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not valid or value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+    if not valid or value < minimum or value > (MAX_COUNT if maximum is None else maximum):
+        if maximum is None and valid and value > MAX_COUNT:
+            allowed = f"in {minimum}..2**62 (int64 in the compiled kernels)"
+        else:
+            allowed = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
         raise ValueError(f"{name} must be an integer {allowed}; got {value!r}")
     return int(value)
 
@@ -52,8 +60,9 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
     """
     real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, (bool, np.bool_))
-    if real and np.isfinite(value):
-        number = float(value)
+    # float() of a Python int beyond the float range overflows: such an int is not finite here.
+    number = _as_float(value) if real else math.nan
+    if math.isfinite(number):
         if (low is None or number > low or (number == low and not low_open)) and (
                 high is None or number < high or (number == high and not high_open)):
             return number
@@ -61,6 +70,13 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
     lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
     hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
     raise ValueError(f"{name} must be a finite number in {lo}, {hi}; got {value!r}")
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
@@ -124,7 +140,7 @@ def check_array(name: str, value: Any, shape: tuple[int | None, ...] | None = No
         raise ValueError(message())
     try:
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # Overflow: an int beyond float64
         raise ValueError(message()) from exc
     if shape is not None and (arr.ndim != len(shape) or any(
             n is not None and n != m for n, m in zip(shape, arr.shape))):

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bilevel_envs.step_record import FollowerStep
-from bilevel_envs.validation import check_bool, check_int
+from bilevel_envs.validation import check_allocation, check_bool, check_int
 from leaders.base import Leader
 from leaders.estimators import (
     BATCH_ESTIMATORS,
@@ -100,6 +100,7 @@ class HPGD(Leader):
         self.estimator = estimator
         self.n_samples, self.n_inner = check_int("n_samples", n_samples, 1), check_int(
             "n_inner", n_inner, 1)
+        check_allocation("n_samples", self.n_samples)  # Alg. 5's rollouts are one batch
         self.coupled_restarts = check_bool("coupled_restarts", coupled_restarts)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -32,9 +32,12 @@ import numpy as np
 
 from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.oracles import make_oracle
-from bilevel_envs.validation import check_bool, check_int
+from bilevel_envs.validation import check_allocation, check_bool, check_int
 from leaders.base import Leader
 from leaders.estimators import COMPONENTS, paper_estimate
+
+#: The largest number of precision levels ``K`` (see ``HPGDRTQ``'s ``levels``).
+MAX_LEVELS = 30
 
 
 class HPGDRTQ(Leader):
@@ -52,7 +55,7 @@ class HPGDRTQ(Leader):
     Args:
         env: a leader env of a tabular problem.
         learning_rate: step size α.
-        levels: K, the number of precision levels.
+        levels: K, the number of precision levels (2 ≤ K ≤ :data:`MAX_LEVELS`).
         steps_scale: c in ``t_k = c·k·2^k`` (soft Q-learning steps at level k).
         n_samples: Alg. 5 estimates at level 1 (level k uses ``2^k · n_samples``).
         soft_q_kwargs: :class:`~bilevel_envs.followers.soft_q.SoftQLearning` arguments.
@@ -78,11 +81,15 @@ class HPGDRTQ(Leader):
         if soft_q_kwargs is not None and not isinstance(soft_q_kwargs, dict):
             raise ValueError(f"soft_q_kwargs must be a dict of SoftQLearning arguments or None; "
                              f"got {soft_q_kwargs!r}")
-        for name, value, minimum in (("levels", levels, 2), ("steps_scale", steps_scale, 1),
-                                     ("n_samples", n_samples, 1)):
-            check_int(name, value, minimum)
+        # Level K runs steps_scale·K·2^K soft-Q steps with probability 2^−(K−1): past
+        # MAX_LEVELS its cost is beyond any run and its probability below 1e-9.
+        check_int("levels", levels, 2, MAX_LEVELS)
+        for name, value in (("steps_scale", steps_scale), ("n_samples", n_samples)):
+            check_int(name, value, 1)
         self.levels, self.steps_scale = int(levels), int(steps_scale)
         self.n_samples = int(n_samples)
+        # the deepest sampled level, K − 1, averages one batch of 2^(K−1) · n_samples estimates
+        check_allocation("2**(levels − 1) × n_samples", 2**(self.levels - 1) * self.n_samples)
         self.soft_q_kwargs = dict(soft_q_kwargs or {})
         self.soft_q = SoftQLearning(**self.soft_q_kwargs)
         self.coupled_restarts = check_bool("coupled_restarts", coupled_restarts)

@@ -23,7 +23,9 @@ from leaders import AMD, HPGD, HPGDRTQ, RandomSearch, ZeroOrder
 
 NOT_A_NUMBER = st.one_of(st.text(max_size=5), st.none(), st.lists(st.floats(), max_size=3),
                          st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
-                         st.booleans(), st.sampled_from([math.nan, math.inf, -math.inf]))
+                         st.booleans(), st.sampled_from([math.nan, math.inf, -math.inf]),
+                         # integers beyond the float range: float() overflows on them
+                         st.sampled_from([10**400, -10**400]))
 
 
 def numbers_outside(low=None, high=None, low_open=False, high_open=False):
@@ -49,7 +51,9 @@ NOT_AN_INTEGER = st.one_of(st.text(max_size=4), st.none(), st.floats(), st.boole
 
 
 def bad_integers(minimum, maximum=None):
-    parts = [NOT_AN_INTEGER, st.integers(max_value=minimum - 1)]
+    # beyond int64 (check_int's cap: counts and seeds reach compiled code as int64)
+    parts = [NOT_AN_INTEGER, st.integers(max_value=minimum - 1),
+             st.sampled_from([2**62 + 1, 10**400])]
     if maximum is not None:
         parts.append(st.integers(min_value=maximum + 1, max_value=maximum + 10**6))
     return st.one_of(*parts)
@@ -80,6 +84,7 @@ CASES = [
     ("lam", lambda v: ContractDesign(lam=v), bad_numbers(0, low_open=True)),
     ("gamma", lambda v: ContractDesign(gamma=v), bad_numbers(0, 1, high_open=True)),
     ("x_max", lambda v: ContractDesign(x_max=v), bad_numbers(0, low_open=True)),
+    ("revenue", lambda v: ContractDesign(revenue=v), bad_numbers(0)),
     ("cost_scales", lambda v: ContractDesign(cost_scales=v),
      st.one_of(st.text(min_size=1, max_size=3), st.just([]), st.just([1.0, -1.0]),
                st.just([math.nan]))),
@@ -134,12 +139,14 @@ CASES = [
     ("log_interval", lambda v: HPGD(four_rooms_env(), log_interval=v), bad_integers(1)),
     ("verbose", lambda v: HPGD(four_rooms_env(), verbose=v), bad_integers(0, 1)),
     ("n_samples", lambda v: HPGD(four_rooms_env(), estimator="paper", n_samples=v),
-     bad_integers(1)),
+     st.one_of(bad_integers(1), st.sampled_from([10**9, 10**400]))),
+    ("n_samples", lambda v: HPGDRTQ(exact_env(), n_samples=v),
+     st.one_of(bad_integers(1), st.sampled_from([10**8, 10**400]))),
     ("inner_iterations", lambda v: AMD(exact_env(), inner_iterations=v), bad_integers(1)),
     ("inner", lambda v: AMD(exact_env(), inner=v), st.one_of(st.text(max_size=5), st.none())),
     ("perturbation_constant", lambda v: ZeroOrder(exact_env(), perturbation_constant=v),
      bad_numbers(0, low_open=True)),
-    ("levels", lambda v: HPGDRTQ(exact_env(), levels=v), bad_integers(2)),
+    ("levels", lambda v: HPGDRTQ(exact_env(), levels=v), bad_integers(2, 30)),
     ("perturbation", lambda v: RandomSearch(exact_env(), perturbation=v),
      bad_numbers(0, low_open=True)),
     ("n_directions", lambda v: RandomSearch(exact_env(), n_directions=v), bad_integers(1)),
@@ -154,6 +161,17 @@ def test_bad_arguments_are_refused_by_name(name, build, bad, data):
     value = data.draw(bad, label=name)
     with pytest.raises((ValueError, KeyError)) as info:
         build(value)
+    assert name in str(info.value), f"the error does not name {name!r}: {info.value}"
+
+
+@pytest.mark.parametrize("name, build, bad", CASES,
+                         ids=[f"{i}-{c[0]}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("huge", [10**400, -10**400, [10**400]], ids=["int", "-int", "list"])
+def test_integers_beyond_float_and_int64_are_refused_by_name(name, build, bad, huge):
+    """Python integers outside float64 and int64 overflow in ``float()``, NumPy and numba: they
+    must be refused like any bad value (drawn always, not left to the random draws above)."""
+    with pytest.raises((ValueError, KeyError)) as info:
+        build(huge)
     assert name in str(info.value), f"the error does not name {name!r}: {info.value}"
 
 

@@ -104,10 +104,11 @@ def test_joint_policy_rejects_bad_arguments():
     ({"kind": "cosine", "timescale": 1.0}, "'kind' one of"),
     ({"kind": "inverse"}, "takes the keys"),
     ({"kind": "inverse", "timescale": 1.0, "final": 0.1}, "takes the keys"),
-    ({"kind": "inverse", "timescale": 0}, "positive finite"),
-    ({"kind": "inverse", "timescale": True}, "positive finite"),
+    ({"kind": "inverse", "timescale": 0}, r"finite number in \(0, inf\)"),
+    ({"kind": "inverse", "timescale": True}, r"finite number in \(0, inf\)"),
+    ({"kind": "inverse", "timescale": 10**400}, r"finite number in \(0, inf\)"),
     ({"kind": "linear", "timesteps": 100, "final": 1.5}, r"in \[0, 1\]"),
-    ({"kind": "linear", "timesteps": float("inf"), "final": 0.1}, "positive finite"),
+    ({"kind": "linear", "timesteps": float("inf"), "final": 0.1}, r"finite number in \(0, inf\)"),
     ("inverse", "lr_decay must be"),
 ])
 def test_lr_decay_is_validated(lr_decay, pattern):

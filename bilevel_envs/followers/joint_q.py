@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bilevel_envs.followers.sb3 import MISSING_SB3
-from bilevel_envs.validation import check_bool
+from bilevel_envs.validation import check_bool, check_float
 
 try:
     import torch as th
@@ -154,9 +154,8 @@ class JointActionDQNPolicy(DQNPolicy):
                              "table (policy_kwargs={'action_features': ...})")
         if not (isinstance(rank, (int, np.integer)) and rank >= 1):
             raise ValueError(f"rank must be an integer >= 1; got {rank!r}")
-        for name, value in (("obs_scale", obs_scale), ("q_scale", q_scale)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+        obs_scale = check_float("obs_scale", obs_scale, 0.0, low_open=True)
+        q_scale = check_float("q_scale", q_scale, 0.0, low_open=True)
         check_bool("state_value", state_value)
         self._joint_args = {"action_features": np.asarray(action_features, dtype=np.float32),
                             "action_arch": action_arch, "rank": int(rank),

@@ -25,6 +25,7 @@ from gymnasium import spaces
 
 from bilevel_envs.followers.joint_q import JointActionDQNPolicy
 from bilevel_envs.followers.sb3 import MISSING_SB3, SB3Follower
+from bilevel_envs.validation import check_float
 
 try:
     import torch as th
@@ -68,14 +69,9 @@ def check_lr_decay(lr_decay: dict[str, Any] | None) -> dict[str, Any] | None:
                          f"got {sorted(keys)}")
     checked: dict[str, Any] = {"kind": kind}
     for key in LR_DECAYS[kind]:
-        value = lr_decay[key]
-        ok = (isinstance(value, (int, float, np.integer, np.floating))
-              and not isinstance(value, bool) and bool(np.isfinite(value)))
-        ok = ok and (0 <= value <= 1 if key == "final" else value > 0)
-        if not ok:
-            allowed = "in [0, 1]" if key == "final" else "a positive finite number"
-            raise ValueError(f"lr_decay[{key!r}] must be {allowed}; got {value!r}")
-        checked[key] = float(value)
+        name, value = f"lr_decay[{key!r}]", lr_decay[key]
+        checked[key] = (check_float(name, value, 0.0, 1.0) if key == "final"
+                        else check_float(name, value, 0.0, low_open=True))
     return checked
 
 
@@ -192,8 +188,7 @@ class SoftDQN(DQN):
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
                  double_q: bool = False, lr_decay: dict[str, Any] | None = None,
                  conservative_weight: float = 0.0, **kwargs: Any):
-        if not (np.isfinite(lam) and lam > 0):
-            raise ValueError(f"lam must be a positive finite number; got {lam!r}")
+        lam = check_float("lam", lam, 0.0, low_open=True)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
         if kwargs.get("n_steps", 1) != 1:
@@ -201,13 +196,8 @@ class SoftDQN(DQN):
                              f"of intermediate states); got n_steps={kwargs['n_steps']!r}")
         if not isinstance(double_q, (bool, np.bool_)):
             raise TypeError(f"double_q must be a bool; got {double_q!r}")
-        if not (isinstance(conservative_weight, (int, float, np.integer, np.floating))
-                and not isinstance(conservative_weight, bool)
-                and np.isfinite(conservative_weight) and conservative_weight >= 0):
-            raise ValueError(f"conservative_weight must be a finite number >= 0; got "
-                             f"{conservative_weight!r}")
         self.lam, self.loss, self.double_q = float(lam), loss, bool(double_q)
-        self.conservative_weight = float(conservative_weight)
+        self.conservative_weight = check_float("conservative_weight", conservative_weight, 0.0)
         self.lr_decay = check_lr_decay(lr_decay)
         super().__init__(policy, env, exploration_initial_eps=exploration_initial_eps,
                          exploration_final_eps=exploration_final_eps, **kwargs)

@@ -158,8 +158,7 @@ def project_spec(effort_probs=PROJECT_EFFORT_PROBS, effort_costs=PROJECT_EFFORT_
         raise ValueError(f"effort_probs must lie in [0, 1]; got {effort_probs!r}")
     if not (np.all(np.isfinite(c)) and np.all(c >= 0)):
         raise ValueError(f"effort_costs must be non-negative; got {effort_costs!r}")
-    if not (np.isfinite(revenue) and revenue >= 0):
-        raise ValueError(f"revenue must be a non-negative number; got {revenue!r}")
+    revenue = check_float("revenue", revenue, 0.0)
     A = p.size
     P = np.zeros((3, A, 3))
     P[WORK, :, SUCCESS], P[WORK, :, FAILURE] = p, 1.0 - p

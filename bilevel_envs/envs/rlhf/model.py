@@ -298,9 +298,9 @@ def make_annotators(annotators, spec: InstanceDef, cell_chars: np.ndarray, n_act
         if reward.shape != (S, A) or not np.all(np.isfinite(reward)):
             raise ValueError(f"annotators[{i}].reward must be finite with shape ({S}, {A}) "
                              f"or ({S},); got shape {np.shape(a.reward)}")
-        if not (np.isfinite(a.beta) and a.beta >= 0 and 0 <= a.epsilon <= 0.5):
-            raise ValueError(f"annotators[{i}] needs beta >= 0 and epsilon in [0, 0.5]")
-        out.append(Annotator(np.array(reward), float(a.beta), float(a.epsilon),
+        beta = check_float(f"annotators[{i}].beta", a.beta, 0.0)
+        epsilon = check_float(f"annotators[{i}].epsilon", a.epsilon, 0.0, 0.5)
+        out.append(Annotator(np.array(reward), beta, epsilon,
                              a.name if a.name != "annotator" else f"annotator{i}"))
     if not out:
         raise ValueError("annotators must not be empty")
