@@ -24,7 +24,7 @@ from bilevel_envs.problem import BilevelProblem, PairwiseObjective, TrajectoryPa
 from bilevel_envs.rollouts import Rollouts
 from bilevel_envs.step_record import FollowerStep, LeaderStep
 from bilevel_envs.tabular import TabularModel
-from bilevel_envs.validation import check_allocation, check_choice, check_int
+from bilevel_envs.validation import check_allocation, check_choice, check_int, check_options
 
 CONTEXT_MODES = ("sample", "all")
 OBJECTIVES = ("monte_carlo", "exact")
@@ -170,6 +170,7 @@ class LeaderEnv(BilevelEnvBase):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        check_options(options, ())
         super().reset(seed=seed)
         self._t = 0
         self._warm = {}

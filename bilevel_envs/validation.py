@@ -4,6 +4,7 @@ the allowed range."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,6 +78,26 @@ def _as_float(value: Any) -> float:
         return float(value)
     except OverflowError:
         return math.inf
+
+
+def check_options(options: Any, allowed: Sequence[str] | None) -> dict:
+    """A ``reset`` call's ``options`` as a dict (``{}`` for None). Keys outside ``allowed`` get a
+    warning, not an error: Gymnasium leaves the meaning of options to each env, but a misspelt
+    option should not be ignored without a word. ``allowed=None`` accepts any key (PettingZoo's
+    API test passes arbitrary options and treats a warning as a failure).
+
+    Raises:
+        ValueError: naming ``options`` if it is neither a dict nor None.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be a dict or None; got {type(options).__name__}")
+    unknown = [] if allowed is None else [key for key in options if key not in allowed]
+    if unknown:
+        reads = f"reads only {list(allowed)}" if allowed else "takes no options"
+        warnings.warn(f"reset ignores the options {unknown}: this env {reads}", stacklevel=3)
+    return options
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:

@@ -3,6 +3,7 @@ lists, NaN, inf, out-of-range numbers, bools) give a ValueError naming the argum
 error from inside NumPy or Python."""
 
 import math
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bilevel_envs  # noqa: F401  (registers the ids)
+from bilevel_envs.envs import households_v0
 from bilevel_envs.envs.contract_design import ContractDesign
 from bilevel_envs.envs.four_rooms import FourRoomsShaping
 from bilevel_envs.envs.rlhf import RLHFProblem
@@ -18,6 +20,7 @@ from bilevel_envs.envs.tax_design import TaxDesign
 from bilevel_envs.exact import ExactSolver, exact_objective
 from bilevel_envs.followers.soft_q import SoftQLearning
 from bilevel_envs.followers.soft_vi import SoftValueIteration
+from bilevel_envs.leader_env import LeaderEnv
 from bilevel_envs.tabular import soft_policy_iteration, soft_value_iteration
 from leaders import AMD, HPGD, HPGDRTQ, RandomSearch, ZeroOrder
 
@@ -178,3 +181,30 @@ def test_integers_beyond_float_and_int64_are_refused_by_name(name, build, bad, h
 def test_rtq_refuses_trajectory_level_objectives():
     with pytest.raises(ValueError, match="trajectory-level objective"):
         HPGDRTQ(gym.make("bilevel/RLHF-v0", instance="tiny"))
+
+
+@pytest.mark.parametrize("env_id", sorted(i for i in gym.registry if i.startswith("bilevel/")))
+def test_reset_options_that_an_env_does_not_read_are_named_in_a_warning(env_id):
+    """Unknown ``reset`` options are tolerated (PettingZoo's API test passes arbitrary ones) but
+    never ignored silently; options that are not a dict are refused by name."""
+    env = gym.make(env_id)
+    with pytest.warns(UserWarning, match=r"reset ignores the options \['staet'\]"):
+        env.reset(seed=0, options={"staet": 1})
+    with pytest.raises(ValueError, match="options must be a dict or None"):
+        env.reset(seed=0, options=[("state", 1)])
+    if not isinstance(env.unwrapped, LeaderEnv):  # follower envs read a start state
+        first, _ = env.reset(seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            again, _ = env.reset(seed=1, options={"state": first})
+        np.testing.assert_array_equal(again, first)
+
+
+def test_household_agents_accept_any_reset_options_but_check_their_type():
+    """PettingZoo's convention (its API test passes ``{"options": 1}`` and fails on warnings)."""
+    env = households_v0.parallel_env()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.reset(seed=0, options={"options": 1})
+    with pytest.raises(ValueError, match="options must be a dict or None"):
+        env.reset(seed=0, options=[1])

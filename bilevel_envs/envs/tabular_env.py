@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.tabular import TabularModel
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_int, check_options
 
 
 class TabularMDPEnv(BilevelEnvBase):
@@ -55,8 +55,9 @@ class TabularMDPEnv(BilevelEnvBase):
         self.s = 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = check_options(options, ("state",))
         super().reset(seed=seed)
-        if options and "state" in options:
+        if "state" in options:
             self.s = check_int("options['state']", options["state"], 0, self.model.n_states - 1)
         else:
             self.s = min(int(np.searchsorted(self._mu_cdf, self.np_random.random(), "right")),

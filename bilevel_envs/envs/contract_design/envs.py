@@ -19,7 +19,7 @@ from bilevel_envs.envs.contract_design.model import (
 )
 from bilevel_envs.envs.contract_design.problem import ContractDesign
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_int, check_options
 
 #: The default contract of ``bilevel/ContractAgent-v0``: this share of the principal's revenue.
 DEFAULT_REVENUE_SHARE = 0.5
@@ -135,9 +135,10 @@ class ContractAgentEnv(BilevelEnvBase):
         self.s = self._start
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = check_options(options, ("state",))
         super().reset(seed=seed)
         self.s = self._start
-        if options and "state" in options:
+        if "state" in options:
             self.s = check_int("options['state']", options["state"], 0, self._spec.n_states - 1)
         return self.s, {"context": self.context}
 

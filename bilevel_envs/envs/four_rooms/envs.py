@@ -30,7 +30,7 @@ from bilevel_envs.envs.four_rooms.model import (
 )
 from bilevel_envs.envs.four_rooms.problem import FourRoomsShaping
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_int, check_options
 
 
 class FourRoomsEnv(BilevelEnvBase):
@@ -132,9 +132,10 @@ class FourRoomsEnv(BilevelEnvBase):
         self._leader_reward = leader_state_reward(sigma, self.goal, self.problem.beta)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = check_options(options, ("state",))
         super().reset(seed=seed)
         self.s = START_STATE
-        if options and "state" in options:
+        if "state" in options:
             self.s = check_int("options['state']", options["state"], 0, N_CELLS - 1)
         return self.s, {"context": self.context, "cell": CELLS[self.s]}
 

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from bilevel_envs.env_base import BilevelEnvBase
 from bilevel_envs.envs.rlhf.problem import PROBLEM_KWARGS, RLHFProblem
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_int, check_options
 
 
 class PreferenceGridEnv(BilevelEnvBase):
@@ -108,9 +108,10 @@ class PreferenceGridEnv(BilevelEnvBase):
         self.t, self.s = 0, 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = check_options(options, ("state",))
         super().reset(seed=seed)
         S, n = self.problem.n_states, self.observation_space.n
-        if options and "state" in options:
+        if "state" in options:
             state = check_int("options['state'] (an index t·S + s)", options["state"], 0, n - 1)
             self.t, self.s = divmod(state, S)
         else:

@@ -17,7 +17,7 @@ from bilevel_envs.envs.tax_design.problem import (
 )
 from bilevel_envs.follower_quality import DEFAULT_GAP_THRESHOLD
 from bilevel_envs.leader_env import LeaderEnv
-from bilevel_envs.validation import check_choice
+from bilevel_envs.validation import check_choice, check_options
 
 
 class HouseholdEnv(BilevelEnvBase):
@@ -131,8 +131,9 @@ class HouseholdEnv(BilevelEnvBase):
         return int(obs) if self._tabular else np.array(obs, dtype=np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = check_options(options, ("state",))
         super().reset(seed=seed)
-        if options and "state" in options:
+        if "state" in options:
             self._obs = self.problem.check_obs(options["state"], name="options['state']")
         else:
             self._obs = self.problem.sample_initial_obs(self.np_random.random(1))[0]

@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from bilevel_envs.env_base import check_render_mode
 from bilevel_envs.envs.tax_design import model as hh
 from bilevel_envs.envs.tax_design.problem import TaxDesign, TaxDesignTabular
-from bilevel_envs.validation import check_int
+from bilevel_envs.validation import check_int, check_options
 
 __all__ = ["HouseholdsParallelEnv", "env", "parallel_env", "raw_env"]
 
@@ -188,6 +188,7 @@ class HouseholdsParallelEnv(ParallelEnv):
         return self.action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None):
+        options = check_options(options, None)  # PettingZoo: other keys pass without a word
         if seed is not None:
             self._np_random, _ = seeding.np_random(seed)
             for i, agent in enumerate(self.possible_agents):
@@ -197,7 +198,7 @@ class HouseholdsParallelEnv(ParallelEnv):
         self._t = 0
         self._last = {}
         self._state = self.problem.sample_initial_obs(self._np_random.random(len(self.groups)))
-        given = (options or {}).get("state")
+        given = options.get("state")
         if given is not None:
             if not isinstance(given, Mapping):
                 raise ValueError("options['state'] must map agent names to initial states; got "

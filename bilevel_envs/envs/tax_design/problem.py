@@ -118,7 +118,10 @@ class TaxDesign(BilevelProblem):
 
     def check_obs(self, obs: Any, name: str = "state") -> np.ndarray:
         """Validate one observation (an asset level) and return it in the env's format."""
-        arr = np.asarray(obs, dtype=np.float64) if np.ndim(obs) <= 1 else None
+        try:
+            arr = np.asarray(obs, dtype=np.float64) if np.ndim(obs) <= 1 else None
+        except (TypeError, ValueError, OverflowError):  # a string, a ragged list, a huge int
+            arr = None
         L = self.params.asset_bound
         if arr is None or arr.size != 1 or not np.isfinite(arr).all() or abs(arr.item()) > L:
             raise ValueError(f"{name} must be one asset level in [{-L:g}, {L:g}]; got {obs!r}")
