@@ -408,8 +408,7 @@ def evaluate_policy(model: TabularModel, pi: np.ndarray, reward: np.ndarray | No
 
 def _check_solver_arguments(lam: Any, tol: Any, max_iter: Any) -> tuple[float, float, int]:
     return (check_float("lam (entropy weight λ)", lam, 0.0, low_open=True),
-            check_float("tol", tol, 0.0, low_open=True),
-            check_int("max_iter", max_iter, 0))
+            check_float("tol", tol, 0.0, low_open=True), check_int("max_iter", max_iter, 0))
 
 
 def check_warm_start(model: TabularModel, warm_start: Any) -> np.ndarray:

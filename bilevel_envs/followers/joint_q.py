@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bilevel_envs.followers.sb3 import MISSING_SB3
-from bilevel_envs.validation import check_bool, check_float
+from bilevel_envs.validation import check_bool, check_float, check_int
 
 try:
     import torch as th
@@ -152,8 +152,7 @@ class JointActionDQNPolicy(DQNPolicy):
         if action_features is None:
             raise ValueError("JointActionDQNPolicy needs action_features: an (n_actions, k) "
                              "table (policy_kwargs={'action_features': ...})")
-        if not (isinstance(rank, (int, np.integer)) and rank >= 1):
-            raise ValueError(f"rank must be an integer >= 1; got {rank!r}")
+        rank = check_int("rank", rank, 1)
         obs_scale = check_float("obs_scale", obs_scale, 0.0, low_open=True)
         q_scale = check_float("q_scale", q_scale, 0.0, low_open=True)
         check_bool("state_value", state_value)

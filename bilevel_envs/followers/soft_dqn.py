@@ -262,12 +262,23 @@ class SoftDQN(DQN):
         """``(batch, n_actions)`` online Q-values of every action (with gradients). On a small
         ``Discrete`` observation space every state is scored once and the rows gathered: one
         ``(n_states, n_actions)`` pass instead of ``(batch, n_actions)``."""
-        space = self.observation_space
-        if isinstance(space, spaces.Discrete) and space.n <= min(
-                SOFT_VALUE_TABLE_MAX_STATES, len(observations)):
-            states = th.arange(space.n, device=self.device).reshape(-1, 1)
-            return self.q_net(states)[observations.long().reshape(-1)]
+        n_states = self._tabulated_states()
+        if n_states is not None and n_states <= len(observations):
+            return self.q_net(self._every_state(n_states))[observations.long().reshape(-1)]
         return self.q_net(observations)
+
+    def _tabulated_states(self) -> int | None:
+        """The number of states of a ``Discrete`` observation space of at most
+        :data:`SOFT_VALUE_TABLE_MAX_STATES` (None otherwise): few enough to score every state
+        and gather rows instead of scoring a batch."""
+        space = self.observation_space
+        if isinstance(space, spaces.Discrete) and space.n <= SOFT_VALUE_TABLE_MAX_STATES:
+            return int(space.n)
+        return None
+
+    def _every_state(self, n_states: int) -> th.Tensor:
+        """``(n_states, 1)`` observations ``0 .. n_states − 1``."""
+        return th.arange(n_states, device=self.device).reshape(-1, 1)
 
     def _next_soft_values(self, next_observations: th.Tensor) -> th.Tensor:
         """``(batch, 1)`` soft values ``λ logΣ_a' exp(Q_target(s', a')/λ)`` of the target network.
@@ -276,16 +287,15 @@ class SoftDQN(DQN):
         target network is evaluated once on every state and the table is reused for as long as
         its parameters are unchanged (SB3 updates them every ``target_update_interval``
         transitions): one forward pass per target update instead of one per gradient step."""
-        space = self.observation_space
-        if not (isinstance(space, spaces.Discrete) and space.n <= SOFT_VALUE_TABLE_MAX_STATES):
+        n_states = self._tabulated_states()
+        if n_states is None:
             return soft_value(self.q_net_target(next_observations), self.lam)[:, None]
         params = [p.detach() for p in self.q_net_target.parameters()]
         cache = getattr(self, "_soft_value_cache", None)
         if cache is None or len(cache[0]) != len(params) or not all(
                 saved.device == p.device and th.equal(saved, p)
                 for saved, p in zip(cache[0], params)):
-            states = th.arange(space.n, device=self.device).reshape(-1, 1)
-            table = soft_value(self.q_net_target(states), self.lam)
+            table = soft_value(self.q_net_target(self._every_state(n_states)), self.lam)
             cache = self._soft_value_cache = ([p.clone() for p in params], table)
         return cache[1][next_observations.long().reshape(-1)][:, None]
 
