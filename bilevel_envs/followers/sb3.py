@@ -278,11 +278,12 @@ class SB3Follower(Follower):
         finished = [len(monitor.get_episode_rewards()) for monitor in env.envs]
         with _sandbox(th):
             if warm_start is None:
-                model = self._build(problem, env, seed)
+                model = self._build(problem, env, seed, x, context)
                 timesteps = self.warmup_timesteps
             else:
                 model = warm_start
                 model.set_env(env)  # the same env object; starts new episodes in M_{x,ξ}
+                self._move(model, problem, x, context)
                 model.set_random_seed(seed)
                 timesteps = self.total_timesteps
             before = (int(model.num_timesteps), gradient_steps(model)) if warm_start is not None \
@@ -299,7 +300,9 @@ class SB3Follower(Follower):
                       follower_updates=gradient_steps(model) - before[1])
         return FollowerResponse(policy=policy, warm_start=model, stats=stats, cost=cost)
 
-    def _build(self, problem: BilevelProblem, env: Any, seed: int | None) -> BaseAlgorithm:
+    def _build(self, problem: BilevelProblem, env: Any, seed: int | None, x: np.ndarray,
+               context: Any) -> BaseAlgorithm:
+        """A new model on ``env`` (the follower env at ``x`` and ``context``)."""
         kwargs: dict[str, Any] = {"gamma": problem.gamma, "device": "cpu"}
         if "lam" in inspect.signature(self.algo_class).parameters:
             kwargs["lam"] = problem.lam
@@ -314,6 +317,11 @@ class SB3Follower(Follower):
             model.set_logger(Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)]
                                     if model.verbose >= 1 else []))
         return model
+
+    def _move(self, model: BaseAlgorithm, problem: BilevelProblem, x: np.ndarray,
+              context: Any) -> None:
+        """Prepare a warm-started model for the leader's new ``x`` (its env has moved already);
+        nothing for a model that sees ``x`` only through its env."""
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(algo={self.algo!r}, total_timesteps={self.total_timesteps},"

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from bilevel_envs.followers.afterstate_q import AfterstateDQNPolicy
 from bilevel_envs.followers.joint_q import JointActionDQNPolicy
 from bilevel_envs.followers.sb3 import MISSING_SB3, SB3Follower
 from bilevel_envs.validation import check_float
@@ -182,7 +183,8 @@ class SoftDQN(DQN):
         states.
     """
 
-    policy_aliases = {**DQN.policy_aliases, "JointMlpPolicy": JointActionDQNPolicy}
+    policy_aliases = {**DQN.policy_aliases, "JointMlpPolicy": JointActionDQNPolicy,
+                      "AfterstateMlpPolicy": AfterstateDQNPolicy}
 
     def __init__(self, policy: Any, env: Any, lam: float = 0.1, loss: str = "huber",
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.0,
@@ -285,12 +287,14 @@ class SoftDQN(DQN):
 
         On a small ``Discrete`` observation space (:data:`SOFT_VALUE_TABLE_MAX_STATES`) the
         target network is evaluated once on every state and the table is reused for as long as
-        its parameters are unchanged (SB3 updates them every ``target_update_interval``
-        transitions): one forward pass per target update instead of one per gradient step."""
+        its parameters and buffers are unchanged (SB3 updates the parameters every
+        ``target_update_interval`` transitions; an afterstate network's tables change with the
+        leader's ``x``): one forward pass per target update instead of one per gradient step."""
         n_states = self._tabulated_states()
         if n_states is None:
             return soft_value(self.q_net_target(next_observations), self.lam)[:, None]
-        params = [p.detach() for p in self.q_net_target.parameters()]
+        params = [p.detach() for p in (*self.q_net_target.parameters(),
+                                       *self.q_net_target.buffers())]
         cache = getattr(self, "_soft_value_cache", None)
         if cache is None or len(cache[0]) != len(params) or not all(
                 saved.device == p.device and th.equal(saved, p)
@@ -347,23 +351,53 @@ class SoftDQNFollower(SB3Follower):
                          warmup_timesteps=warmup_timesteps, n_envs=n_envs,
                          episode_steps=episode_steps, exploring_starts=exploring_starts)
 
-    def _build(self, problem: Any, env: Any, seed: int | None) -> SoftDQN:
-        """As the SB3 follower's; with ``policy="JointMlpPolicy"`` the action features default
-        to the problem's ``follower_action_features()`` (one-hot actions if it has none); a
-        string ``policy_kwargs["action_features"]`` names the problem's encoding
-        (``follower_action_features(encoding)``, e.g. ``"values+onehot"`` on tax design)."""
+    def _build(self, problem: Any, env: Any, seed: int | None, x: np.ndarray,
+               context: Any) -> SoftDQN:
+        """As the SB3 follower's, with the tables a structured Q-network needs filled in from
+        the problem: ``policy="JointMlpPolicy"`` takes the problem's
+        ``follower_action_features()`` (one-hot actions if it has none; a string
+        ``policy_kwargs["action_features"]`` names the problem's encoding, e.g.
+        ``"values+onehot"`` on tax design); ``policy="AfterstateMlpPolicy"`` takes
+        ``problem.follower_afterstates(x, context)`` and ``discount=problem.gamma``."""
+        if self.policy not in ("JointMlpPolicy", "AfterstateMlpPolicy"):
+            return super()._build(problem, env, seed, x, context)
+        policy_kwargs = dict(self.algo_kwargs.get("policy_kwargs") or {})
         if self.policy == "JointMlpPolicy":
-            policy_kwargs = dict(self.algo_kwargs.get("policy_kwargs") or {})
             features = policy_kwargs.get("action_features")
             if features is None or isinstance(features, str):
                 policy_kwargs["action_features"] = joint_action_features(problem, features)
-            saved = self.algo_kwargs
-            self.algo_kwargs = {**saved, "policy_kwargs": policy_kwargs}
-            try:
-                return super()._build(problem, env, seed)
-            finally:
-                self.algo_kwargs = saved
-        return super()._build(problem, env, seed)
+        else:
+            rewards, afterstates = follower_afterstates(problem, x, context)
+            policy_kwargs.update(rewards=rewards, afterstates=afterstates,
+                                 discount=self.algo_kwargs.get("gamma", problem.gamma))
+        saved = self.algo_kwargs
+        self.algo_kwargs = {**saved, "policy_kwargs": policy_kwargs}
+        try:
+            return super()._build(problem, env, seed, x, context)
+        finally:
+            self.algo_kwargs = saved
+
+    def _move(self, model: SoftDQN, problem: Any, x: np.ndarray, context: Any) -> None:
+        """An afterstate network gets the reward and afterstate tables of the new ``x``."""
+        if isinstance(model.policy, AfterstateDQNPolicy):
+            model.policy.set_afterstates(*follower_afterstates(problem, x, context))
+
+
+def follower_afterstates(problem: Any, x: np.ndarray, context: Any
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``problem.follower_afterstates(x, context)``: the reward ``(S, A)`` and afterstate
+    features ``(S, A, k)`` tables of an :class:`~.afterstate_q.AfterstateQNetwork`.
+
+    Raises:
+        ValueError: if the problem does not define them.
+    """
+    tables = getattr(problem, "follower_afterstates", None)
+    if tables is None:
+        raise ValueError(f"policy='AfterstateMlpPolicy' needs a problem with "
+                         f"follower_afterstates(x, context) (a finite follower MDP whose "
+                         f"transitions depend on (s, a) through an afterstate, e.g. tax "
+                         f"design with tabular=True); {problem!r} has none")
+    return tables(x, context)
 
 
 def joint_action_features(problem: Any, encoding: str | None = None) -> np.ndarray:

@@ -94,6 +94,19 @@ NEURAL_GRID_FOLLOWER: dict[str, Any] = {
                     "target_update_interval": 100, "loss": "mse",
                     "policy_kwargs": GRID_POLICY_KWARGS},
 }
+#: Soft-DQN households that know their utility and their savings equation: the afterstate
+#: Q-network ``Q(s, a) = r(s, a) + γ W(m(s, a))`` (:mod:`bilevel_envs.followers.afterstate_q`)
+#: learns only ``W``, the value of the savings ``m`` carried into the next period, an MLP
+#: ``[64, 64]`` scaled by 100. Otherwise the ``neural_grid`` households' training (150,000 cold
+#: transitions per group, then 10,000 per leader step, exploring starts, 20-step episodes),
+#: with the step size 3e-4 falling linearly to 5 % over 350,000 transitions
+#: (docs/tax_design.md, "Households that know their savings").
+AFTERSTATE_POLICY_KWARGS: dict[str, Any] = {"net_arch": [64, 64], "value_scale": 100.0}
+NEURAL_AFTERSTATE_FOLLOWER: dict[str, Any] = {
+    **NEURAL_GRID_FOLLOWER, "policy": "AfterstateMlpPolicy",
+    "algo_kwargs": {**NEURAL_GRID_FOLLOWER["algo_kwargs"], "learning_rate": 3e-4,
+                    "policy_kwargs": AFTERSTATE_POLICY_KWARGS},
+}
 #: The authors' follower budget (docs/reference.md §5.2): 3 M transitions per solve (10 envs),
 #: replay 10,000, batch 1,000 every 10 transitions, target copy every 5,000, Adam 5e-5 clipped
 #: at 1.0, ε 1 → 0.1 over the first third. (Warm-started here; they restarted from scratch.)
@@ -120,6 +133,10 @@ SETUPS: dict[str, dict[str, Any]] = {
     "neural_grid": {"tabular": True, "follower": "soft_dqn",
                     "follower_kwargs": NEURAL_GRID_FOLLOWER, "n_envs": 300,
                     "follower_quality": True, "iterations": {"hpgd": 40, "zero_order": 20}},
+    "neural_afterstate": {"tabular": True, "follower": "soft_dqn",
+                          "follower_kwargs": NEURAL_AFTERSTATE_FOLLOWER, "n_envs": 300,
+                          "follower_quality": True,
+                          "iterations": {"hpgd": 40, "zero_order": 20}},
     "tabular": {"tabular": True, "follower": "soft_vi", "follower_kwargs": {},
                 "n_envs": 300, "iterations": {"hpgd": 100, "zero_order": 100}},
     "grid": {"tabular": False, "follower": "grid_soft_vi", "follower_kwargs": {},
@@ -136,6 +153,10 @@ QUICK: dict[str, dict[str, Any]] = {
     "neural_grid": {"iterations": {"hpgd": 8, "zero_order": 4},
                     "follower_kwargs": {**NEURAL_GRID_FOLLOWER, "warmup_timesteps": 10_000,
                                         "total_timesteps": 1_000}},
+    "neural_afterstate": {"iterations": {"hpgd": 8, "zero_order": 4},
+                          "follower_kwargs": {**NEURAL_AFTERSTATE_FOLLOWER,
+                                              "warmup_timesteps": 10_000,
+                                              "total_timesteps": 1_000}},
     "tabular": {"iterations": {"hpgd": 40, "zero_order": 40}},
     "grid": {"iterations": {"hpgd": 40, "zero_order": 40}},
 }

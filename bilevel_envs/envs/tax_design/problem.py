@@ -363,6 +363,18 @@ class TaxDesignTabular(TaxDesign):
                 cache=cache))
         return models
 
+    def follower_afterstates(self, x: np.ndarray, context: Any) -> tuple[np.ndarray, np.ndarray]:
+        """What a household knows before the asset shock: its utility ``r(k, a)`` ``(S, A)``
+        and the savings ``m(g_k, a)`` it carries into the next period, as the feature
+        ``m / L`` ``(S, A, 1)``; ``P(·|k, a)`` depends on ``(k, a)`` only through ``m``
+        (:class:`~bilevel_envs.followers.afterstate_q.AfterstateQNetwork`)."""
+        x = self.check_x(x)
+        S, A = self.n_cells, self.params.n_actions
+        states, actions = np.repeat(np.arange(S), A), np.tile(np.arange(A), S)
+        rewards = self.follower_reward(x, context, states, actions, states).reshape(S, A)
+        mean, _ = self._mean(x, states, actions)
+        return rewards, (mean / self.params.asset_bound).reshape(S, A, 1)
+
     def grad_log_transition(self, x, context, obs, actions, next_obs, weights=None):
         """``∂x log P(k'|k, a) = ∂x P / P`` of the grid model (zero where ``P = 0``)."""
         mean, d_mean = self._mean(x, obs, actions)
