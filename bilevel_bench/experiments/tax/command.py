@@ -25,7 +25,7 @@ from bilevel_bench.experiments.tax.spec import (
 )
 from bilevel_bench.storage import write_summary
 
-DEFAULT_SETUPS = ("tabular", "neural_afterstate")
+DEFAULT_SETUPS = ("tabular", "neural_grid")
 QUICK_NOTE = ("--quick gives the soft-DQN households 10,000 transitions, then 1,000 per leader "
               "step: a plumbing check of that set-up, not a result (the full command's budget: "
               "docs/tax_design.md).")

@@ -1,6 +1,6 @@
 """What one tax-design run is: the follower set-ups, their budgets and the spec.
 
-Five follower set-ups (:data:`SETUPS`, chosen by name; each names its follower, so any
+Six follower set-ups (:data:`SETUPS`, chosen by name; each names its follower, so any
 registered follower can be swapped in):
 
 * ``"neural"`` — continuous assets, the paper's soft-DQN households (``"soft_dqn"``, one Q
@@ -11,6 +11,9 @@ registered follower can be swapped in):
   :mod:`bilevel_envs.followers.joint_q`): actions embedded by their hours and consumption.
 * ``"neural_grid"`` — soft-DQN households (joint-action head, one free embedding per asset
   cell) trained on the 41-cell grid economy itself, the economy their gap is measured on.
+* ``"neural_afterstate"`` — soft-DQN households on the grid
+  economy that know their utility and their savings equation and learn the value of their
+  savings (``policy="AfterstateMlpPolicy"``, :mod:`bilevel_envs.followers.afterstate_q`).
 
 The neural set-ups measure their households' soft-optimality gap on the 41-cell grid economy
 at every leader step (``follower_quality``, :mod:`bilevel_envs.follower_quality`).
