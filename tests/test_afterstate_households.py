@@ -121,13 +121,14 @@ def test_afterstate_policy_refuses_bad_tables_by_name():
     problem, model = _small_model()
     net = model.q_net
     rewards, afterstates = problem.follower_afterstates(problem.x_init, 0)
-    with pytest.raises(ValueError, match=r"rewards must be a finite \(n_states, n_actions\)"):
+    with pytest.raises(ValueError, match=r"rewards must be a finite array of shape \(5, 27\)"):
         net.set_afterstates(rewards[:, :3], afterstates)
     bad = rewards.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="rewards must be a finite"):
+    with pytest.raises(ValueError, match=r"rewards must be a finite array of shape \(5, 27\)"):
         net.set_afterstates(bad, afterstates)
-    with pytest.raises(ValueError, match=r"afterstates must be a finite \(n_states, n_actions, k"):
+    with pytest.raises(ValueError,
+                       match=r"afterstates must be a finite array of shape \(5, 27, ·\)"):
         net.set_afterstates(rewards, afterstates[..., 0])
     env = copy.deepcopy(model.get_env())
     with pytest.raises(ValueError, match="needs rewards"):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bilevel_envs.followers.sb3 import MISSING_SB3
-from bilevel_envs.validation import check_float
+from bilevel_envs.validation import check_array, check_float
 
 try:
     import torch as th
@@ -37,26 +37,6 @@ try:
     from torch import nn
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(MISSING_SB3) from exc
-
-
-def check_afterstate_tables(rewards: Any, afterstates: Any, n_states: int,
-                            n_actions: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``rewards`` ``(S, A)`` and ``afterstates`` ``(S, A, k)`` (finite numbers) and
-    return them as float32 arrays.
-
-    Raises:
-        ValueError: naming the table, for a wrong shape or a non-finite entry.
-    """
-    tables = []
-    for name, table, ndim in (("rewards", rewards, 2), ("afterstates", afterstates, 3)):
-        array = np.asarray(table, dtype=np.float32) if table is not None else np.empty(0)
-        if array.ndim != ndim or array.shape[:2] != (n_states, n_actions) \
-                or not np.isfinite(array).all():
-            shape = "(n_states, n_actions)" if ndim == 2 else "(n_states, n_actions, k)"
-            raise ValueError(f"{name} must be a finite {shape} = ({n_states}, {n_actions}"
-                             f"{', k' if ndim == 3 else ''}) table; got shape {array.shape}")
-        tables.append(array)
-    return tables[0], tables[1]
 
 
 class AfterstateQNetwork(QNetwork):
@@ -84,28 +64,39 @@ class AfterstateQNetwork(QNetwork):
                          normalize_images=normalize_images)
         self.net_arch = [64, 64] if net_arch is None else list(net_arch)
         self.discount, self.value_scale = float(discount), float(value_scale)
-        rewards, afterstates = check_afterstate_tables(
-            rewards, afterstates, int(observation_space.n), int(action_space.n))
-        # W replaces SB3's per-action head.
-        self.q_net = nn.Sequential(*create_mlp(afterstates.shape[2], 1, self.net_arch,
-                                               activation_fn))
-        self.register_buffer("rewards", th.zeros(rewards.shape))
-        self.register_buffer("afterstate_table", th.zeros((0, afterstates.shape[2])))
-        self.register_buffer("afterstate_index", th.zeros(rewards.shape, dtype=th.long))
+        shape = (int(observation_space.n), int(action_space.n))
+        self.register_buffer("rewards", th.zeros(shape))
+        self.register_buffer("afterstate_table", th.zeros((0, 0)))
+        self.register_buffer("afterstate_index", th.zeros(shape, dtype=th.long))
         self.set_afterstates(rewards, afterstates)
+        # W replaces SB3's per-action head.
+        self.q_net = nn.Sequential(*create_mlp(self.afterstate_table.shape[1], 1, self.net_arch,
+                                               activation_fn))
 
     def set_afterstates(self, rewards: np.ndarray, afterstates: np.ndarray) -> None:
         """Replace the tables (the leader moved ``x``); ``W``'s weights are kept. Afterstates
         shared by several ``(s, a)`` are stored once, so ``W`` is evaluated once per distinct
-        afterstate."""
-        rewards, afterstates = check_afterstate_tables(rewards, afterstates,
-                                                       *self.rewards.shape)
+        afterstate.
+
+        Raises:
+            ValueError: naming the table, unless ``rewards`` is a finite ``(S, A)`` array and
+                ``afterstates`` a finite ``(S, A, k)`` one.
+        """
+        shape = tuple(self.rewards.shape)
+        rewards = check_array("rewards", rewards, shape).astype(np.float32)
+        # float32 before de-duplicating: the stored table round-trips through tables()
+        afterstates = check_array("afterstates", afterstates, (*shape, None)).astype(np.float32)
         distinct, inverse = np.unique(afterstates.reshape(-1, afterstates.shape[2]), axis=0,
                                       return_inverse=True)
         device = self.rewards.device
         self.rewards = th.as_tensor(rewards, device=device)
         self.afterstate_table = th.as_tensor(distinct, device=device)
-        self.afterstate_index = th.as_tensor(inverse.reshape(rewards.shape), device=device)
+        self.afterstate_index = th.as_tensor(inverse.reshape(shape), device=device)
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current ``rewards`` ``(S, A)`` and ``afterstates`` ``(S, A, k)`` (float32)."""
+        index = self.afterstate_index.cpu().numpy()
+        return self.rewards.cpu().numpy(), self.afterstate_table.cpu().numpy()[index]
 
     def _continuation(self, keys: th.Tensor) -> th.Tensor:
         """``γ · value_scale · W`` at the afterstates ``keys`` (indices into the distinct
@@ -127,8 +118,7 @@ class AfterstateQNetwork(QNetwork):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        rewards = self.rewards.cpu().numpy()
-        afterstates = self.afterstate_table.cpu().numpy()[self.afterstate_index.cpu().numpy()]
+        rewards, afterstates = self.tables()
         data.update(rewards=rewards, afterstates=afterstates, discount=self.discount,
                     net_arch=self.net_arch, value_scale=self.value_scale)
         return data
@@ -167,9 +157,11 @@ class AfterstateDQNPolicy(DQNPolicy):
         to the target)."""
         for net in (self.q_net, self.q_net_target):
             net.set_afterstates(rewards, afterstates)
-        self._afterstate_args.update(rewards=rewards, afterstates=afterstates)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
+        """DQNPolicy's, with the Q-network's current tables (a copy of this policy, e.g. a
+        follower's response, answers for the ``x`` it was made at)."""
         data = super()._get_constructor_parameters()
-        data.update(self._afterstate_args)
+        rewards, afterstates = self.q_net.tables()
+        data.update(self._afterstate_args, rewards=rewards, afterstates=afterstates)
         return data
